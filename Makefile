@@ -1,0 +1,38 @@
+# tco — PGXS build.  See README.md ("Development") for the layout.
+EXTENSION = tco
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" tco.control)
+
+MODULE_big = tco
+# One object per C file in src/: a file per concept (cycle type, caches, payer, settlement ...).
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+PGFILEDESC = "tco - cloud organizations, trusteeship and settlement"
+
+# The install script is generated from one unversioned source split per concept
+# (src/sql/NN_concept.sql, concatenated in name order).  Released versions are
+# frozen; upgrades ship as one-step sql/tco--X--Y.sql scripts.
+DATA_built = tco--$(EXTVERSION).sql
+DATA = $(wildcard upgrade/tco--*--*.sql) $(wildcard upgrade/tco--[0-9]*.[0-9].sql)
+
+# pg_regress: sql/NAME.sql + expected/NAME.out; isolation: specs/NAME.spec + expected/NAME.out.
+REGRESS = $(sort $(patsubst sql/%.sql,%,$(wildcard sql/*.sql)))
+REGRESS_OPTS = --load-extension=btree_gist --dbname=tco_regress
+ISOLATION = $(sort $(patsubst specs/%.spec,%,$(wildcard specs/*.spec)))
+ISOLATION_OPTS = --load-extension=btree_gist --dbname=tco_isolation
+
+PG_CPPFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+tco--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))
+	( echo '-- generated from src/sql/*.sql by make: do not edit'; \
+	  echo '\echo Use "CREATE EXTENSION tco" to load this file. \quit'; \
+	  for f in $^; do echo; echo "-- ==== $$f"; cat $$f; done ) > $@
+
+.PHONY: demo check-all bench
+demo:
+	bash scripts/demo.sh
+check-all:
+	bash scripts/test.sh
+bench:
+	bash scripts/bench.sh

@@ -1,0 +1,63 @@
+-- Schema tco: types shared by every part and the installation's configuration.
+
+COMMENT ON SCHEMA tco IS 'tco: cloud organizations, financial trusteeship, payers and billing-cycle settlement';
+
+CREATE TYPE tco.granularity AS ENUM ('minute', 'hour', 'day', 'week', 'month');
+COMMENT ON TYPE tco.granularity IS 'Billing granularity of a product; boundaries are taken in the billing time zone, weeks are ISO weeks starting Monday 00:00.';
+
+CREATE TYPE tco.settlement_policy AS ENUM ('self_pay', 'trusteeship');
+COMMENT ON TYPE tco.settlement_policy IS 'self_pay: the member pays its own bills; trusteeship: its management account pays (financial trusteeship / unified payment).';
+
+CREATE TYPE tco.charge_type AS ENUM ('prepaid', 'postpaid');
+COMMENT ON TYPE tco.charge_type IS 'prepaid: an order paid ahead; postpaid: pay-as-you-go usage.';
+
+-- Cache invalidation: a statement-level trigger on every table a C cache reads
+-- (see src/cache.c for the rule).
+CREATE FUNCTION tco.invalidate_cache() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'tco_invalidate_cache' LANGUAGE C;
+COMMENT ON FUNCTION tco.invalidate_cache() IS 'Statement-level trigger: invalidates the per-backend caches built from the table, in this and every other session.';
+
+-- The installation's configuration: at most one row; no row means every default.
+CREATE TABLE tco.config (
+    singleton        boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    billing_timezone text NOT NULL DEFAULT 'UTC',
+    legacy_cutover   timestamptz NOT NULL DEFAULT '2022-08-01 12:00:00+08'
+);
+COMMENT ON TABLE tco.config IS 'Installation configuration (one row at most; absent means defaults).';
+COMMENT ON COLUMN tco.config.billing_timezone IS 'Time zone in which every hour, day, week and month boundary is taken (default UTC).';
+COMMENT ON COLUMN tco.config.legacy_cutover IS 'Trusteeships established before this instant are legacy: their members use the manager''s contract discount (R8).';
+SELECT pg_catalog.pg_extension_config_dump('tco.config', '');
+
+CREATE FUNCTION tco.config_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names WHERE name = NEW.billing_timezone) THEN
+        RAISE EXCEPTION 'billing time zone "%" does not exist', NEW.billing_timezone
+            USING ERRCODE = '22023',
+                  HINT = 'Use a name from pg_timezone_names, such as ''UTC'' or ''Asia/Shanghai''.';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER config_check BEFORE INSERT OR UPDATE ON tco.config
+    FOR EACH ROW EXECUTE FUNCTION tco.config_check();
+CREATE TRIGGER config_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tco.config
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.invalidate_cache();
+
+CREATE FUNCTION tco.set_billing_timezone(zone text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF zone IS NULL THEN
+        RAISE EXCEPTION 'billing time zone must not be NULL'
+            USING ERRCODE = '22004', HINT = 'Pass a zone name such as ''UTC'' or ''Asia/Shanghai''.';
+    END IF;
+    INSERT INTO tco.config (billing_timezone) VALUES (zone)
+        ON CONFLICT (singleton) DO UPDATE SET billing_timezone = EXCLUDED.billing_timezone;
+    RETURN zone;
+END $$;
+COMMENT ON FUNCTION tco.set_billing_timezone(text) IS 'Sets the installation''s billing time zone (validated against pg_timezone_names).';
+
+CREATE FUNCTION tco.billing_timezone() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT billing_timezone FROM tco.config), 'UTC')
+$$;
+COMMENT ON FUNCTION tco.billing_timezone() IS 'The installation''s billing time zone (default UTC).';

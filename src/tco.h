@@ -1,0 +1,57 @@
+/*
+ * src/tco.h
+ *
+ * Shared declarations of the tco extension: billing time (the billing_cycle
+ * type and granularity boundaries in the billing time zone), the cached
+ * installation configuration, and the per-backend caches.
+ */
+#ifndef TCO_H
+#define TCO_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "pgtime.h"
+
+/*
+ * A billing cycle is a calendar month in the billing time zone, stored as the
+ * number of months since year 0: year * 12 + (month - 1).  Years 1..9999.
+ */
+typedef int32 BillingCycle;
+
+#define TCO_CYCLE_MIN	(1 * 12)
+#define TCO_CYCLE_MAX	(9999 * 12 + 11)
+
+#define DatumGetBillingCycle(X)		DatumGetInt32(X)
+#define BillingCycleGetDatum(X)		Int32GetDatum(X)
+#define PG_GETARG_BILLING_CYCLE(n)	DatumGetBillingCycle(PG_GETARG_DATUM(n))
+#define PG_RETURN_BILLING_CYCLE(x)	return BillingCycleGetDatum(x)
+
+/* Billing granularity of a product, in the order of the SQL enum tco.granularity. */
+typedef enum TcoGranularity
+{
+	TCO_GRAN_MINUTE,
+	TCO_GRAN_HOUR,
+	TCO_GRAN_DAY,
+	TCO_GRAN_WEEK,				/* ISO week, starting Monday 00:00 */
+	TCO_GRAN_MONTH
+} TcoGranularity;
+
+/* config.c: the installation's configuration (table tco.config), cached. */
+extern void tco_config_init(void);
+extern pg_tz *tco_billing_tz(void);
+extern const char *tco_billing_tz_name(void);
+extern TimestampTz tco_legacy_cutover(void);
+
+/* cache.c: shared helpers for per-backend caches. */
+extern Oid	tco_relid(const char *relname);
+extern TcoGranularity tco_granularity_from_name(const char *name);
+extern const char *tco_granularity_name(TcoGranularity g);
+
+/* billing_time.c: calendar arithmetic in a time zone. */
+extern BillingCycle tco_cycle_of(TimestampTz t, pg_tz *tz);
+extern TimestampTz tco_cycle_start(BillingCycle c, pg_tz *tz);
+extern TimestampTz tco_trunc(TimestampTz t, TcoGranularity g, pg_tz *tz);
+extern TimestampTz tco_boundary_ceil(TimestampTz t, TcoGranularity g, pg_tz *tz);
+
+#endif							/* TCO_H */
