@@ -42,7 +42,7 @@ tco_granularity_from_name(const char *name)
 {
 	int			i;
 
-	for (i = 0; i < lengthof(granularity_names); i++)
+	for (i = 0; i < (int) lengthof(granularity_names); i++)
 		if (strcmp(name, granularity_names[i]) == 0)
 			return (TcoGranularity) i;
 	ereport(ERROR,
@@ -54,7 +54,7 @@ tco_granularity_from_name(const char *name)
 const char *
 tco_granularity_name(TcoGranularity g)
 {
-	if ((int) g < 0 || (int) g >= lengthof(granularity_names))
+	if ((int) g < 0 || (int) g >= (int) lengthof(granularity_names))
 		elog(ERROR, "invalid granularity %d", (int) g);
 	return granularity_names[g];
 }
