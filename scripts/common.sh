@@ -45,11 +45,11 @@ ensure_deps() {
 
 build_install() {
     log "building and installing tco"
-    make -C "$TCO_ROOT" -s PG_CONFIG=/usr/bin/pg_config
+    make -C "$TCO_ROOT" -s PG_CONFIG=/usr/bin/pg_config with_llvm=no
     if [ -n "$DESTDIR_ARG" ]; then
-        make -C "$TCO_ROOT" -s PG_CONFIG=/usr/bin/pg_config install "$DESTDIR_ARG"
+        make -C "$TCO_ROOT" -s PG_CONFIG=/usr/bin/pg_config with_llvm=no install "$DESTDIR_ARG"
     else
-        $SUDO make -C "$TCO_ROOT" -s PG_CONFIG=/usr/bin/pg_config install
+        $SUDO make -C "$TCO_ROOT" -s PG_CONFIG=/usr/bin/pg_config with_llvm=no install
     fi
 }
 
