@@ -8,6 +8,7 @@
 
 #include "fmgr.h"
 
+#include "payer.h"
 #include "tco.h"
 
 PG_MODULE_MAGIC;
@@ -18,4 +19,5 @@ void
 _PG_init(void)
 {
 	tco_config_init();
+	tco_payer_init();
 }

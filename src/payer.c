@@ -1,0 +1,678 @@
+/*
+ * src/payer.c
+ *
+ * Who pays a bill line (rule R6, DESIGN section 3).
+ *
+ * A trusteeship change for account A at instant t (establish, move, end)
+ * switches the payer of A's product P at an effective instant e(P):
+ *   - frozen product: if at t, A has a bill line for P whose period starts in
+ *     the cycle containing t, issued before t and unpaid at t, then e(P) is
+ *     the start of the next cycle;
+ *   - otherwise e(P) is the first boundary of P's granularity at or after t.
+ * The payer of a line (A, P, period start s) is the target of the latest
+ * change (by t) among A's changes with e(P) <= s, or A itself if none.
+ *
+ * This is called once per bill line over millions of lines, so everything it
+ * needs is cached per backend: the products and their granularity, every
+ * account's list of changes, and per (account, product) the effective
+ * instants of the changes (computed lazily: the frozen test needs one index
+ * probe of tco.bill_line per change).  The cache follows the rule of cache.c:
+ * tco.trusteeship, tco.bill_line, tco.product, tco.account and tco.config
+ * carry statement triggers that send relcache invalidations, and the
+ * callback below only marks the cache stale; it is rebuilt at the start of
+ * the next call, never in the middle of one, so no pointer is ever freed
+ * under a caller's feet.
+ *
+ * Snapshots: a cache built under a transaction snapshot (REPEATABLE READ and
+ * above) may miss changes that later snapshots see; it is therefore dropped
+ * at the next transaction.  Within a READ COMMITTED transaction each new
+ * snapshot makes us accept pending invalidations once, so a change committed
+ * by another session is seen by the next statement, as plain SQL would.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "storage/proc.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "payer.h"
+
+#define PRODUCT_CODE_LEN 64		/* tco.product's CHECK allows 63 characters */
+
+typedef struct ProductEntry
+{
+	char		product_code[PRODUCT_CODE_LEN]; /* hash key */
+	TcoGranularity granularity;
+} ProductEntry;
+
+/* The effective instant of each change of one account, for one product. */
+typedef struct ProductEffective
+{
+	struct ProductEffective *next;
+	ProductEntry *product;
+	TimestampTz *effective;		/* one per change */
+	bool	   *frozen;			/* one per change */
+} ProductEffective;
+
+typedef struct AccountEntry
+{
+	int64		account_id;		/* hash key */
+	bool		exists;			/* in tco.account */
+	int			nchanges;
+	PayerChange *changes;		/* sorted by instant, an end before a start */
+	ProductEffective *products;
+} AccountEntry;
+
+typedef struct PayerCache
+{
+	bool		valid;
+	uint64		generation;		/* bumped by every relevant invalidation */
+	MemoryContext context;
+	HTAB	   *products;
+	HTAB	   *accounts;
+	pg_tz	   *tz;
+	Oid			relids[5];
+	/* built under a transaction snapshot: valid for that transaction only */
+	bool		xact_local;
+	LocalTransactionId built_lxid;
+	/* the snapshot we last accepted invalidations for */
+	Snapshot	seen_snapshot;
+	TransactionId seen_xmin;
+	TransactionId seen_xmax;
+	CommandId	seen_curcid;
+	/* the last (account, product) answered: bill lines come grouped */
+	AccountEntry *last_account;
+	ProductEntry *last_product;
+	ProductEffective *last_effective;	/* NULL when the account has no change */
+	SPIPlanPtr	frozen_plan;
+	SPIPlanPtr	account_plan;
+} PayerCache;
+
+static PayerCache cache;
+
+static const char *const cache_tables[] = {"trusteeship", "bill_line", "product", "account", "config"};
+
+static void
+payer_cache_invalidate(Datum arg, Oid relid)
+{
+	int			i;
+
+	if (relid != InvalidOid)
+	{
+		for (i = 0; i < (int) lengthof(cache.relids); i++)
+			if (cache.relids[i] == relid)
+				break;
+		if (i == (int) lengthof(cache.relids))
+			return;
+	}
+	cache.valid = false;
+	cache.generation++;
+	cache.last_account = NULL;
+	cache.last_product = NULL;
+	cache.last_effective = NULL;
+}
+
+void
+tco_payer_init(void)
+{
+	CacheRegisterRelcacheCallback(payer_cache_invalidate, (Datum) 0);
+}
+
+/*
+ * Accept invalidations once per snapshot, so a READ COMMITTED statement sees
+ * trusteeship changes committed since the previous one.
+ */
+static void
+accept_invalidations_for_snapshot(void)
+{
+	Snapshot	snap = ActiveSnapshotSet() ? GetActiveSnapshot() : NULL;
+
+	if (snap == NULL)
+	{
+		AcceptInvalidationMessages();
+		return;
+	}
+	if (snap != cache.seen_snapshot || snap->xmin != cache.seen_xmin ||
+		snap->xmax != cache.seen_xmax || snap->curcid != cache.seen_curcid)
+	{
+		AcceptInvalidationMessages();
+		cache.seen_snapshot = snap;
+		cache.seen_xmin = snap->xmin;
+		cache.seen_xmax = snap->xmax;
+		cache.seen_curcid = snap->curcid;
+	}
+}
+
+static int
+change_cmp(const void *a, const void *b)
+{
+	const PayerChange *x = (const PayerChange *) a;
+	const PayerChange *y = (const PayerChange *) b;
+
+	if (x->at != y->at)
+		return x->at < y->at ? -1 : 1;
+	/* at the same instant an end comes before the start it makes room for */
+	if (x->kind != y->kind)
+		return x->kind == PAYER_CHANGE_END ? -1 : (y->kind == PAYER_CHANGE_END ? 1 : 0);
+	return x->trusteeship_id < y->trusteeship_id ? -1 : (x->trusteeship_id > y->trusteeship_id ? 1 : 0);
+}
+
+static void
+load_products(void)
+{
+	HASHCTL		ctl;
+	uint64		i;
+	int			ret;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = PRODUCT_CODE_LEN;
+	ctl.entrysize = sizeof(ProductEntry);
+	ctl.hcxt = cache.context;
+	cache.products = hash_create("tco payer products", 64, &ctl,
+								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+	ret = SPI_execute("SELECT product_code, granularity::text FROM tco.product", true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read tco.product: %s", SPI_result_code_string(ret));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *code = SPI_getvalue(tup, desc, 1);
+		char	   *gran = SPI_getvalue(tup, desc, 2);
+		ProductEntry *entry;
+
+		if (code == NULL || gran == NULL || strlen(code) >= PRODUCT_CODE_LEN)
+			continue;
+		entry = hash_search(cache.products, code, HASH_ENTER, NULL);
+		entry->granularity = tco_granularity_from_name(gran);
+	}
+}
+
+static void
+load_changes(void)
+{
+	HASHCTL		ctl;
+	uint64		i;
+	int			ret;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(AccountEntry);
+	ctl.hcxt = cache.context;
+	cache.accounts = hash_create("tco payer accounts", 1024, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	ret = SPI_execute("SELECT member_account_id, management_account_id, trusteeship_id, "
+					  "established_at, ended_at FROM tco.trusteeship "
+					  "ORDER BY member_account_id, established_at, trusteeship_id",
+					  true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read tco.trusteeship: %s", SPI_result_code_string(ret));
+
+	for (i = 0; i < SPI_processed;)
+	{
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		member = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], desc, 1, &isnull));
+		uint64		j;
+		int			n = 0;
+		AccountEntry *entry;
+		bool		found;
+
+		/* the rows of one member are consecutive */
+		for (j = i; j < SPI_processed; j++)
+			if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j], desc, 1, &isnull)) != member)
+				break;
+
+		entry = hash_search(cache.accounts, &member, HASH_ENTER, &found);
+		entry->exists = true;
+		entry->products = NULL;
+		entry->changes = MemoryContextAlloc(cache.context, sizeof(PayerChange) * 2 * (j - i));
+		for (; i < j; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			int64		manager = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+			TimestampTz established = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+			TimestampTz ended = DatumGetTimestampTz(SPI_getbinval(tup, desc, 5, &isnull));
+			PayerChange *start = &entry->changes[n++];
+
+			start->at = established;
+			start->target = manager;
+			start->trusteeship_id = id;
+			start->kind = PAYER_CHANGE_ESTABLISH;
+			if (!isnull)
+			{
+				PayerChange *end = &entry->changes[n++];
+
+				end->at = ended;
+				end->target = member;
+				end->trusteeship_id = id;
+				end->kind = PAYER_CHANGE_END;
+			}
+		}
+		qsort(entry->changes, n, sizeof(PayerChange), change_cmp);
+		/* a start at the instant another trusteeship ends is a move */
+		for (j = 1; j < (uint64) n; j++)
+			if (entry->changes[j].kind == PAYER_CHANGE_ESTABLISH &&
+				entry->changes[j - 1].kind == PAYER_CHANGE_END &&
+				entry->changes[j - 1].at == entry->changes[j].at)
+				entry->changes[j].kind = PAYER_CHANGE_MOVE;
+		entry->nchanges = n;
+	}
+}
+
+static void
+ensure_cache(void)
+{
+	uint64		generation;
+	int			i;
+
+	accept_invalidations_for_snapshot();
+
+	if (cache.valid && cache.xact_local && cache.built_lxid != MyProc->lxid)
+		cache.valid = false;
+	if (cache.valid)
+		return;
+
+	if (cache.context == NULL)
+		cache.context = AllocSetContextCreate(CacheMemoryContext, "tco payer cache",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContextReset(cache.context);
+	cache.products = NULL;
+	cache.accounts = NULL;
+	cache.last_account = NULL;
+	cache.last_product = NULL;
+	cache.last_effective = NULL;
+
+	generation = cache.generation;
+	for (i = 0; i < (int) lengthof(cache_tables); i++)
+		cache.relids[i] = tco_relid(cache_tables[i]);
+	cache.tz = tco_billing_tz();
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	load_products();
+	load_changes();
+	SPI_finish();
+
+	/*
+	 * An invalidation that arrived while loading leaves the cache marked
+	 * invalid: what was loaded serves this call only and is reloaded on the
+	 * next one.
+	 */
+	cache.xact_local = IsolationUsesXactSnapshot();
+	cache.built_lxid = MyProc->lxid;
+	cache.valid = (generation == cache.generation);
+}
+
+static AccountEntry *
+lookup_account(int64 account_id)
+{
+	AccountEntry *entry;
+	bool		exists;
+
+	entry = hash_search(cache.accounts, &account_id, HASH_FIND, NULL);
+	if (entry == NULL)
+	{
+		Datum		arg = Int64GetDatum(account_id);
+		Oid			argtype = INT8OID;
+		int			ret;
+
+		/* ask first, enter after: an error in between must leave no entry */
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (cache.account_plan == NULL)
+		{
+			SPIPlanPtr	plan = SPI_prepare("SELECT 1 FROM tco.account WHERE account_id = $1",
+										   1, &argtype);
+
+			if (plan == NULL)
+				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+			SPI_keepplan(plan);
+			cache.account_plan = plan;
+		}
+		ret = SPI_execute_plan(cache.account_plan, &arg, NULL, true, 1);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "could not read tco.account: %s", SPI_result_code_string(ret));
+		exists = (SPI_processed == 1);
+		SPI_finish();
+
+		entry = hash_search(cache.accounts, &account_id, HASH_ENTER, NULL);
+		entry->nchanges = 0;
+		entry->changes = NULL;
+		entry->products = NULL;
+		entry->exists = exists;
+	}
+	if (!entry->exists)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("account " INT64_FORMAT " does not exist", account_id),
+				 errhint("The payer is defined for accounts of tco.account only.")));
+	return entry;
+}
+
+static ProductEntry *
+lookup_product(const char *product_code)
+{
+	ProductEntry *entry = NULL;
+
+	if (strlen(product_code) < PRODUCT_CODE_LEN)
+		entry = hash_search(cache.products, product_code, HASH_FIND, NULL);
+	if (entry == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("product \"%s\" does not exist", product_code),
+				 errhint("Products and their billing granularity are listed in tco.product.")));
+	return entry;
+}
+
+/*
+ * The frozen test of every change of one account for one product, in one
+ * query: which changes had an unpaid line of the product, issued before the
+ * change, in the cycle containing the change.
+ */
+static void
+compute_frozen(AccountEntry *account, ProductEntry *product, bool *frozen)
+{
+	int			n = account->nchanges;
+	Datum	   *instants = palloc(sizeof(Datum) * n);
+	Datum	   *cycle_starts = palloc(sizeof(Datum) * n);
+	Datum	   *cycle_ends = palloc(sizeof(Datum) * n);
+	Datum		args[5];
+	Oid			argtypes[5] = {INT8OID, TEXTOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+	int			i;
+	int			ret;
+	uint64		r;
+
+	for (i = 0; i < n; i++)
+	{
+		TimestampTz t = account->changes[i].at;
+		BillingCycle c = tco_cycle_of(t, cache.tz);
+
+		instants[i] = TimestampTzGetDatum(t);
+		cycle_starts[i] = TimestampTzGetDatum(tco_cycle_start(c, cache.tz));
+		cycle_ends[i] = TimestampTzGetDatum(tco_cycle_start(c + 1, cache.tz));
+		frozen[i] = false;
+	}
+	args[0] = Int64GetDatum(account->account_id);
+	args[1] = CStringGetTextDatum(product->product_code);
+	args[2] = PointerGetDatum(construct_array(instants, n, TIMESTAMPTZOID, sizeof(TimestampTz), true, TYPALIGN_DOUBLE));
+	args[3] = PointerGetDatum(construct_array(cycle_starts, n, TIMESTAMPTZOID, sizeof(TimestampTz), true, TYPALIGN_DOUBLE));
+	args[4] = PointerGetDatum(construct_array(cycle_ends, n, TIMESTAMPTZOID, sizeof(TimestampTz), true, TYPALIGN_DOUBLE));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (cache.frozen_plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(
+									   "SELECT c.i::int4 FROM unnest($3, $4, $5) WITH ORDINALITY AS c(t, cs, ce, i) "
+									   "WHERE EXISTS (SELECT 1 FROM tco.bill_line b "
+									   "  WHERE b.account_id = $1 AND b.product_code = $2 "
+									   "    AND b.period_start >= c.cs AND b.period_start < c.ce "
+									   "    AND b.issued_at < c.t AND (b.paid_at IS NULL OR b.paid_at > c.t))",
+									   5, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		cache.frozen_plan = plan;
+	}
+	ret = SPI_execute_plan(cache.frozen_plan, args, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read tco.bill_line: %s", SPI_result_code_string(ret));
+	for (r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int32		idx = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
+
+		if (!isnull && idx >= 1 && idx <= n)
+			frozen[idx - 1] = true;
+	}
+	SPI_finish();
+}
+
+static ProductEffective *
+product_effective(AccountEntry *account, ProductEntry *product)
+{
+	ProductEffective *pe;
+	bool	   *frozen;
+	int			i;
+
+	for (pe = account->products; pe != NULL; pe = pe->next)
+		if (pe->product == product)
+			return pe;
+
+	frozen = palloc(sizeof(bool) * account->nchanges);
+	compute_frozen(account, product, frozen);
+
+	pe = MemoryContextAlloc(cache.context, sizeof(ProductEffective));
+	pe->product = product;
+	pe->effective = MemoryContextAlloc(cache.context, sizeof(TimestampTz) * account->nchanges);
+	pe->frozen = MemoryContextAlloc(cache.context, sizeof(bool) * account->nchanges);
+	for (i = 0; i < account->nchanges; i++)
+	{
+		TimestampTz t = account->changes[i].at;
+
+		pe->frozen[i] = frozen[i];
+		if (frozen[i])
+			pe->effective[i] = tco_cycle_start(tco_cycle_of(t, cache.tz) + 1, cache.tz);
+		else
+			pe->effective[i] = tco_boundary_ceil(t, product->granularity, cache.tz);
+	}
+	pe->next = account->products;
+	account->products = pe;
+	pfree(frozen);
+	return pe;
+}
+
+/*
+ * Decide the payer of a line of account_id for product_code starting at
+ * `at`.  Fills *decision; the pointers in it are valid until the next call.
+ */
+void
+tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
+				 PayerDecision *decision)
+{
+	AccountEntry *account;
+	ProductEntry *product;
+	ProductEffective *pe;
+	int			i;
+
+	ensure_cache();
+
+	memset(decision, 0, sizeof(PayerDecision));
+	decision->account_id = account_id;
+	decision->payer = account_id;
+	decision->change_index = -1;
+
+	if (cache.last_account != NULL && cache.last_account->account_id == account_id &&
+		strcmp(cache.last_product->product_code, product_code) == 0)
+	{
+		account = cache.last_account;
+		product = cache.last_product;
+		pe = cache.last_effective;
+	}
+	else
+	{
+		uint64		generation = cache.generation;
+
+		product = lookup_product(product_code);
+		account = lookup_account(account_id);
+		pe = account->nchanges > 0 ? product_effective(account, product) : NULL;
+		/* an invalidation while computing: the memo must not outlive it */
+		if (generation == cache.generation)
+		{
+			cache.last_account = account;
+			cache.last_product = product;
+			cache.last_effective = pe;
+		}
+	}
+	decision->granularity = product->granularity;
+	decision->account = account->nchanges > 0 ? account->changes : NULL;
+	decision->nchanges = account->nchanges;
+	decision->effective = pe ? pe->effective : NULL;
+	decision->frozen = pe ? pe->frozen : NULL;
+
+	/* the latest change (by instant) whose effective instant is <= at */
+	for (i = account->nchanges - 1; i >= 0; i--)
+	{
+		if (pe->effective[i] <= at)
+		{
+			decision->change_index = i;
+			decision->payer = account->changes[i].target;
+			break;
+		}
+	}
+}
+
+int64
+tco_effective_payer(int64 account_id, const char *product_code, TimestampTz at)
+{
+	PayerDecision decision;
+
+	tco_payer_decide(account_id, product_code, at, &decision);
+	return decision.payer;
+}
+
+PG_FUNCTION_INFO_V1(tco_trusteeship_effective_payer);
+
+Datum
+tco_trusteeship_effective_payer(PG_FUNCTION_ARGS)
+{
+	int64		account_id = PG_GETARG_INT64(0);
+	text	   *product = PG_GETARG_TEXT_PP(1);
+	TimestampTz at = PG_GETARG_TIMESTAMPTZ(2);
+	char		code[PRODUCT_CODE_LEN];
+	int			len = VARSIZE_ANY_EXHDR(product);
+
+	if (len >= PRODUCT_CODE_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("product \"%.*s...\" does not exist", 40, VARDATA_ANY(product)),
+				 errhint("Product codes have at most %d characters.", PRODUCT_CODE_LEN - 1)));
+	memcpy(code, VARDATA_ANY(product), len);
+	code[len] = '\0';
+	PG_RETURN_INT64(tco_effective_payer(account_id, code, at));
+}
+
+static const char *
+change_kind_name(PayerChangeKind kind)
+{
+	switch (kind)
+	{
+		case PAYER_CHANGE_ESTABLISH:
+			return "establish";
+		case PAYER_CHANGE_MOVE:
+			return "move";
+		case PAYER_CHANGE_END:
+			return "end";
+	}
+	return "unknown";
+}
+
+static void
+append_json_timestamptz(StringInfo buf, TimestampTz t)
+{
+	char		tbuf[MAXDATELEN + 1];
+
+	appendStringInfoChar(buf, '"');
+	appendStringInfoString(buf, JsonEncodeDateTime(tbuf, TimestampTzGetDatum(t), TIMESTAMPTZOID, NULL));
+	appendStringInfoChar(buf, '"');
+}
+
+static void
+append_json_change(StringInfo buf, const PayerDecision *d, int i)
+{
+	const PayerChange *c = &d->account[i];
+
+	appendStringInfo(buf, "{\"trusteeship_id\": " INT64_FORMAT ", \"kind\": \"%s\", \"at\": ",
+					 c->trusteeship_id, change_kind_name(c->kind));
+	append_json_timestamptz(buf, c->at);
+	appendStringInfo(buf, ", \"target\": " INT64_FORMAT ", \"frozen\": %s, \"effective_at\": ",
+					 c->target, d->frozen[i] ? "true" : "false");
+	append_json_timestamptz(buf, d->effective[i]);
+	appendStringInfo(buf, ", \"rule\": \"%s\"}",
+					 d->frozen[i] ? "frozen_product" : "granularity_boundary");
+}
+
+PG_FUNCTION_INFO_V1(tco_explain_payer);
+
+/*
+ * jsonb saying why: the change that applies (or none), the rule that set its
+ * effective instant, and the changes made but not yet effective at `at`.
+ */
+Datum
+tco_explain_payer(PG_FUNCTION_ARGS)
+{
+	int64		account_id = PG_GETARG_INT64(0);
+	char	   *product_code = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	TimestampTz at = PG_GETARG_TIMESTAMPTZ(2);
+	PayerDecision d;
+	StringInfoData buf;
+	int			i;
+	bool		first = true;
+
+	tco_payer_decide(account_id, product_code, at, &d);
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"account_id\": " INT64_FORMAT ", \"product_code\": ", account_id);
+	escape_json(&buf, product_code);
+	appendStringInfoString(&buf, ", \"at\": ");
+	append_json_timestamptz(&buf, at);
+	appendStringInfo(&buf, ", \"payer\": " INT64_FORMAT ", \"granularity\": \"%s\", \"billing_timezone\": ",
+					 d.payer, tco_granularity_name(d.granularity));
+	escape_json(&buf, tco_billing_tz_name());
+	if (d.change_index < 0)
+	{
+		appendStringInfo(&buf, ", \"rule\": \"no_change\", \"reason\": ");
+		escape_json(&buf, d.nchanges == 0
+					? "the account has no trusteeship change: it pays for itself"
+					: "no trusteeship change is effective yet for this product at this instant: the account pays for itself");
+		appendStringInfoString(&buf, ", \"change\": null");
+	}
+	else
+	{
+		const PayerChange *c = &d.account[d.change_index];
+		char	   *reason;
+
+		if (d.frozen[d.change_index])
+			reason = psprintf("the product had an unpaid bill issued before the %s at the change's instant, so the payer switches at the start of the next cycle",
+							  change_kind_name(c->kind));
+		else
+			reason = psprintf("the %s takes effect at the first %s boundary at or after its instant",
+							  change_kind_name(c->kind), tco_granularity_name(d.granularity));
+		appendStringInfo(&buf, ", \"rule\": \"%s\", \"reason\": ",
+						 d.frozen[d.change_index] ? "frozen_product" : "granularity_boundary");
+		escape_json(&buf, reason);
+		appendStringInfoString(&buf, ", \"change\": ");
+		append_json_change(&buf, &d, d.change_index);
+	}
+	appendStringInfoString(&buf, ", \"not_yet_effective\": [");
+	for (i = 0; i < d.nchanges; i++)
+	{
+		if (d.effective[i] > at && d.account[i].at <= at)
+		{
+			if (!first)
+				appendStringInfoString(&buf, ", ");
+			append_json_change(&buf, &d, i);
+			first = false;
+		}
+	}
+	appendStringInfoString(&buf, "]}");
+
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}
