@@ -26,7 +26,7 @@ include $(PGXS)
 
 tco--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))
 	( echo '-- generated from src/sql/*.sql by make: do not edit'; \
-	  echo '\echo Use "CREATE EXTENSION tco" to load this file. \quit'; \
+	  printf '%s\n' '\echo Use "CREATE EXTENSION tco" to load this file. \quit'; \
 	  for f in $^; do echo; echo "-- ==== $$f"; cat $$f; done ) > $@
 
 .PHONY: demo check-all bench
