@@ -12,7 +12,9 @@
  *
  * - minute and hour are truncated under the UTC offset in force at t and
  *   advanced by adding the unit in absolute time, so in a fall-back hour
- *   that repeats each repetition is its own hour;
+ *   that repeats each repetition is its own hour (where an offset change is
+ *   not a whole hour, as in Australia/Lord_Howe, the result is re-checked
+ *   against the wall clock, see on_clock_boundary());
  * - day, week and month are found by calendar arithmetic on the local date
  *   and converted back to an instant with DetermineTimeZoneOffset().
  *
@@ -181,6 +183,28 @@ unit_usecs(TcoGranularity g)
 	return g == TCO_GRAN_MINUTE ? USECS_PER_MINUTE : USECS_PER_HOUR;
 }
 
+/* The start of the minute or hour of wall time *tm, read under the given offset. */
+static TimestampTz
+clock_floor(struct pg_tm *tm, int offset, TcoGranularity g)
+{
+	if (g == TCO_GRAN_HOUR)
+		tm->tm_min = 0;
+	tm->tm_sec = 0;
+	return instant_at(tm, offset);
+}
+
+/* Does the wall clock of tz read a whole minute (or hour) at instant t? */
+static bool
+on_clock_boundary(TimestampTz t, TcoGranularity g, pg_tz *tz)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int			offset;
+
+	local_time(t, tz, &tm, &fsec, &offset);
+	return fsec == 0 && tm.tm_sec == 0 && (g == TCO_GRAN_MINUTE || tm.tm_min == 0);
+}
+
 static void
 check_granularity(TcoGranularity g)
 {
@@ -224,7 +248,8 @@ tco_trunc(TimestampTz t, TcoGranularity g, pg_tz *tz)
 	struct pg_tm tm;
 	fsec_t		fsec;
 	int			offset;
-	int			j,
+	int			i,
+				j,
 				y,
 				m,
 				d;
@@ -236,11 +261,20 @@ tco_trunc(TimestampTz t, TcoGranularity g, pg_tz *tz)
 
 	if (g == TCO_GRAN_MINUTE || g == TCO_GRAN_HOUR)
 	{
-		/* Keep the offset in force at t: each repetition of a fall-back hour is its own hour. */
-		if (g == TCO_GRAN_HOUR)
-			tm.tm_min = 0;
-		tm.tm_sec = 0;
-		return instant_at(&tm, offset);
+		TimestampTz start = clock_floor(&tm, offset, g);
+
+		/*
+		 * Under a half-hour offset change (Australia/Lord_Howe) the floor
+		 * under t's offset can fall where the clock read another time;
+		 * floor again from the clock reading there.  Each step goes back, so
+		 * the result stays <= t; two steps suffice for any real zone.
+		 */
+		for (i = 0; i < 4 && !on_clock_boundary(start, g, tz); i++)
+		{
+			local_time(start, tz, &tm, &fsec, &offset);
+			start = clock_floor(&tm, offset, g);
+		}
+		return start;
 	}
 
 	j = period_start_day(date2j(tm.tm_year, tm.tm_mon, tm.tm_mday), g);
@@ -279,8 +313,21 @@ tco_boundary_ceil(TimestampTz t, TcoGranularity g, pg_tz *tz)
 	{
 		TimestampTz next;
 
-		if (pg_add_s64_overflow(start, unit_usecs(g), &next) || !IS_VALID_TIMESTAMP(next))
-			timestamp_out_of_range();
+		/*
+		 * The unit added in absolute time: after 01:00 EDT of a fall-back
+		 * night comes 01:00 EST.  Where an offset change that is not a whole
+		 * unit makes that instant read another time, step on from the floor
+		 * of that reading.
+		 */
+		for (i = 0; i < 4; i++)
+		{
+			if (pg_add_s64_overflow(start, unit_usecs(g), &next) || !IS_VALID_TIMESTAMP(next))
+				timestamp_out_of_range();
+			if (on_clock_boundary(next, g, tz))
+				return next;
+			local_time(next, tz, &tm, &fsec, &offset);
+			start = clock_floor(&tm, offset, g);
+		}
 		return next;
 	}
 
