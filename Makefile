@@ -15,9 +15,9 @@ DATA = $(wildcard upgrade/tco--*--*.sql) $(wildcard upgrade/tco--[0-9]*.[0-9].sq
 
 # pg_regress: sql/NAME.sql + expected/NAME.out; isolation: specs/NAME.spec + expected/NAME.out.
 REGRESS = $(sort $(patsubst sql/%.sql,%,$(wildcard sql/*.sql)))
-REGRESS_OPTS = --load-extension=btree_gist --dbname=tco_regress
+REGRESS_OPTS = --dbname=tco_regress
 ISOLATION = $(sort $(patsubst specs/%.spec,%,$(wildcard specs/*.spec)))
-ISOLATION_OPTS = --load-extension=btree_gist --dbname=tco_isolation
+ISOLATION_OPTS = --dbname=tco_isolation
 
 PG_CPPFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror
 PG_CONFIG ?= pg_config
