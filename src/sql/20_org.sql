@@ -123,7 +123,18 @@ LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NOT present THEN
         RAISE EXCEPTION '% % does not exist', what, id
-            USING ERRCODE = '23503', HINT = format('Check the %s id; list existing ones in tco.%s.', what, replace(what, ' ', '_'));
+            USING ERRCODE = '23503', HINT = format('Check the %s id: it must exist before it is referenced.', what);
+    END IF;
+END $$;
+
+-- Raise 22023 on an empty or blank name.
+CREATE FUNCTION tco.require_name(value text, arg_name text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tco.require_arg(value, arg_name);
+    IF btrim(value) = '' THEN
+        RAISE EXCEPTION 'argument "%" must not be empty', arg_name
+            USING ERRCODE = '22023', HINT = 'Give a name with at least one visible character.';
     END IF;
 END $$;
 
@@ -365,7 +376,7 @@ DECLARE
     new_org bigint;
 BEGIN
     PERFORM tco.require_arg(admin_account_id, 'admin_account_id');
-    PERFORM tco.require_arg(name, 'name');
+    PERFORM tco.require_name(name, 'name');
     PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = create_organization.admin_account_id),
                                'account', admin_account_id);
     INSERT INTO tco.organization (name, admin_account_id)
@@ -382,7 +393,7 @@ DECLARE
     new_unit bigint;
 BEGIN
     PERFORM tco.require_arg(org_id, 'org_id');
-    PERFORM tco.require_arg(name, 'name');
+    PERFORM tco.require_name(name, 'name');
     IF parent IS NULL THEN
         SELECT u.unit_id INTO parent FROM tco.org_unit u
             WHERE u.org_id = create_unit.org_id AND u.parent_unit_id IS NULL;

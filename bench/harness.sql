@@ -1,0 +1,48 @@
+-- Benchmark harness: time a query against a baseline measured in the same run,
+-- alternating them, and report medians and their ratio.  Installed into the
+-- benchmark database (not part of the extension).
+CREATE OR REPLACE FUNCTION public.bench_median(samples double precision[]) RETURNS double precision
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s) FROM unnest(samples) s
+$$;
+
+-- Runs `baseline` and `subject` alternately `runs` times (after one warm-up
+-- each); with rollback = true each run is inside a subtransaction that is
+-- rolled back, so runs that write leave nothing behind.
+CREATE OR REPLACE FUNCTION public.bench_compare(label text, subject text, baseline text,
+                                                runs int DEFAULT 5, rollback boolean DEFAULT false)
+RETURNS TABLE (benchmark text, subject_ms numeric, baseline_ms numeric, ratio numeric)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz; s double precision[] := '{}'; b double precision[] := '{}'; i int; q text;
+BEGIN
+    FOR i IN 0..runs LOOP
+        FOREACH q IN ARRAY ARRAY[baseline, subject] LOOP
+            t0 := clock_timestamp();
+            IF rollback THEN
+                BEGIN
+                    EXECUTE q;
+                    RAISE EXCEPTION USING ERRCODE = 'P0004', MESSAGE = 'bench rollback';
+                EXCEPTION WHEN assert_failure THEN NULL;
+                END;
+            ELSE
+                EXECUTE q;
+            END IF;
+            IF i > 0 THEN   -- run 0 warms caches
+                IF q = subject THEN s := s || extract(epoch FROM clock_timestamp() - t0) * 1000;
+                ELSE b := b || extract(epoch FROM clock_timestamp() - t0) * 1000; END IF;
+            END IF;
+        END LOOP;
+    END LOOP;
+    benchmark := label;
+    subject_ms := round(public.bench_median(s)::numeric, 1);
+    baseline_ms := round(public.bench_median(b)::numeric, 1);
+    ratio := round((public.bench_median(s) / public.bench_median(b))::numeric, 2);
+    RETURN NEXT;
+END $$;
+
+-- Peak resident memory of this backend (kB), from /proc.
+CREATE OR REPLACE FUNCTION public.bench_vmhwm_kb() RETURNS bigint
+LANGUAGE sql AS $$
+    SELECT substring(pg_read_file('/proc/self/status') FROM 'VmHWM:\s+(\d+) kB')::bigint
+$$;
