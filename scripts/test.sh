@@ -43,6 +43,17 @@ psql -qX -v ON_ERROR_STOP=1 -d tco_tap -c 'CREATE EXTENSION pgtap' >/dev/null
 pg_prove -d tco_tap --ext .sql -r test/ 2>&1 | tee "$LOGS/tap.log"
 count "$n_tap" '^test/.*\.\. ok' "$LOGS/tap.log"
 
+# script tests: each is one test, passed when it exits 0
+for t in scripts/test_dump_restore.sh scripts/stress_r1.sh; do
+    [ -f "$t" ] || continue
+    log "script test: $t"
+    if bash "$t" >"$LOGS/$(basename "$t").log" 2>&1; then
+        tail -n 3 "$LOGS/$(basename "$t").log"; echo "    1 passed, 0 failed"; passed=$((passed + 1))
+    else
+        tail -n 30 "$LOGS/$(basename "$t").log"; echo "    0 passed, 1 failed"; failed=$((failed + 1))
+    fi
+done
+
 if [ -x scripts/bench.sh ]; then
     log "benchmark smoke run (small sizes)"
     if BENCH_SMOKE=1 bash scripts/bench.sh --reuse-server >"$LOGS/bench.log" 2>&1; then
