@@ -22,9 +22,9 @@ SELECT count(tco.move_trusteeship(m, 2 + (m + 1) % 10, timestamptz '2023-02-10 1
 SELECT count(tco.end_trusteeship(m, timestamptz '2023-02-15 09:41+00' + (m % 5) * interval '1 day'))
     FROM generate_series(101, 400) m WHERE m % 3 = 1;
 INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount, issued_at, paid_at)
-SELECT a, 'prod-' || (1 + (g * 7) % 20), s, s + interval '1 hour', ((g % 10000) / 100.0)::numeric(20,6),
+SELECT a, 'prod-' || (1 + (g::bigint * 7) % 20), s, s + interval '1 hour', ((g % 10000) / 100.0)::numeric(20,6),
        s + interval '1 hour', CASE WHEN g % 2 = 0 THEN s + interval '5 days' END
-FROM (SELECT g, 2 + (g * 31) % 399 AS a,
-             timestamptz '2023-01-01 00:00+00' + ((g * 7919) % (90 * 24 * 60)) * interval '1 minute' AS s
+FROM (SELECT g, 2 + (g::bigint * 31) % 399 AS a,
+             timestamptz '2023-01-01 00:00+00' + ((g::bigint * 7919) % (90 * 24 * 60)) * interval '1 minute' AS s
       FROM generate_series(1, :lines) g) x;
 ANALYZE tco.bill_line;
