@@ -4,7 +4,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS tco CASCADE;
-SELECT plan(35);
+SELECT plan(38);
 \ir fixtures/trust.inc
 
 SELECT ok(tco.establish_trusteeship(2, 1, '2024-01-01 09:00+00') > 0, 'establish returns the trusteeship id');
@@ -28,7 +28,9 @@ SELECT throws_ok($$SELECT tco.end_trusteeship(2, '2024-01-15')$$, 'TC006', NULL,
 SELECT throws_ok($$SELECT tco.move_trusteeship(2, 1, '2024-01-31')$$, 'TC006', NULL,
     'a move before the latest change is refused');
 SELECT throws_ok($$UPDATE tco.trusteeship SET ended_at = '2024-01-31' WHERE member_account_id = 2 AND ended_at IS NULL$$,
-    '23514', NULL, 'direct UPDATE: an end before the start is refused by the CHECK');
+    'TC006', NULL, 'direct UPDATE: an end before the latest change is refused');
+SELECT throws_ok($$UPDATE tco.trusteeship SET ended_at = '2024-02-01' WHERE member_account_id = 2 AND ended_at IS NULL$$,
+    '23514', NULL, 'direct UPDATE: an empty trusteeship (end = start) is refused by the CHECK');
 SELECT lives_ok($$SELECT tco.move_trusteeship(2, 1, '2024-03-01')$$, 'move back to the admin');
 SELECT throws_ok($$SELECT tco.move_trusteeship(2, 1, '2024-03-02')$$, '55000', NULL,
     'a move to the current manager is refused');
@@ -70,9 +72,11 @@ SELECT is((SELECT established_at FROM tco.trusteeship WHERE member_account_id = 
 UPDATE tco.member SET policy = 'self_pay' WHERE account_id = 2;
 SELECT is((SELECT count(*) FROM tco.trusteeship WHERE member_account_id = 2), 3::bigint,
     'policy self_pay on a self-pay member: nothing happens');
-INSERT INTO tco.trusteeship (member_account_id, management_account_id, established_at) VALUES (9, 1, '2024-01-01');
-UPDATE tco.member SET policy = 'self_pay' WHERE account_id = 9;
-SELECT is((SELECT ended_at FROM tco.trusteeship WHERE member_account_id = 9), now(), 'policy self_pay: ended now');
+INSERT INTO tco.account (account_id, name, entity_id, balance) VALUES (11, 'a11', 1, 1);
+SELECT tco.add_member((SELECT org_id FROM tco.organization), 11);
+INSERT INTO tco.trusteeship (member_account_id, management_account_id, established_at) VALUES (11, 1, '2024-01-01');
+UPDATE tco.member SET policy = 'self_pay' WHERE account_id = 11;
+SELECT is((SELECT ended_at FROM tco.trusteeship WHERE member_account_id = 11), now(), 'policy self_pay: ended now');
 SELECT throws_ok($$UPDATE tco.member SET policy = 'trusteeship' WHERE account_id = 1$$, 'TC004', NULL,
     'the admin cannot be put in trusteeship to itself');
 
@@ -87,7 +91,7 @@ SELECT throws_ok($$SELECT tco.remove_member(10)$$, '55000', NULL, 'a managed mem
 SELECT is(pg_temp.hint_of($$DELETE FROM tco.member WHERE account_id = 10$$),
     'End the trusteeship first (tco.end_trusteeship), for the account and for any member it manages.',
     'direct DELETE: the hint says to end the trusteeship first');
-SELECT tco.establish_trusteeship(4, 9, '2024-05-01') FROM tco.deposit(4, 1);
+SELECT tco.establish_trusteeship(4, 9) FROM tco.deposit(4, 1);
 SELECT throws_ok($$SELECT tco.remove_member(9)$$, '55000', NULL, 'a manager cannot leave');
 SELECT lives_ok($$SELECT tco.remove_member(2)$$, 'a member whose trusteeship ended can leave');
 
