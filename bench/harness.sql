@@ -46,3 +46,14 @@ CREATE OR REPLACE FUNCTION public.bench_vmhwm_kb() RETURNS bigint
 LANGUAGE sql AS $$
     SELECT substring(pg_read_file('/proc/self/status') FROM 'VmHWM:\s+(\d+) kB')::bigint
 $$;
+
+-- Private memory of this backend: its memory contexts (what PostgreSQL and tco
+-- allocated) and RssAnon (VmHWM also counts the shared buffers it touched).
+CREATE OR REPLACE FUNCTION public.bench_backend_memory() RETURNS text
+LANGUAGE sql AS $$
+    SELECT format('memory contexts %s kB (tco payer cache %s kB), RssAnon %s kB, VmHWM %s kB',
+                  (SELECT sum(total_bytes) / 1024 FROM pg_backend_memory_contexts),
+                  coalesce((SELECT sum(total_bytes) / 1024 FROM pg_backend_memory_contexts WHERE name = 'tco payer cache'), 0),
+                  substring(pg_read_file('/proc/self/status') FROM 'RssAnon:\s+(\d+) kB'),
+                  public.bench_vmhwm_kb())
+$$;

@@ -29,5 +29,5 @@ SELECT 'payer: ' || benchmark || ': ' || subject_ms || ' ms vs baseline ' || bas
 FROM public.bench_compare('sum(hashint8(effective_payer)) over $LINES lines',
     'SELECT sum(hashint8(tco.trusteeship_effective_payer(account_id, product_code, period_start))) FROM tco.bill_line',
     'SELECT sum(hashint8(account_id)) FROM tco.bill_line', $RUNS);
-SELECT 'payer: backend peak memory after the runs: ' || public.bench_vmhwm_kb() || ' kB';
+SELECT 'payer: backend memory after the runs: ' || public.bench_backend_memory();
 SQL
