@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: pg_regress (sql/ + expected/), isolation specs
 # (specs/ + expected/), pgTAP (test/*.sql through pg_prove) and a smoke run
-# of the benchmarks, against a throwaway server.  Ends with
+# of the benchmarks, and the R1 stress run, against a throwaway server.  Ends with
 # "N passed, N failed" and exits non-zero on any failure.
 source "$(dirname "$0")/common.sh"
 set +e
@@ -37,6 +37,13 @@ psql -qX -v ON_ERROR_STOP=1 -d tco_tap -c 'CREATE EXTENSION pgtap' >/dev/null
 pg_prove -d tco_tap --ext .sql -r test/ 2>&1 | tee /tmp/tco-tap.log
 count '^test/.*\.\. ok' '^test/.*\.\. (Failed|Dubious|not ok)|^test/.*\.\. [^o]' /tmp/tco-tap.log
 grep -qE '^Files=.*Tests=' /tmp/tco-tap.log || { echo "    pg_prove did not finish"; failed=$((failed + 1)); }
+
+log "R1 stress: 16 clients racing for 300 places (scripts/stress_r1.sh)"
+if bash scripts/stress_r1.sh >/tmp/tco-stress.log 2>&1; then
+    tail -n 3 /tmp/tco-stress.log; echo "    1 passed, 0 failed"; passed=$((passed + 1))
+else
+    tail -n 20 /tmp/tco-stress.log; echo "    0 passed, 1 failed"; failed=$((failed + 1))
+fi
 
 if [ -x scripts/bench.sh ]; then
     log "benchmark smoke run (small sizes)"
