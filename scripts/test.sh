@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: pg_regress (sql/ + expected/), isolation specs
 # (specs/ + expected/), pgTAP (test/*.sql through pg_prove) and a smoke run
-# of the benchmarks, against a throwaway server.  Ends with
+# of the benchmarks, and the R1 stress run, against a throwaway server.  Ends with
 # "N passed, N failed" and exits non-zero on any failure.
 source "$(dirname "$0")/common.sh"
 set +e
@@ -53,6 +53,13 @@ for t in scripts/test_dump_restore.sh scripts/stress_r1.sh; do
         tail -n 30 "$LOGS/$(basename "$t").log"; echo "    0 passed, 1 failed"; failed=$((failed + 1))
     fi
 done
+
+log "R1 stress: 16 clients racing for 300 places (scripts/stress_r1.sh)"
+if bash scripts/stress_r1.sh >/tmp/tco-stress.log 2>&1; then
+    tail -n 3 /tmp/tco-stress.log; echo "    1 passed, 0 failed"; passed=$((passed + 1))
+else
+    tail -n 20 /tmp/tco-stress.log; echo "    0 passed, 1 failed"; failed=$((failed + 1))
+fi
 
 if [ -x scripts/bench.sh ]; then
     log "benchmark smoke run (small sizes)"
