@@ -54,13 +54,6 @@ for t in scripts/test_dump_restore.sh scripts/stress_r1.sh; do
     fi
 done
 
-log "R1 stress: 16 clients racing for 300 places (scripts/stress_r1.sh)"
-if bash scripts/stress_r1.sh >/tmp/tco-stress.log 2>&1; then
-    tail -n 3 /tmp/tco-stress.log; echo "    1 passed, 0 failed"; passed=$((passed + 1))
-else
-    tail -n 20 /tmp/tco-stress.log; echo "    0 passed, 1 failed"; failed=$((failed + 1))
-fi
-
 if [ -x scripts/bench.sh ]; then
     log "benchmark smoke run (small sizes)"
     if BENCH_SMOKE=1 bash scripts/bench.sh --reuse-server >"$LOGS/bench.log" 2>&1; then
