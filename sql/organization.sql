@@ -74,7 +74,7 @@ SELECT tco.accept_invitation(2);
 SELECT tco.invite_account(1, 4);
 SELECT tco.invite_account(1, 11, NULL, 'self_pay', interval '-1 day');
 INSERT INTO tco.invitation (org_id, account_id, invited_at, expires_at)
-    VALUES (1, 11, now() - interval '8 days', now() - interval '1 day');
+    VALUES (1, 11, '2020-01-01 00:00+00', '2020-01-08 00:00+00');
 SELECT tco.accept_invitation((SELECT invitation_id FROM tco.invitation WHERE account_id = 11));
 SELECT invitation_id, org_id, account_id, status FROM tco.invitation ORDER BY invitation_id;
 SELECT account_id, unit_id FROM tco.member WHERE account_id IN (8, 9) ORDER BY 1;
