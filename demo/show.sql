@@ -1,5 +1,7 @@
 -- What a billing engineer wants to see of the sample.
 \pset footer off
+SET timezone = 'Asia/Shanghai';          -- show instants in the billing time zone
+SET search_path = tco, public;           -- the billing_cycle operators
 \echo
 \echo '== Organizations, their admins and member counts'
 SELECT o.org_id, o.name, a.name AS admin, count(m.*) AS members,
@@ -22,7 +24,10 @@ FROM tree t ORDER BY path;
 SELECT management_account_id AS manager, count(*) FILTER (WHERE ended_at IS NULL) AS active,
        count(*) AS trusteeships_ever FROM tco.trusteeship GROUP BY 1 ORDER BY 1;
 
-SELECT min(member_account_id) AS demo_member FROM tco.trusteeship WHERE management_account_id = 1 \gset
+-- a member still with its first manager, whose cos bill of Jan 2 (issued
+-- Jan 3 01:00) was still unpaid at the change
+SELECT min(member_account_id) AS demo_member FROM tco.trusteeship
+WHERE management_account_id = 1 AND ended_at IS NULL \gset
 \echo '== Who pays? Member' :demo_member 'placed in trusteeship at 2023-01-03 09:23 (UTC+8), seed 004'
 SELECT product_code AS product, p.granularity, s.starts,
        tco.trusteeship_effective_payer(:demo_member, product_code, s.starts) AS payer,
@@ -30,7 +35,7 @@ SELECT product_code AS product, p.granularity, s.starts,
 FROM tco.product p,
      (VALUES (timestamptz '2023-01-03 09:00+08'), ('2023-01-03 10:00+08'), ('2023-01-04 00:00+08'), ('2023-02-01 00:00+08')) s(starts)
 WHERE product_code IN ('cos', 'cvm') ORDER BY 1, 3;
-\echo '   why cos stays with the member in January:'
+\echo '   why cos stays with the member in January (frozen product):'
 SELECT jsonb_pretty(tco.explain_payer(:demo_member, 'cos', '2023-01-20 00:00+08'));
 
 \echo '== Bill lines of January 2023 by payer kind'
