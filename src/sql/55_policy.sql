@@ -68,16 +68,15 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM tco.policy_attachment
      WHERE target_type = TG_ARGV[0]
-       AND target_id = CASE TG_ARGV[0] WHEN 'organization' THEN OLD.org_id
-                                       WHEN 'unit' THEN OLD.unit_id ELSE OLD.account_id END;
+       AND target_id = (pg_catalog.to_jsonb(OLD) ->> TG_ARGV[1])::bigint;
     RETURN NULL;
 END $$;
 CREATE TRIGGER organization_policy_detach AFTER DELETE ON tco.organization
-    FOR EACH ROW EXECUTE FUNCTION tco.policy_target_deleted('organization');
+    FOR EACH ROW EXECUTE FUNCTION tco.policy_target_deleted('organization', 'org_id');
 CREATE TRIGGER org_unit_policy_detach AFTER DELETE ON tco.org_unit
-    FOR EACH ROW EXECUTE FUNCTION tco.policy_target_deleted('unit');
+    FOR EACH ROW EXECUTE FUNCTION tco.policy_target_deleted('unit', 'unit_id');
 CREATE TRIGGER account_policy_detach AFTER DELETE ON tco.account
-    FOR EACH ROW EXECUTE FUNCTION tco.policy_target_deleted('account');
+    FOR EACH ROW EXECUTE FUNCTION tco.policy_target_deleted('account', 'account_id');
 
 CREATE FUNCTION tco.attach_policy(policy_id bigint, target_type text, target_id bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
