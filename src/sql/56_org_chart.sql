@@ -37,8 +37,8 @@ BEGIN
     IF dot THEN
         out := out || format('digraph "org_%s" {', org.org_id)
                    || format('  label="%s (organization %s)";', tco.dot_escape(org.name), org.org_id)
-                   || '  rankdir=TB;'
-                   || '  node [fontname="Helvetica"];';
+                   || '  rankdir=TB;'::text
+                   || '  node [fontname="Helvetica"];'::text;
     ELSE
         out := out || 'flowchart TD'::text;
     END IF;
