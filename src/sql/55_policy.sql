@@ -116,7 +116,10 @@ COMMENT ON FUNCTION tco.detach_policy(bigint, text, bigint) IS 'Detaches a servi
 CREATE FUNCTION tco.policy_path(p_account_id bigint, p_action text)
 RETURNS TABLE (level int, target_type text, target_id bigint, policy_id bigint,
                policy_name text, effect text, matches boolean)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- plpgsql rather than sql: its plan is cached for the session.
+    RETURN QUERY
     WITH RECURSIVE m AS (
         SELECT mb.org_id, mb.unit_id FROM tco.member mb WHERE mb.account_id = p_account_id
     ), up (unit_id, parent_unit_id, height) AS (
@@ -125,19 +128,19 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         SELECT u.unit_id, u.parent_unit_id, up.height + 1
           FROM tco.org_unit u JOIN up ON u.unit_id = up.parent_unit_id
     ), path (level, target_type, target_id) AS (
-        SELECT 0, 'organization', m.org_id FROM m
+        SELECT 0, 'organization'::text, m.org_id FROM m
         UNION ALL
-        SELECT (SELECT max(height) FROM up) - up.height + 1, 'unit', up.unit_id FROM up
+        SELECT (SELECT max(height) FROM up) - up.height + 1, 'unit'::text, up.unit_id FROM up
         UNION ALL
-        SELECT (SELECT max(height) FROM up) + 2, 'account', p_account_id FROM m
+        SELECT (SELECT max(height) FROM up) + 2, 'account'::text, p_account_id FROM m
     )
     SELECT path.level, path.target_type, path.target_id, sp.policy_id, sp.name, sp.effect,
            EXISTS (SELECT 1 FROM pg_catalog.unnest(sp.actions) AS pat
                     WHERE pg_catalog.lower(p_action) LIKE tco.glob_to_like(pat))
       FROM path
       JOIN tco.policy_attachment pa ON pa.target_type = path.target_type AND pa.target_id = path.target_id
-      JOIN tco.service_policy sp ON sp.policy_id = pa.policy_id
-$$;
+      JOIN tco.service_policy sp ON sp.policy_id = pa.policy_id;
+END $$;
 
 CREATE FUNCTION tco.policy_check_args(account_id bigint, action text) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
