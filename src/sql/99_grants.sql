@@ -1,0 +1,49 @@
+-- Privileges.  This file sorts last so that it covers every table and function
+-- the other parts of the install script created.
+--
+-- Default: nothing in schema tco is usable by PUBLIC.  tco_admin may use
+-- everything (row-level security then lets it see every row); tco_reader may
+-- read the tables that carry a reader policy, plus the product catalogue, and
+-- call the functions listed below.  Functions that only support a data type
+-- (input/output, operators, casts, index support) stay executable by PUBLIC:
+-- without them a role granted a table could not compare its column values.
+
+REVOKE ALL ON SCHEMA tco FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA tco FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA tco FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA tco FROM PUBLIC;
+
+GRANT USAGE ON SCHEMA tco TO tco_admin, tco_reader;
+GRANT ALL ON ALL TABLES IN SCHEMA tco TO tco_admin;
+GRANT ALL ON ALL SEQUENCES IN SCHEMA tco TO tco_admin;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tco TO tco_admin;
+
+GRANT SELECT ON tco.account, tco.member, tco.trusteeship, tco.bill_line,
+                tco.organization, tco.org_unit, tco.account_login, tco.product
+    TO tco_reader;
+GRANT EXECUTE ON FUNCTION tco.invoking_role(), tco.current_account_id(), tco.visible_accounts(),
+                          tco.can_see_account(bigint), tco.visible_organizations(),
+                          tco.billing_timezone(), tco.cycle_of(timestamptz), tco.cycle_range(tco.billing_cycle),
+                          tco.org_chart(bigint, text)
+    TO tco_reader;
+
+DO $type_support$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT DISTINCT p.oid::regprocedure
+          FROM pg_catalog.pg_proc p
+         WHERE p.pronamespace = 'tco'::pg_catalog.regnamespace
+           AND (EXISTS (SELECT 1 FROM pg_catalog.pg_type t
+                         WHERE p.oid IN (t.typinput, t.typoutput, t.typreceive, t.typsend,
+                                         t.typmodin, t.typmodout, t.typanalyze, t.typsubscript))
+                OR EXISTS (SELECT 1 FROM pg_catalog.pg_operator o
+                            WHERE p.oid IN (o.oprcode, o.oprrest, o.oprjoin))
+                OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast c WHERE c.castfunc = p.oid)
+                OR EXISTS (SELECT 1 FROM pg_catalog.pg_amproc a WHERE a.amproc = p.oid))
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
+    END LOOP;
+END
+$type_support$;
