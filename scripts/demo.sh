@@ -13,7 +13,12 @@ export PGDATABASE=tco_demo
 log "loading the sample: 3 organizations, 3000 accounts, trusteeships, two months of bill lines"
 psql -X -q -v ON_ERROR_STOP=1 -f demo/sample.sql >/dev/null
 psql -X -v ON_ERROR_STOP=1 -f demo/show.sql
-for f in demo/settle.sql demo/chart.sql; do
+for f in demo/settle.sql; do
     [ -f "$f" ] && psql -X -v ON_ERROR_STOP=1 -f "$f"
 done
-true
+log "org chart of 'Initech IT' (Graphviz DOT, first lines)"
+psql -X -At -v ON_ERROR_STOP=1 -c "SELECT tco.org_chart(3, 'dot')" > /tmp/tco-demo-org-chart.dot
+head -n 12 /tmp/tco-demo-org-chart.dot
+if command -v dot >/dev/null; then
+    dot -Tsvg /tmp/tco-demo-org-chart.dot -o /tmp/tco-demo-org-chart.svg && echo "rendered to /tmp/tco-demo-org-chart.svg"
+fi
