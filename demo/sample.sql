@@ -6,6 +6,7 @@ SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS tco CASCADE;
 CREATE EXTENSION tco CASCADE;
 SELECT tco.set_billing_timezone('Asia/Shanghai');
+SET timezone = 'Asia/Shanghai';   -- day numbers below are those of the billing zone
 SELECT setseed(0.2023);
 
 INSERT INTO tco.entity (entity_id, name, verified) VALUES
@@ -64,8 +65,8 @@ INSERT INTO tco.product (product_code, granularity, name) VALUES
     ('cdn', 'minute', 'Content Delivery Network'), ('cbs', 'month', 'Cloud Block Storage'),
     ('clb', 'week', 'Cloud Load Balancer');
 
--- Two months of daily bill lines for 600 members: a January line of cos was
--- issued on Jan 2 and is still unpaid, which freezes cos for January.
+-- Two months of daily bill lines for 600 members on two days out of three; the
+-- lines of Jan 2 are issued Jan 3 01:00 and paid Jan 4: unpaid at a change on Jan 3.
 INSERT INTO tco.bill_line (account_id, product_code, charge_type, period_start, period_end, list_amount, issued_at, paid_at)
 SELECT m, p, CASE WHEN p = 'cbs' THEN 'prepaid' ELSE 'postpaid' END::tco.charge_type,
        d, d + interval '1 day', round((1 + random() * 40)::numeric, 2),
