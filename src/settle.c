@@ -242,9 +242,9 @@ typedef struct PlanDef
 
 static const PlanDef plan_defs[NUM_PLANS] = {
 	[PLAN_ORG_EXISTS] = {"SELECT 1 FROM tco.organization WHERE org_id = $1", 1, {INT8OID}},
-	[PLAN_SETTLED] = {"SELECT 1 FROM tco.settled_cycle WHERE cycle = $1::tco.billing_cycle "
+	[PLAN_SETTLED] = {"SELECT 1 FROM tco.settled_cycle WHERE cycle OPERATOR(tco.=) $1::tco.billing_cycle "
 		"AND (org_id IS NULL OR org_id = $2)", 2, {TEXTOID, INT8OID}},
-	[PLAN_PARTLY_SETTLED] = {"SELECT 1 FROM tco.settled_cycle WHERE cycle = $1::tco.billing_cycle LIMIT 1",
+	[PLAN_PARTLY_SETTLED] = {"SELECT 1 FROM tco.settled_cycle WHERE cycle OPERATOR(tco.=) $1::tco.billing_cycle LIMIT 1",
 	1, {TEXTOID}},
 	[PLAN_LINES] = {LINES_SELECT LINES_ORDER, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
 	[PLAN_LINES_ORG] = {LINES_SELECT LINES_IN_ORG LINES_ORDER, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
@@ -276,7 +276,7 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 		"FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[], $7::int8[], "
 		"$8::int8[], $9::int8[], $10::int8[]) AS u(l, s, p, li, r, src, d, di, be, du)",
 	10, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
-	INT8ARRAYOID, INT8ARRAYOID}},
+	INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
 	[PLAN_INSERT_USES] = {"INSERT INTO tco.benefit_use (benefit_id, line_id, statement_id, amount) "
 		"SELECT b, l, s, a * 0.000001 FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS u(b, l, s, a)",
 	4, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
@@ -307,7 +307,7 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 	[PLAN_RESULT] = {"SELECT count(*), coalesce(sum((SELECT sum(l.lines) FROM tco.statement_line l "
 		"WHERE l.statement_id = s.statement_id)), 0)::int8, coalesce(sum(s.list_total), 0), "
 		"coalesce(sum(s.due_total), 0) FROM tco.statement s "
-		"WHERE s.cycle = $1::tco.billing_cycle AND ($2::int8 IS NULL OR s.org_id = $2)",
+		"WHERE s.cycle OPERATOR(tco.=) $1::tco.billing_cycle AND ($2::int8 IS NULL OR s.org_id = $2)",
 	2, {TEXTOID, INT8OID}},
 };
 

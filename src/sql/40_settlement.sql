@@ -278,16 +278,17 @@ $$;
 -- The end of the latest settled cycle that covers an organization (NULL: none).
 CREATE FUNCTION tco.settled_until(p_org_id bigint) RETURNS timestamptz
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT pg_catalog.upper(tco.cycle_range(max(s.cycle)))
+    SELECT pg_catalog.upper(tco.cycle_range(s.cycle))
     FROM tco.settled_cycle s
     WHERE s.org_id IS NULL OR s.org_id = p_org_id
+    ORDER BY s.cycle DESC LIMIT 1
 $$;
 COMMENT ON FUNCTION tco.settled_until(bigint) IS 'End of the latest settled cycle covering the organization (settled for it or for everything); NULL when nothing is settled.';
 
 CREATE FUNCTION tco.r14_settled_error(c tco.billing_cycle, what text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RAISE EXCEPTION 'R14: billing cycle % is settled: % cannot change', c, what
+    RAISE EXCEPTION 'R14: billing cycle % is settled: %', c, what
         USING ERRCODE = 'TC008',
               HINT = 'A settled cycle is never rewritten: book an adjustment as a bill line in the next open cycle.';
 END $$;
@@ -305,7 +306,7 @@ BEGIN
     SELECT n.line_id, s.cycle INTO bad
     FROM new_lines n
     LEFT JOIN tco.member m ON m.account_id = n.account_id
-    JOIN tco.settled_cycle s ON s.cycle = tco.cycle_of(n.period_start)
+    JOIN tco.settled_cycle s ON s.cycle OPERATOR(tco.=) tco.cycle_of(n.period_start)
                             AND (s.org_id IS NULL OR s.org_id = m.org_id)
     ORDER BY n.line_id LIMIT 1;
     IF FOUND THEN
@@ -339,7 +340,7 @@ BEGIN
     SELECT n.line_id, s.cycle INTO bad
     FROM new_lines n JOIN old_lines o USING (line_id)
     LEFT JOIN tco.member m ON m.account_id = n.account_id
-    JOIN tco.settled_cycle s ON s.cycle = tco.cycle_of(n.period_start)
+    JOIN tco.settled_cycle s ON s.cycle OPERATOR(tco.=) tco.cycle_of(n.period_start)
                             AND (s.org_id IS NULL OR s.org_id = m.org_id)
     WHERE (o.account_id, o.product_code, o.period_start, o.list_amount)
           IS DISTINCT FROM (n.account_id, n.product_code, n.period_start, n.list_amount)
@@ -364,7 +365,7 @@ BEGIN
     FROM old_lines o
     LEFT JOIN tco.member m ON m.account_id = o.account_id
     WHERE EXISTS (SELECT 1 FROM tco.settled_line sl WHERE sl.line_id = o.line_id)
-       OR EXISTS (SELECT 1 FROM tco.settled_cycle s WHERE s.cycle = tco.cycle_of(o.period_start)
+       OR EXISTS (SELECT 1 FROM tco.settled_cycle s WHERE s.cycle OPERATOR(tco.=) tco.cycle_of(o.period_start)
                   AND (s.org_id IS NULL OR s.org_id = m.org_id))
     ORDER BY o.line_id LIMIT 1;
     IF FOUND THEN
@@ -406,8 +407,8 @@ BEGIN
         END IF;
     END IF;
     IF moment < until THEN
-        RAISE EXCEPTION 'R14: trusteeship % of account % changes at %, inside settled billing cycle %',
-                coalesce(NEW.trusteeship_id, OLD.trusteeship_id), acct, moment, tco.cycle_of(moment)
+        RAISE EXCEPTION 'R14: trusteeship % of account % changes at %, before the end of settled billing cycle %',
+                coalesce(NEW.trusteeship_id, OLD.trusteeship_id), acct, moment, tco.cycle_of(until - interval '1 microsecond')
             USING ERRCODE = 'TC008',
                   HINT = format('Cycles up to %s are settled: make the change at or after %s, and book any correction as an adjustment in the next open cycle.', tco.cycle_of(until - interval '1 microsecond'), until);
     END IF;
@@ -421,7 +422,8 @@ CREATE TRIGGER r14_trusteeship_check BEFORE INSERT OR UPDATE OR DELETE ON tco.tr
 CREATE FUNCTION tco.r14_contract_discount_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    until timestamptz := (SELECT pg_catalog.upper(tco.cycle_range(max(cycle))) FROM tco.settled_cycle);
+    until timestamptz := (SELECT pg_catalog.upper(tco.cycle_range(cycle)) FROM tco.settled_cycle
+                          ORDER BY cycle DESC LIMIT 1);
 BEGIN
     IF until IS NOT NULL AND (
          (TG_OP IN ('INSERT', 'UPDATE') AND NEW.valid_from < until)
