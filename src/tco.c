@@ -7,6 +7,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "utils/guc.h"
 
 #include "payer.h"
 #include "tco.h"
@@ -20,4 +21,6 @@ _PG_init(void)
 {
 	tco_config_init();
 	tco_payer_init();
+	tco_settle_init();
+	MarkGUCPrefixReserved("tco");
 }

@@ -54,4 +54,7 @@ extern TimestampTz tco_cycle_start(BillingCycle c, pg_tz *tz);
 extern TimestampTz tco_trunc(TimestampTz t, TcoGranularity g, pg_tz *tz);
 extern TimestampTz tco_boundary_ceil(TimestampTz t, TcoGranularity g, pg_tz *tz);
 
+/* settle.c: settlement of billing cycles. */
+extern void tco_settle_init(void);
+
 #endif							/* TCO_H */

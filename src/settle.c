@@ -1,0 +1,1153 @@
+/*
+ * src/settle.c
+ *
+ * Settlement of a billing cycle (DESIGN section 5; rules R7-R9, R14):
+ * tco.settle_cycle(cycle, org_id).
+ *
+ * One pass over the cycle's bill lines in the fixed order (consumer, product,
+ * period start, line id), read through an SPI cursor in batches.  For each
+ * line: the payer (R6, payer.c), the contract discount (R8), then the
+ * consumer's coupons, the vouchers and the stored-value cards of the payer
+ * (R9), leaving the due amount.  Money is int64 micro-units (bill lines have
+ * 6 decimals): exact, with overflow checks.  Per line, the discount is
+ * list * rate rounded half-up to a micro-unit; benefits pay exact micro-units
+ * of what remains; due is the rest, so list = discount + benefit + due holds
+ * exactly.  Statement lines are exact sums; statement totals are those sums
+ * rounded half-up to 2 decimals (in SQL, numeric round(), on non-negative
+ * values), each total independently.
+ *
+ * What stays in memory is bounded by the number of accounts, products,
+ * payers, discounts and benefits, not by the number of lines: per-line
+ * records (tco.settled_line, tco.benefit_use) are written once per batch
+ * with one INSERT ... SELECT FROM unnest(arrays), and the batch memory is
+ * reset after it.  Benefit balances are kept in memory during the run and
+ * written once at the end; statements are created when their payer is first
+ * seen and their totals are written at the end.
+ *
+ * Concurrency: a transaction-level advisory lock on the cycle (class
+ * SETTLE_LOCK_CLASS, key cycle - '0001-01') serializes settlements of the
+ * same cycle; bill line triggers take the same lock shared, so no line can
+ * slip into a cycle while it is being settled.  After the lock, a cycle
+ * already settled for the scope returns the existing totals and writes
+ * nothing.  An error or a query cancel aborts the transaction: nothing is
+ * half-written.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "common/int.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgrprotos.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "payer.h"
+#include "tco.h"
+
+#ifndef HAVE_INT128
+#error "tco needs a 128-bit integer type for exact discount arithmetic"
+#endif
+
+#define MICRO				INT64CONST(1000000)
+#define PRODUCT_CODE_LEN	64	/* tco.product's CHECK allows 63 characters */
+#define FETCH_BATCH			10000
+#define SETTLE_LOCK_CLASS	746371	/* also in 40_settlement.sql */
+
+/* Benefit kinds in the order settlement uses them. */
+#define BENEFIT_COUPON		0
+#define BENEFIT_VOUCHER		1
+#define BENEFIT_CARD		2
+#define BENEFIT_KINDS		3
+
+#define OWNER_ACCOUNT		0
+#define OWNER_ENTITY		1
+
+/* GUC tco.progress_every: a NOTICE every N lines settled (0: none). */
+static int	progress_every = 0;
+
+typedef struct AccountInfo
+{
+	int64		account_id;		/* hash key */
+	int64		entity_id;		/* 0: none */
+	bool		verified;
+	int64		org_id;			/* 0: not a member */
+	int64		admin_account_id;	/* admin of its organization, 0: none */
+} AccountInfo;
+
+typedef struct DiscountRow
+{
+	int64		discount_id;
+	bool		all_products;
+	char		product_code[PRODUCT_CODE_LEN];
+	int64		rate_micro;
+	TimestampTz valid_from;
+	TimestampTz valid_to;		/* DT_NOEND when open-ended */
+} DiscountRow;
+
+typedef struct DiscountOwnerKey
+{
+	int64		kind;
+	int64		id;
+} DiscountOwnerKey;
+
+typedef struct DiscountOwner
+{
+	DiscountOwnerKey key;
+	int			n;
+	int			cap;
+	DiscountRow *rows;
+} DiscountOwner;
+
+typedef struct Benefit
+{
+	int64		benefit_id;
+	bool		any_product;
+	char		product_code[PRODUCT_CODE_LEN];
+	int64		balance;		/* micro-units, kept current during the run */
+	int64		used;			/* micro-units used by this run */
+	TimestampTz valid_from;
+	TimestampTz valid_to;
+} Benefit;
+
+/* An owner's benefits: for each kind a run of the sorted benefit array. */
+typedef struct BenefitOwner
+{
+	int64		owner_account_id;	/* hash key */
+	int			first[BENEFIT_KINDS];
+	int			count[BENEFIT_KINDS];
+} BenefitOwner;
+
+typedef struct PayerStatement
+{
+	int64		payer_account_id;	/* hash key */
+	int64		statement_id;
+} PayerStatement;
+
+typedef struct StatementLineKey
+{
+	int64		payer_account_id;
+	int64		account_id;
+	char		product_code[PRODUCT_CODE_LEN];
+} StatementLineKey;
+
+typedef struct StatementLineSum
+{
+	StatementLineKey key;
+	int64		statement_id;
+	int64		list;
+	int64		discount;
+	int64		benefit;
+	int64		due;
+	int32		lines;
+} StatementLineSum;
+
+/* Per-line records of one batch, written with one INSERT each. */
+typedef struct LineBatch
+{
+	int			n;
+	Datum	   *line_id;
+	Datum	   *statement_id;
+	Datum	   *payer;
+	Datum	   *list;
+	Datum	   *rate;
+	Datum	   *source;
+	Datum	   *discount_id;
+	bool	   *discount_id_null;
+	Datum	   *discount;
+	Datum	   *benefit;
+	Datum	   *due;
+	int			nuse;
+	int			use_cap;
+	Datum	   *use_benefit;
+	Datum	   *use_line;
+	Datum	   *use_statement;
+	Datum	   *use_amount;
+} LineBatch;
+
+typedef struct SettleRun
+{
+	BillingCycle cycle;
+	char		cycle_text[16];
+	bool		has_org;
+	int64		org_id;
+	TimestampTz legacy_cutover;
+	MemoryContext run_ctx;
+	HTAB	   *accounts;
+	HTAB	   *discounts;
+	HTAB	   *benefit_owners;
+	Benefit    *benefits;
+	int			nbenefits;
+	HTAB	   *payers;
+	HTAB	   *statement_lines;
+	LineBatch	batch;
+	uint64		nlines;
+} SettleRun;
+
+/*
+ * Plans kept for the life of the backend.  Parameters are base types only
+ * (cycles go as text), so a plan survives the extension being dropped and
+ * created again: the plan cache re-analyzes the query text.
+ */
+typedef enum SettlePlan
+{
+	PLAN_ORG_EXISTS,
+	PLAN_SETTLED,
+	PLAN_PARTLY_SETTLED,
+	PLAN_LINES,
+	PLAN_LINES_ORG,
+	PLAN_LINES_SKIP,
+	PLAN_LINES_ORG_SKIP,
+	PLAN_ACCOUNT,
+	PLAN_DISCOUNTS,
+	PLAN_BENEFITS,
+	PLAN_BENEFITS_ORG,
+	PLAN_STATEMENT,
+	PLAN_INSERT_LINES,
+	PLAN_INSERT_USES,
+	PLAN_INSERT_STATEMENT_LINES,
+	PLAN_STATEMENT_TOTALS,
+	PLAN_BENEFIT_BALANCES,
+	PLAN_MARK_SETTLED,
+	PLAN_RESULT,
+	NUM_PLANS
+} SettlePlan;
+
+#define LINES_SELECT \
+	"SELECT line_id, account_id, product_code, period_start, (list_amount * 1000000)::int8 " \
+	"FROM tco.bill_line b WHERE period_start >= $1 AND period_start < $2 "
+#define LINES_ORDER " ORDER BY account_id, product_code, period_start, line_id"
+#define LINES_IN_ORG " AND account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $3)"
+#define LINES_NOT_SETTLED " AND NOT EXISTS (SELECT 1 FROM tco.settled_line s WHERE s.line_id = b.line_id)"
+#define BENEFITS_SELECT \
+	"SELECT benefit_id, CASE kind WHEN 'coupon' THEN 0 WHEN 'voucher' THEN 1 ELSE 2 END, " \
+	"owner_account_id, product_code, (balance * 1000000)::int8, valid_from, valid_to " \
+	"FROM tco.benefit WHERE balance > 0 "
+#define BENEFITS_ORDER " ORDER BY owner_account_id, 2, valid_to, benefit_id FOR NO KEY UPDATE"
+
+typedef struct PlanDef
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[12];
+} PlanDef;
+
+static const PlanDef plan_defs[NUM_PLANS] = {
+	[PLAN_ORG_EXISTS] = {"SELECT 1 FROM tco.organization WHERE org_id = $1", 1, {INT8OID}},
+	[PLAN_SETTLED] = {"SELECT 1 FROM tco.settled_cycle WHERE cycle OPERATOR(tco.=) $1::tco.billing_cycle "
+		"AND (org_id IS NULL OR org_id = $2)", 2, {TEXTOID, INT8OID}},
+	[PLAN_PARTLY_SETTLED] = {"SELECT 1 FROM tco.settled_cycle WHERE cycle OPERATOR(tco.=) $1::tco.billing_cycle LIMIT 1",
+	1, {TEXTOID}},
+	[PLAN_LINES] = {LINES_SELECT LINES_ORDER, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
+	[PLAN_LINES_ORG] = {LINES_SELECT LINES_IN_ORG LINES_ORDER, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
+	[PLAN_LINES_SKIP] = {LINES_SELECT LINES_NOT_SETTLED LINES_ORDER, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
+	[PLAN_LINES_ORG_SKIP] = {LINES_SELECT LINES_IN_ORG LINES_NOT_SETTLED LINES_ORDER, 3,
+	{TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
+	[PLAN_ACCOUNT] = {"SELECT a.entity_id, coalesce(e.verified, false), m.org_id, o.admin_account_id "
+		"FROM tco.account a LEFT JOIN tco.entity e ON e.entity_id = a.entity_id "
+		"LEFT JOIN tco.member m ON m.account_id = a.account_id "
+		"LEFT JOIN tco.organization o ON o.org_id = m.org_id WHERE a.account_id = $1", 1, {INT8OID}},
+	[PLAN_DISCOUNTS] = {"SELECT discount_id, CASE WHEN account_id IS NOT NULL THEN 0 ELSE 1 END, "
+		"coalesce(account_id, entity_id), product_code, (rate * 1000000)::int8, valid_from, "
+		"coalesce(valid_to, 'infinity') FROM tco.contract_discount "
+		"WHERE valid_from < $2 AND (valid_to IS NULL OR valid_to > $1)",
+	2, {TIMESTAMPTZOID, TIMESTAMPTZOID}},
+	[PLAN_BENEFITS] = {BENEFITS_SELECT "AND valid_from < $2 AND valid_to > $1" BENEFITS_ORDER, 3,
+	{TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
+	[PLAN_BENEFITS_ORG] = {BENEFITS_SELECT "AND valid_from < $2 AND valid_to > $1 "
+		"AND owner_account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $3)"
+	BENEFITS_ORDER, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
+	[PLAN_STATEMENT] = {"INSERT INTO tco.statement (payer_account_id, cycle, org_id) "
+		"VALUES ($1, $2::tco.billing_cycle, $3) "
+		"ON CONFLICT ON CONSTRAINT statement_one_per_payer_cycle "
+		"DO UPDATE SET org_id = tco.statement.org_id RETURNING statement_id",
+	3, {INT8OID, TEXTOID, INT8OID}},
+	[PLAN_INSERT_LINES] = {"INSERT INTO tco.settled_line (line_id, statement_id, payer_account_id, "
+		"list_amount, discount_rate, discount_source, discount_id, discount_amount, benefit_amount, due_amount) "
+		"SELECT l, s, p, li * 0.000001, r * 0.000001, src, d, di * 0.000001, be * 0.000001, du * 0.000001 "
+		"FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[], $7::int8[], "
+		"$8::int8[], $9::int8[], $10::int8[]) AS u(l, s, p, li, r, src, d, di, be, du)",
+	10, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
+	INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
+	[PLAN_INSERT_USES] = {"INSERT INTO tco.benefit_use (benefit_id, line_id, statement_id, amount) "
+		"SELECT b, l, s, a * 0.000001 FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS u(b, l, s, a)",
+	4, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
+	[PLAN_INSERT_STATEMENT_LINES] = {"INSERT INTO tco.statement_line AS t (statement_id, account_id, product_code, "
+		"list_amount, discount_amount, benefit_amount, due_amount, lines) "
+		"SELECT s, a, p, li * 0.000001, di * 0.000001, be * 0.000001, du * 0.000001, n "
+		"FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], "
+		"$8::int4[]) AS u(s, a, p, li, di, be, du, n) "
+		"ON CONFLICT (statement_id, account_id, product_code) DO UPDATE SET "
+		"list_amount = t.list_amount + EXCLUDED.list_amount, "
+		"discount_amount = t.discount_amount + EXCLUDED.discount_amount, "
+		"benefit_amount = t.benefit_amount + EXCLUDED.benefit_amount, "
+		"due_amount = t.due_amount + EXCLUDED.due_amount, lines = t.lines + EXCLUDED.lines",
+	8, {INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
+	INT8ARRAYOID, INT4ARRAYOID}},
+	/* Rounding rule: each total is the exact sum of its lines rounded half-up. */
+	[PLAN_STATEMENT_TOTALS] = {"UPDATE tco.statement st SET list_total = round(x.li, 2), "
+		"discount_total = round(x.di, 2), benefit_total = round(x.be, 2), due_total = round(x.du, 2) "
+		"FROM (SELECT statement_id, sum(list_amount) li, sum(discount_amount) di, "
+		"sum(benefit_amount) be, sum(due_amount) du FROM tco.statement_line "
+		"WHERE statement_id = ANY ($1::int8[]) GROUP BY statement_id) x "
+		"WHERE st.statement_id = x.statement_id", 1, {INT8ARRAYOID}},
+	[PLAN_BENEFIT_BALANCES] = {"UPDATE tco.benefit b SET balance = b.balance - u.a * 0.000001 "
+		"FROM unnest($1::int8[], $2::int8[]) AS u(id, a) WHERE b.benefit_id = u.id",
+	2, {INT8ARRAYOID, INT8ARRAYOID}},
+	[PLAN_MARK_SETTLED] = {"INSERT INTO tco.settled_cycle (cycle, org_id) VALUES ($1::tco.billing_cycle, $2)",
+	2, {TEXTOID, INT8OID}},
+	[PLAN_RESULT] = {"SELECT count(*), coalesce(sum((SELECT sum(l.lines) FROM tco.statement_line l "
+		"WHERE l.statement_id = s.statement_id)), 0)::int8, coalesce(sum(s.list_total), 0), "
+		"coalesce(sum(s.due_total), 0) FROM tco.statement s "
+		"WHERE s.cycle OPERATOR(tco.=) $1::tco.billing_cycle AND ($2::int8 IS NULL OR s.org_id = $2)",
+	2, {TEXTOID, INT8OID}},
+};
+
+static SPIPlanPtr plans[NUM_PLANS];
+
+void
+tco_settle_init(void)
+{
+	DefineCustomIntVariable("tco.progress_every",
+							"Report settlement progress with a NOTICE every this many bill lines.",
+							"0 turns progress reports off.",
+							&progress_every,
+							0, 0, INT_MAX,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
+}
+
+static SPIPlanPtr
+get_plan(SettlePlan which)
+{
+	if (plans[which] == NULL)
+	{
+		const PlanDef *def = &plan_defs[which];
+		SPIPlanPtr	plan = SPI_prepare(def->sql, def->nargs, (Oid *) def->argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for settlement query %d: %s",
+				 (int) which, SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		plans[which] = plan;
+	}
+	return plans[which];
+}
+
+static int
+exec_plan(SettlePlan which, Datum *values, const char *nulls, bool read_only, long count)
+{
+	int			ret = SPI_execute_plan(get_plan(which), values, nulls, read_only, count);
+
+	if (ret < 0)
+		elog(ERROR, "settlement query %d failed: %s", (int) which, SPI_result_code_string(ret));
+	return ret;
+}
+
+static int64
+get_int8(HeapTuple tuple, TupleDesc desc, int col, bool *isnull)
+{
+	Datum		d = SPI_getbinval(tuple, desc, col, isnull);
+
+	return *isnull ? 0 : DatumGetInt64(d);
+}
+
+static void
+add_money(int64 *sum, int64 amount)
+{
+	if (pg_add_s64_overflow(*sum, amount, sum))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("settlement amount out of range"),
+				 errdetail("A sum exceeds %lld in micro-units.", (long long) PG_INT64_MAX),
+				 errhint("Check the list amounts of the cycle's bill lines.")));
+}
+
+static void
+text_to_code(Datum d, char *buf)
+{
+	text	   *t = DatumGetTextPP(d);
+	int			len = VARSIZE_ANY_EXHDR(t);
+
+	if (len >= PRODUCT_CODE_LEN)
+		elog(ERROR, "product code longer than %d characters", PRODUCT_CODE_LEN - 1);
+	memset(buf, 0, PRODUCT_CODE_LEN);
+	memcpy(buf, VARDATA_ANY(t), len);
+}
+
+/* ------------------------------------------------------------------------
+ * Loading what the run needs
+ */
+
+static AccountInfo *
+lookup_account(SettleRun *run, int64 account_id)
+{
+	bool		found;
+	AccountInfo *info = hash_search(run->accounts, &account_id, HASH_ENTER, &found);
+
+	if (!found)
+	{
+		Datum		arg = Int64GetDatum(account_id);
+		SPITupleTable *tt;
+		bool		isnull;
+
+		info->entity_id = 0;
+		info->verified = false;
+		info->org_id = 0;
+		info->admin_account_id = 0;
+		exec_plan(PLAN_ACCOUNT, &arg, NULL, true, 1);
+		tt = SPI_tuptable;
+		if (SPI_processed == 1)
+		{
+			info->entity_id = get_int8(tt->vals[0], tt->tupdesc, 1, &isnull);
+			info->verified = DatumGetBool(SPI_getbinval(tt->vals[0], tt->tupdesc, 2, &isnull));
+			info->org_id = get_int8(tt->vals[0], tt->tupdesc, 3, &isnull);
+			info->admin_account_id = get_int8(tt->vals[0], tt->tupdesc, 4, &isnull);
+		}
+		SPI_freetuptable(tt);
+	}
+	return info;
+}
+
+static void
+load_discounts(SettleRun *run, TimestampTz start, TimestampTz end)
+{
+	Datum		args[2] = {TimestampTzGetDatum(start), TimestampTzGetDatum(end)};
+	SPITupleTable *tt;
+	uint64		i;
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(DiscountOwnerKey);
+	ctl.entrysize = sizeof(DiscountOwner);
+	ctl.hcxt = run->run_ctx;
+	run->discounts = hash_create("tco settle discounts", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	exec_plan(PLAN_DISCOUNTS, args, NULL, false, 0);
+	tt = SPI_tuptable;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = tt->vals[i];
+		bool		isnull;
+		bool		found;
+		DiscountOwnerKey key;
+		DiscountOwner *owner;
+		DiscountRow *row;
+		Datum		product;
+
+		memset(&key, 0, sizeof(key));
+		key.kind = get_int8(tup, tt->tupdesc, 2, &isnull) == 0 ? OWNER_ACCOUNT : OWNER_ENTITY;
+		key.id = get_int8(tup, tt->tupdesc, 3, &isnull);
+		owner = hash_search(run->discounts, &key, HASH_ENTER, &found);
+		if (!found)
+		{
+			owner->n = 0;
+			owner->cap = 4;
+			owner->rows = MemoryContextAlloc(run->run_ctx, sizeof(DiscountRow) * owner->cap);
+		}
+		if (owner->n == owner->cap)
+		{
+			owner->cap *= 2;
+			owner->rows = repalloc(owner->rows, sizeof(DiscountRow) * owner->cap);
+		}
+		row = &owner->rows[owner->n++];
+		row->discount_id = get_int8(tup, tt->tupdesc, 1, &isnull);
+		product = SPI_getbinval(tup, tt->tupdesc, 4, &isnull);
+		row->all_products = isnull;
+		if (isnull)
+			memset(row->product_code, 0, PRODUCT_CODE_LEN);
+		else
+			text_to_code(product, row->product_code);
+		row->rate_micro = get_int8(tup, tt->tupdesc, 5, &isnull);
+		row->valid_from = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 6, &isnull));
+		row->valid_to = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 7, &isnull));
+	}
+	SPI_freetuptable(tt);
+}
+
+/*
+ * The contract discount of an owner for a product at an instant: a
+ * product-specific rate beats an all-products rate of the same owner.
+ */
+static const DiscountRow *
+find_discount(SettleRun *run, int kind, int64 id, const char *product_code, TimestampTz at)
+{
+	DiscountOwnerKey key;
+	DiscountOwner *owner;
+	const DiscountRow *all = NULL;
+	int			i;
+
+	if (id == 0)
+		return NULL;
+	memset(&key, 0, sizeof(key));
+	key.kind = kind;
+	key.id = id;
+	owner = hash_search(run->discounts, &key, HASH_FIND, NULL);
+	if (owner == NULL)
+		return NULL;
+	for (i = 0; i < owner->n; i++)
+	{
+		const DiscountRow *row = &owner->rows[i];
+
+		if (at < row->valid_from || at >= row->valid_to)
+			continue;
+		if (!row->all_products && strcmp(row->product_code, product_code) == 0)
+			return row;
+		if (row->all_products)
+			all = row;
+	}
+	return all;
+}
+
+static void
+load_benefits(SettleRun *run, TimestampTz start, TimestampTz end)
+{
+	Datum		args[3] = {TimestampTzGetDatum(start), TimestampTzGetDatum(end), Int64GetDatum(run->org_id)};
+	SPITupleTable *tt;
+	uint64		i;
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(BenefitOwner);
+	ctl.hcxt = run->run_ctx;
+	run->benefit_owners = hash_create("tco settle benefit owners", 64, &ctl,
+									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	exec_plan(run->has_org ? PLAN_BENEFITS_ORG : PLAN_BENEFITS, args, NULL, false, 0);
+	tt = SPI_tuptable;
+	run->nbenefits = (int) SPI_processed;
+	run->benefits = MemoryContextAllocHuge(run->run_ctx, sizeof(Benefit) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = tt->vals[i];
+		Benefit    *b = &run->benefits[i];
+		bool		isnull;
+		bool		found;
+		int			kind = (int) get_int8(tup, tt->tupdesc, 2, &isnull);
+		int64		owner_id = get_int8(tup, tt->tupdesc, 3, &isnull);
+		BenefitOwner *owner;
+		Datum		product;
+
+		b->benefit_id = get_int8(tup, tt->tupdesc, 1, &isnull);
+		product = SPI_getbinval(tup, tt->tupdesc, 4, &isnull);
+		b->any_product = isnull;
+		if (isnull)
+			memset(b->product_code, 0, PRODUCT_CODE_LEN);
+		else
+			text_to_code(product, b->product_code);
+		b->balance = get_int8(tup, tt->tupdesc, 5, &isnull);
+		b->used = 0;
+		b->valid_from = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 6, &isnull));
+		b->valid_to = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 7, &isnull));
+
+		owner = hash_search(run->benefit_owners, &owner_id, HASH_ENTER, &found);
+		if (!found)
+		{
+			memset(owner->first, 0, sizeof(owner->first));
+			memset(owner->count, 0, sizeof(owner->count));
+		}
+		/* rows come sorted by owner, kind, expiry, id: each kind is one run */
+		if (owner->count[kind] == 0)
+			owner->first[kind] = (int) i;
+		owner->count[kind]++;
+	}
+	SPI_freetuptable(tt);
+}
+
+/* ------------------------------------------------------------------------
+ * Pricing one line
+ */
+
+static int64
+statement_for_payer(SettleRun *run, int64 payer)
+{
+	bool		found;
+	PayerStatement *ps = hash_search(run->payers, &payer, HASH_ENTER, &found);
+
+	if (!found)
+	{
+		AccountInfo *info = lookup_account(run, payer);
+		Datum		args[3];
+		char		nulls[3] = {' ', ' ', ' '};
+		bool		isnull;
+		SPITupleTable *tt;
+
+		args[0] = Int64GetDatum(payer);
+		args[1] = CStringGetTextDatum(run->cycle_text);
+		args[2] = Int64GetDatum(info->org_id);
+		if (info->org_id == 0)
+			nulls[2] = 'n';
+		exec_plan(PLAN_STATEMENT, args, nulls, false, 1);
+		tt = SPI_tuptable;
+		if (SPI_processed != 1)
+			elog(ERROR, "could not create the statement of account " INT64_FORMAT, payer);
+		ps->statement_id = get_int8(tt->vals[0], tt->tupdesc, 1, &isnull);
+		SPI_freetuptable(tt);
+	}
+	return ps->statement_id;
+}
+
+/* Use the benefits of one kind of one owner on what remains of a line. */
+static void
+use_benefits(SettleRun *run, int64 owner_id, int kind, const char *product_code,
+			 TimestampTz at, int64 line_id, int64 statement_id, int64 *remaining, int64 *benefit_total)
+{
+	BenefitOwner *owner;
+	LineBatch  *batch = &run->batch;
+	int			i;
+
+	if (*remaining == 0)
+		return;
+	owner = hash_search(run->benefit_owners, &owner_id, HASH_FIND, NULL);
+	if (owner == NULL)
+		return;
+	for (i = owner->first[kind]; i < owner->first[kind] + owner->count[kind] && *remaining > 0; i++)
+	{
+		Benefit    *b = &run->benefits[i];
+		int64		amount;
+
+		if (b->balance == 0 || at < b->valid_from || at >= b->valid_to)
+			continue;
+		if (!b->any_product && strcmp(b->product_code, product_code) != 0)
+			continue;
+		amount = Min(b->balance, *remaining);
+		b->balance -= amount;
+		b->used += amount;
+		*remaining -= amount;
+		*benefit_total += amount;
+
+		if (batch->nuse == batch->use_cap)
+		{
+			batch->use_cap = batch->use_cap == 0 ? 1024 : batch->use_cap * 2;
+			if (batch->use_benefit == NULL)
+			{
+				batch->use_benefit = palloc(sizeof(Datum) * batch->use_cap);
+				batch->use_line = palloc(sizeof(Datum) * batch->use_cap);
+				batch->use_statement = palloc(sizeof(Datum) * batch->use_cap);
+				batch->use_amount = palloc(sizeof(Datum) * batch->use_cap);
+			}
+			else
+			{
+				batch->use_benefit = repalloc(batch->use_benefit, sizeof(Datum) * batch->use_cap);
+				batch->use_line = repalloc(batch->use_line, sizeof(Datum) * batch->use_cap);
+				batch->use_statement = repalloc(batch->use_statement, sizeof(Datum) * batch->use_cap);
+				batch->use_amount = repalloc(batch->use_amount, sizeof(Datum) * batch->use_cap);
+			}
+		}
+		batch->use_benefit[batch->nuse] = Int64GetDatum(b->benefit_id);
+		batch->use_line[batch->nuse] = Int64GetDatum(line_id);
+		batch->use_statement[batch->nuse] = Int64GetDatum(statement_id);
+		batch->use_amount[batch->nuse] = Int64GetDatum(amount);
+		batch->nuse++;
+	}
+}
+
+static void
+settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product_code,
+			TimestampTz at, int64 list)
+{
+	PayerDecision decision;
+	int64		payer;
+	AccountInfo *consumer;
+	const DiscountRow *discount = NULL;
+	const char *source = "none";
+	int64		rate = 0;
+	int64		discount_amount;
+	int64		remaining;
+	int64		benefit = 0;
+	int64		statement_id;
+	StatementLineKey key;
+	StatementLineSum *sum;
+	bool		found;
+	LineBatch  *batch = &run->batch;
+	int			n;
+
+	if (list < 0)
+		elog(ERROR, "bill line " INT64_FORMAT " has a negative list amount", line_id);
+
+	tco_payer_decide(account_id, product_code, at, &decision);
+	payer = decision.payer;
+	consumer = lookup_account(run, account_id);
+
+	/* Contract discount (R8, DESIGN section 4) */
+	if (payer == account_id)
+	{
+		discount = find_discount(run, OWNER_ACCOUNT, account_id, product_code, at);
+		source = "own";
+		if (consumer->admin_account_id != 0 && consumer->admin_account_id != account_id &&
+			consumer->verified && consumer->entity_id != 0)
+		{
+			AccountInfo *admin = lookup_account(run, consumer->admin_account_id);
+
+			if (admin->verified && admin->entity_id == consumer->entity_id)
+			{
+				const DiscountRow *inherited = find_discount(run, OWNER_ACCOUNT, admin->account_id,
+															 product_code, at);
+
+				if (inherited != NULL && (discount == NULL || inherited->rate_micro > discount->rate_micro))
+				{
+					discount = inherited;
+					source = "admin";
+				}
+			}
+		}
+	}
+	else
+	{
+		const PayerChange *change;
+
+		if (decision.change_index < 0)
+			elog(ERROR, "payer " INT64_FORMAT " of bill line " INT64_FORMAT " comes from no trusteeship",
+				 payer, line_id);
+		change = &decision.account[decision.change_index];
+		if (change->at < run->legacy_cutover)
+		{
+			discount = find_discount(run, OWNER_ACCOUNT, payer, product_code, at);
+			source = "manager";
+		}
+		else
+		{
+			discount = find_discount(run, OWNER_ENTITY, consumer->entity_id, product_code, at);
+			source = "entity";
+			if (discount == NULL)
+			{
+				discount = find_discount(run, OWNER_ACCOUNT, account_id, product_code, at);
+				source = "own";
+			}
+		}
+	}
+	if (discount == NULL)
+		source = "none";
+	else
+		rate = discount->rate_micro;
+	discount_amount = (int64) (((int128) list * rate + MICRO / 2) / MICRO);
+	remaining = list - discount_amount;
+
+	statement_id = statement_for_payer(run, payer);
+
+	/* Benefits (R9): own coupons, then the payer's vouchers and cards */
+	use_benefits(run, account_id, BENEFIT_COUPON, product_code, at, line_id, statement_id, &remaining, &benefit);
+	use_benefits(run, payer, BENEFIT_VOUCHER, product_code, at, line_id, statement_id, &remaining, &benefit);
+	use_benefits(run, payer, BENEFIT_CARD, product_code, at, line_id, statement_id, &remaining, &benefit);
+
+	/* Statement line */
+	memset(&key, 0, sizeof(key));
+	key.payer_account_id = payer;
+	key.account_id = account_id;
+	strlcpy(key.product_code, product_code, PRODUCT_CODE_LEN);
+	sum = hash_search(run->statement_lines, &key, HASH_ENTER, &found);
+	if (!found)
+	{
+		sum->statement_id = statement_id;
+		sum->list = sum->discount = sum->benefit = sum->due = 0;
+		sum->lines = 0;
+	}
+	add_money(&sum->list, list);
+	add_money(&sum->discount, discount_amount);
+	add_money(&sum->benefit, benefit);
+	add_money(&sum->due, remaining);
+	if (sum->lines == PG_INT32_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("more than %d bill lines for account " INT64_FORMAT " and product \"%s\" in one cycle",
+						PG_INT32_MAX, account_id, product_code)));
+	sum->lines++;
+
+	/* Per-line record */
+	n = batch->n++;
+	batch->line_id[n] = Int64GetDatum(line_id);
+	batch->statement_id[n] = Int64GetDatum(statement_id);
+	batch->payer[n] = Int64GetDatum(payer);
+	batch->list[n] = Int64GetDatum(list);
+	batch->rate[n] = Int64GetDatum(rate);
+	batch->source[n] = CStringGetTextDatum(source);
+	batch->discount_id[n] = Int64GetDatum(discount ? discount->discount_id : 0);
+	batch->discount_id_null[n] = (discount == NULL);
+	batch->discount[n] = Int64GetDatum(discount_amount);
+	batch->benefit[n] = Int64GetDatum(benefit);
+	batch->due[n] = Int64GetDatum(remaining);
+}
+
+/* ------------------------------------------------------------------------
+ * Writing
+ */
+
+static Datum
+int8_array(Datum *elems, bool *nulls, int n)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, INT8OID, 8, FLOAT8PASSBYVAL,
+											  TYPALIGN_DOUBLE));
+}
+
+static Datum
+text_array(Datum *elems, int n)
+{
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+static void
+batch_start(SettleRun *run)
+{
+	LineBatch  *b = &run->batch;
+
+	memset(b, 0, sizeof(LineBatch));
+	b->line_id = palloc(sizeof(Datum) * FETCH_BATCH);
+	b->statement_id = palloc(sizeof(Datum) * FETCH_BATCH);
+	b->payer = palloc(sizeof(Datum) * FETCH_BATCH);
+	b->list = palloc(sizeof(Datum) * FETCH_BATCH);
+	b->rate = palloc(sizeof(Datum) * FETCH_BATCH);
+	b->source = palloc(sizeof(Datum) * FETCH_BATCH);
+	b->discount_id = palloc(sizeof(Datum) * FETCH_BATCH);
+	b->discount_id_null = palloc(sizeof(bool) * FETCH_BATCH);
+	b->discount = palloc(sizeof(Datum) * FETCH_BATCH);
+	b->benefit = palloc(sizeof(Datum) * FETCH_BATCH);
+	b->due = palloc(sizeof(Datum) * FETCH_BATCH);
+}
+
+static void
+batch_flush(SettleRun *run)
+{
+	LineBatch  *b = &run->batch;
+
+	if (b->n > 0)
+	{
+		Datum		args[10];
+
+		args[0] = int8_array(b->line_id, NULL, b->n);
+		args[1] = int8_array(b->statement_id, NULL, b->n);
+		args[2] = int8_array(b->payer, NULL, b->n);
+		args[3] = int8_array(b->list, NULL, b->n);
+		args[4] = int8_array(b->rate, NULL, b->n);
+		args[5] = text_array(b->source, b->n);
+		args[6] = int8_array(b->discount_id, b->discount_id_null, b->n);
+		args[7] = int8_array(b->discount, NULL, b->n);
+		args[8] = int8_array(b->benefit, NULL, b->n);
+		args[9] = int8_array(b->due, NULL, b->n);
+		exec_plan(PLAN_INSERT_LINES, args, NULL, false, 0);
+	}
+	if (b->nuse > 0)
+	{
+		Datum		args[4];
+
+		args[0] = int8_array(b->use_benefit, NULL, b->nuse);
+		args[1] = int8_array(b->use_line, NULL, b->nuse);
+		args[2] = int8_array(b->use_statement, NULL, b->nuse);
+		args[3] = int8_array(b->use_amount, NULL, b->nuse);
+		exec_plan(PLAN_INSERT_USES, args, NULL, false, 0);
+	}
+}
+
+static void
+write_statements(SettleRun *run)
+{
+	long		n = hash_get_num_entries(run->statement_lines);
+	long		npayers = hash_get_num_entries(run->payers);
+	Datum	   *sid,
+			   *acct,
+			   *prod,
+			   *li,
+			   *di,
+			   *be,
+			   *du,
+			   *cnt;
+	Datum		args[8];
+	HASH_SEQ_STATUS seq;
+	StatementLineSum *sum;
+	PayerStatement *ps;
+	Datum	   *statement_ids;
+	Datum	   *bid,
+			   *bamount;
+	long		i = 0;
+	int			j,
+				nused = 0;
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	if (n > 0)
+	{
+		sid = palloc(sizeof(Datum) * n);
+		acct = palloc(sizeof(Datum) * n);
+		prod = palloc(sizeof(Datum) * n);
+		li = palloc(sizeof(Datum) * n);
+		di = palloc(sizeof(Datum) * n);
+		be = palloc(sizeof(Datum) * n);
+		du = palloc(sizeof(Datum) * n);
+		cnt = palloc(sizeof(Datum) * n);
+		hash_seq_init(&seq, run->statement_lines);
+		while ((sum = hash_seq_search(&seq)) != NULL)
+		{
+			sid[i] = Int64GetDatum(sum->statement_id);
+			acct[i] = Int64GetDatum(sum->key.account_id);
+			prod[i] = CStringGetTextDatum(sum->key.product_code);
+			li[i] = Int64GetDatum(sum->list);
+			di[i] = Int64GetDatum(sum->discount);
+			be[i] = Int64GetDatum(sum->benefit);
+			du[i] = Int64GetDatum(sum->due);
+			cnt[i] = Int32GetDatum(sum->lines);
+			i++;
+		}
+		args[0] = int8_array(sid, NULL, n);
+		args[1] = int8_array(acct, NULL, n);
+		args[2] = text_array(prod, n);
+		args[3] = int8_array(li, NULL, n);
+		args[4] = int8_array(di, NULL, n);
+		args[5] = int8_array(be, NULL, n);
+		args[6] = int8_array(du, NULL, n);
+		dims[0] = n;
+		args[7] = PointerGetDatum(construct_md_array(cnt, NULL, 1, dims, lbs, INT4OID, 4, true, TYPALIGN_INT));
+		exec_plan(PLAN_INSERT_STATEMENT_LINES, args, NULL, false, 0);
+	}
+
+	if (npayers > 0)
+	{
+		statement_ids = palloc(sizeof(Datum) * npayers);
+		i = 0;
+		hash_seq_init(&seq, run->payers);
+		while ((ps = hash_seq_search(&seq)) != NULL)
+			statement_ids[i++] = Int64GetDatum(ps->statement_id);
+		args[0] = int8_array(statement_ids, NULL, (int) npayers);
+		exec_plan(PLAN_STATEMENT_TOTALS, args, NULL, false, 0);
+	}
+
+	bid = palloc(sizeof(Datum) * Max(run->nbenefits, 1));
+	bamount = palloc(sizeof(Datum) * Max(run->nbenefits, 1));
+	for (j = 0; j < run->nbenefits; j++)
+	{
+		if (run->benefits[j].used > 0)
+		{
+			bid[nused] = Int64GetDatum(run->benefits[j].benefit_id);
+			bamount[nused] = Int64GetDatum(run->benefits[j].used);
+			nused++;
+		}
+	}
+	if (nused > 0)
+	{
+		args[0] = int8_array(bid, NULL, nused);
+		args[1] = int8_array(bamount, NULL, nused);
+		exec_plan(PLAN_BENEFIT_BALANCES, args, NULL, false, 0);
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * The run
+ */
+
+static void
+settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled)
+{
+	HASHCTL		ctl;
+	MemoryContext batch_ctx;
+	MemoryContext oldcxt;
+	Portal		portal;
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	SettlePlan	which;
+
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(AccountInfo);
+	ctl.hcxt = run->run_ctx;
+	run->accounts = hash_create("tco settle accounts", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.entrysize = sizeof(PayerStatement);
+	run->payers = hash_create("tco settle payers", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.keysize = sizeof(StatementLineKey);
+	ctl.entrysize = sizeof(StatementLineSum);
+	run->statement_lines = hash_create("tco settle statement lines", 1024, &ctl,
+									   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	load_discounts(run, start, end);
+	load_benefits(run, start, end);
+
+	batch_ctx = AllocSetContextCreate(run->run_ctx, "tco settle batch", ALLOCSET_DEFAULT_SIZES);
+
+	args[0] = TimestampTzGetDatum(start);
+	args[1] = TimestampTzGetDatum(end);
+	args[2] = Int64GetDatum(run->org_id);
+	if (!run->has_org)
+		nulls[2] = 'n';
+	if (run->has_org)
+		which = skip_settled ? PLAN_LINES_ORG_SKIP : PLAN_LINES_ORG;
+	else
+		which = skip_settled ? PLAN_LINES_SKIP : PLAN_LINES;
+	/*
+	 * read_only = false: a fresh snapshot, taken after the advisory lock, so
+	 * lines committed by sessions we waited for are seen.
+	 */
+	portal = SPI_cursor_open(NULL, get_plan(which), args, nulls, false);
+	if (portal == NULL)
+		elog(ERROR, "could not open the bill line cursor: %s", SPI_result_code_string(SPI_result));
+
+	for (;;)
+	{
+		SPITupleTable *tt;
+		uint64		ntuples;
+		uint64		i;
+
+		SPI_cursor_fetch(portal, true, FETCH_BATCH);
+		tt = SPI_tuptable;
+		ntuples = SPI_processed;
+		if (ntuples == 0)
+		{
+			SPI_freetuptable(tt);
+			break;
+		}
+		oldcxt = MemoryContextSwitchTo(batch_ctx);
+		batch_start(run);
+		for (i = 0; i < ntuples; i++)
+		{
+			HeapTuple	tup = tt->vals[i];
+			bool		isnull;
+			char		product_code[PRODUCT_CODE_LEN];
+			int64		line_id,
+						account_id,
+						list;
+			TimestampTz at;
+
+			CHECK_FOR_INTERRUPTS();
+			line_id = get_int8(tup, tt->tupdesc, 1, &isnull);
+			account_id = get_int8(tup, tt->tupdesc, 2, &isnull);
+			text_to_code(SPI_getbinval(tup, tt->tupdesc, 3, &isnull), product_code);
+			at = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 4, &isnull));
+			list = get_int8(tup, tt->tupdesc, 5, &isnull);
+			settle_line(run, line_id, account_id, product_code, at, list);
+			run->nlines++;
+			if (progress_every > 0 && run->nlines % progress_every == 0)
+				ereport(NOTICE,
+						(errmsg("settling cycle %s: " UINT64_FORMAT " bill lines done",
+								run->cycle_text, run->nlines)));
+		}
+		batch_flush(run);
+		MemoryContextSwitchTo(oldcxt);
+		SPI_freetuptable(tt);
+		MemoryContextReset(batch_ctx);
+	}
+	SPI_cursor_close(portal);
+
+	oldcxt = MemoryContextSwitchTo(batch_ctx);
+	write_statements(run);
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(batch_ctx);
+}
+
+PG_FUNCTION_INFO_V1(tco_settle_cycle);
+
+/*
+ * tco.settle_cycle(cycle tco.billing_cycle, org_id bigint DEFAULT NULL,
+ *                  OUT statements bigint, OUT lines bigint,
+ *                  OUT list_total numeric, OUT due_total numeric)
+ */
+Datum
+tco_settle_cycle(PG_FUNCTION_ARGS)
+{
+	SettleRun	run;
+	TupleDesc	tupdesc;
+	MemoryContext caller_ctx = CurrentMemoryContext;
+	pg_tz	   *tz;
+	TimestampTz start,
+				end;
+	Datum		args[2];
+	char		nulls[2] = {' ', ' '};
+	Datum		result[4];
+	bool		result_null[4] = {false, false, false, false};
+	SPITupleTable *tt;
+	int			i;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "tco.settle_cycle must return a composite");
+	tupdesc = BlessTupleDesc(tupdesc);
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"cycle\" must not be NULL"),
+				 errhint("Pass a billing cycle such as '2023-01'.")));
+
+	memset(&run, 0, sizeof(run));
+	run.cycle = PG_GETARG_BILLING_CYCLE(0);
+	run.has_org = !PG_ARGISNULL(1);
+	run.org_id = run.has_org ? PG_GETARG_INT64(1) : 0;
+	if (run.cycle < TCO_CYCLE_MIN || run.cycle >= TCO_CYCLE_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("billing cycle out of range for settlement")));
+	snprintf(run.cycle_text, sizeof(run.cycle_text), "%04d-%02d", run.cycle / 12, run.cycle % 12 + 1);
+
+	tz = tco_billing_tz();
+	start = tco_cycle_start(run.cycle, tz);
+	end = tco_cycle_start(run.cycle + 1, tz);
+	if (end > GetCurrentTransactionStartTimestamp())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("billing cycle %s has not ended yet", run.cycle_text),
+				 errdetail("It ends at %s in billing time zone %s.",
+						   timestamptz_to_str(end), tco_billing_tz_name()),
+				 errhint("Settle a cycle once it is over.")));
+	run.legacy_cutover = tco_legacy_cutover();
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	if (run.has_org)
+	{
+		args[0] = Int64GetDatum(run.org_id);
+		exec_plan(PLAN_ORG_EXISTS, args, NULL, true, 1);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+					 errmsg("organization " INT64_FORMAT " does not exist", run.org_id),
+					 errhint("Check the organization id; list existing ones in tco.organization.")));
+		SPI_freetuptable(SPI_tuptable);
+	}
+
+	/* Serialize settlements of this cycle, and bill line changes in it. */
+	DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(SETTLE_LOCK_CLASS),
+						Int32GetDatum(run.cycle - TCO_CYCLE_MIN));
+
+	args[0] = CStringGetTextDatum(run.cycle_text);
+	args[1] = Int64GetDatum(run.org_id);
+	if (!run.has_org)
+		nulls[1] = 'n';
+	exec_plan(PLAN_SETTLED, args, nulls, false, 1);
+	if (SPI_processed == 0)
+	{
+		bool		skip_settled;
+
+		SPI_freetuptable(SPI_tuptable);
+		/* settling everything after some organizations: skip their lines */
+		exec_plan(PLAN_PARTLY_SETTLED, args, NULL, false, 1);
+		skip_settled = SPI_processed > 0;
+		SPI_freetuptable(SPI_tuptable);
+
+		run.run_ctx = AllocSetContextCreate(caller_ctx, "tco settle", ALLOCSET_DEFAULT_SIZES);
+		settle_run(&run, start, end, skip_settled);
+		MemoryContextDelete(run.run_ctx);
+
+		exec_plan(PLAN_MARK_SETTLED, args, nulls, false, 0);
+	}
+	else
+		SPI_freetuptable(SPI_tuptable);
+
+	exec_plan(PLAN_RESULT, args, nulls, false, 1);
+	tt = SPI_tuptable;
+	for (i = 0; i < 4; i++)
+	{
+		Datum		d = SPI_getbinval(tt->vals[0], tt->tupdesc, i + 1, &result_null[i]);
+		MemoryContext old = MemoryContextSwitchTo(caller_ctx);
+
+		result[i] = result_null[i] ? (Datum) 0 : datumCopy(d, i < 2, i < 2 ? 8 : -1);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, result, result_null)));
+}
