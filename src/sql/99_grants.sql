@@ -47,3 +47,8 @@ BEGIN
     END LOOP;
 END
 $type_support$;
+
+-- The settled-cycle guards on tco.bill_line and tco.trusteeship take a shared
+-- advisory lock through this function as the writing role; it only waits for a
+-- running settlement, so anyone may call it.
+GRANT EXECUTE ON FUNCTION tco.settlement_lock_shared(tco.billing_cycle) TO PUBLIC;
