@@ -48,7 +48,11 @@ BEGIN
 END
 $type_support$;
 
--- The settled-cycle guards on tco.bill_line and tco.trusteeship take a shared
--- advisory lock through this function as the writing role; it only waits for a
--- running settlement, so anyone may call it.
+-- The settled-cycle guards (R14) on tco.bill_line read the settlement tables,
+-- which writers other than tco_admin may not read: they run with the
+-- extension owner's rights (search_path pinned), so a refused write is refused
+-- by RLS or the rule, never by a missing privilege on a helper.
+ALTER FUNCTION tco.r14_bill_line_insert_check() SECURITY DEFINER;
+ALTER FUNCTION tco.r14_bill_line_update_check() SECURITY DEFINER;
+ALTER FUNCTION tco.r14_bill_line_delete_check() SECURITY DEFINER;
 GRANT EXECUTE ON FUNCTION tco.settlement_lock_shared(tco.billing_cycle) TO PUBLIC;
