@@ -11,7 +11,7 @@ PGFILEDESC = "tco - cloud organizations, trusteeship and settlement"
 # (src/sql/NN_concept.sql, concatenated in name order).  Released versions are
 # frozen; upgrades ship as one-step sql/tco--X--Y.sql scripts.
 DATA_built = tco--$(EXTVERSION).sql
-DATA = $(wildcard upgrade/tco--*--*.sql) $(wildcard upgrade/tco--[0-9]*.[0-9].sql)
+DATA = $(sort $(wildcard upgrade/tco--*.sql))
 
 # pg_regress: sql/NAME.sql + expected/NAME.out; isolation: specs/NAME.spec + expected/NAME.out.
 REGRESS = $(sort $(patsubst sql/%.sql,%,$(wildcard sql/*.sql)))

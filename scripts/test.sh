@@ -44,7 +44,7 @@ pg_prove -d tco_tap --ext .sql -r test/ 2>&1 | tee "$LOGS/tap.log"
 count "$n_tap" '^test/.*\.\. ok' "$LOGS/tap.log"
 
 # script tests: each is one test, passed when it exits 0
-for t in scripts/test_dump_restore.sh scripts/stress_r1.sh; do
+for t in scripts/test_dump_restore.sh scripts/test_upgrade.sh scripts/stress_r1.sh; do
     [ -f "$t" ] || continue
     log "script test: $t"
     if bash "$t" >"$LOGS/$(basename "$t").log" 2>&1; then
