@@ -150,28 +150,54 @@ typedef struct StatementLineSum
 	int32		lines;
 } StatementLineSum;
 
-/* Per-line records of one batch, written with one INSERT each. */
+/*
+ * Per-line records of one batch, written with one INSERT: packs (runs of
+ * lines of one statement, consuming account and product), the per-line
+ * arrays they slice, and the benefit uses in use order.
+ */
 typedef struct LineBatch
 {
+	/* packs */
+	int			npacks;
+	Datum	   *pack_statement;
+	Datum	   *pack_payer;
+	Datum	   *pack_account;
+	Datum	   *pack_product;
+	Datum	   *pack_line_lo;	/* int4, 1-based index of its first line */
+	Datum	   *pack_use_lo;	/* int4, 1-based index of its first use */
+	char		(*pack_code)[PRODUCT_CODE_LEN];
+	/* lines */
 	int			n;
 	Datum	   *line_id;
-	Datum	   *statement_id;
-	Datum	   *payer;
 	Datum	   *list;
-	Datum	   *rate;
-	Datum	   *source;
-	Datum	   *discount_id;
-	bool	   *discount_id_null;
+	Datum	   *rate;			/* int4 millionths */
+	Datum	   *source;			/* int2 code */
+	Datum	   *discount_id;	/* 0: none */
 	Datum	   *discount;
 	Datum	   *benefit;
-	Datum	   *due;
+	/* benefit uses */
 	int			nuse;
 	int			use_cap;
 	Datum	   *use_benefit;
 	Datum	   *use_line;
-	Datum	   *use_statement;
 	Datum	   *use_amount;
 } LineBatch;
+
+/* A bill line of the cycle as read, before it is put in settlement order. */
+typedef struct LineRec
+{
+	int64		account_id;
+	int32		product;		/* rank of the product code in collation order */
+	TimestampTz period_start;
+	int64		line_id;
+	int64		list;
+} LineRec;
+
+typedef struct ProductEntry
+{
+	char		code[PRODUCT_CODE_LEN]; /* hash key */
+	int32		rank;
+} ProductEntry;
 
 typedef struct SettleRun
 {
@@ -188,8 +214,15 @@ typedef struct SettleRun
 	int			nbenefits;
 	HTAB	   *payers;
 	HTAB	   *statement_lines;
+	StatementLineSum *last_sum; /* of the previous line: lines come grouped */
 	LineBatch	batch;
 	uint64		nlines;
+	/* read path */
+	int			nproducts;
+	char	  (*products)[PRODUCT_CODE_LEN];	/* in collation order */
+	HTAB	   *product_ranks;
+	int64	   *settled_ids;	/* skip mode: settled lines of the current group */
+	int			nsettled_ids;
 } SettleRun;
 
 /*
@@ -202,17 +235,16 @@ typedef enum SettlePlan
 	PLAN_ORG_EXISTS,
 	PLAN_SETTLED,
 	PLAN_PARTLY_SETTLED,
+	PLAN_PRODUCTS,
 	PLAN_LINES,
 	PLAN_LINES_ORG,
-	PLAN_LINES_SKIP,
-	PLAN_LINES_ORG_SKIP,
+	PLAN_SETTLED_IDS,
 	PLAN_ACCOUNT,
 	PLAN_DISCOUNTS,
 	PLAN_BENEFITS,
 	PLAN_BENEFITS_ORG,
 	PLAN_STATEMENT,
-	PLAN_INSERT_LINES,
-	PLAN_INSERT_USES,
+	PLAN_INSERT_PACKS,
 	PLAN_INSERT_STATEMENT_LINES,
 	PLAN_STATEMENT_TOTALS,
 	PLAN_BENEFIT_BALANCES,
@@ -221,12 +253,15 @@ typedef enum SettlePlan
 	NUM_PLANS
 } SettlePlan;
 
+/*
+ * The cycle's lines, unsorted (settle_run sorts them in memory: an SQL sort on
+ * (account_id, product_code, period_start, line_id) cost three times the
+ * whole aggregate of the benchmark), from account $3 on.
+ */
 #define LINES_SELECT \
 	"SELECT line_id, account_id, product_code, period_start, (list_amount * 1000000)::int8 " \
-	"FROM tco.bill_line b WHERE period_start >= $1 AND period_start < $2 "
-#define LINES_ORDER " ORDER BY account_id, product_code, period_start, line_id"
-#define LINES_IN_ORG " AND account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $3)"
-#define LINES_NOT_SETTLED " AND NOT EXISTS (SELECT 1 FROM tco.settled_line s WHERE s.line_id = b.line_id)"
+	"FROM tco.bill_line b WHERE period_start >= $1 AND period_start < $2 AND account_id >= $3"
+#define LINES_IN_ORG " AND account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $4)"
 #define BENEFITS_SELECT \
 	"SELECT benefit_id, CASE kind WHEN 'coupon' THEN 0 WHEN 'voucher' THEN 1 ELSE 2 END, " \
 	"owner_account_id, product_code, (balance * 1000000)::int8, valid_from, valid_to " \
@@ -237,7 +272,7 @@ typedef struct PlanDef
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[12];
+	Oid			argtypes[20];
 } PlanDef;
 
 static const PlanDef plan_defs[NUM_PLANS] = {
@@ -246,11 +281,12 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 		"AND (org_id IS NULL OR org_id = $2)", 2, {TEXTOID, INT8OID}},
 	[PLAN_PARTLY_SETTLED] = {"SELECT 1 FROM tco.settled_cycle WHERE cycle OPERATOR(tco.=) $1::tco.billing_cycle LIMIT 1",
 	1, {TEXTOID}},
-	[PLAN_LINES] = {LINES_SELECT LINES_ORDER, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
-	[PLAN_LINES_ORG] = {LINES_SELECT LINES_IN_ORG LINES_ORDER, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
-	[PLAN_LINES_SKIP] = {LINES_SELECT LINES_NOT_SETTLED LINES_ORDER, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
-	[PLAN_LINES_ORG_SKIP] = {LINES_SELECT LINES_IN_ORG LINES_NOT_SETTLED LINES_ORDER, 3,
-	{TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
+	[PLAN_PRODUCTS] = {"SELECT product_code FROM tco.product ORDER BY product_code", 0, {0}},
+	[PLAN_LINES] = {LINES_SELECT, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
+	[PLAN_LINES_ORG] = {LINES_SELECT LINES_IN_ORG, 4, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, INT8OID}},
+	[PLAN_SETTLED_IDS] = {"SELECT l FROM tco.settled_pack p, unnest(p.line_ids) l "
+		"WHERE p.account_id = $1 AND p.product_code = $2 AND p.cycle OPERATOR(tco.=) $3::tco.billing_cycle "
+		"ORDER BY l", 3, {INT8OID, TEXTOID, TEXTOID}},
 	[PLAN_ACCOUNT] = {"SELECT a.entity_id, coalesce(e.verified, false), m.org_id, o.admin_account_id "
 		"FROM tco.account a LEFT JOIN tco.entity e ON e.entity_id = a.entity_id "
 		"LEFT JOIN tco.member m ON m.account_id = a.account_id "
@@ -270,16 +306,17 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 		"ON CONFLICT ON CONSTRAINT statement_one_per_payer_cycle "
 		"DO UPDATE SET org_id = tco.statement.org_id RETURNING statement_id",
 	3, {INT8OID, TEXTOID, INT8OID}},
-	[PLAN_INSERT_LINES] = {"INSERT INTO tco.settled_line (line_id, statement_id, payer_account_id, "
-		"list_amount, discount_rate, discount_source, discount_id, discount_amount, benefit_amount, due_amount) "
-		"SELECT l, s, p, li * 0.000001, r * 0.000001, src, d, di * 0.000001, be * 0.000001, du * 0.000001 "
-		"FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[], $7::int8[], "
-		"$8::int8[], $9::int8[], $10::int8[]) AS u(l, s, p, li, r, src, d, di, be, du)",
-	10, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
-	INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
-	[PLAN_INSERT_USES] = {"INSERT INTO tco.benefit_use (benefit_id, line_id, statement_id, amount) "
-		"SELECT b, l, s, a * 0.000001 FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS u(b, l, s, a)",
-	4, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
+	[PLAN_INSERT_PACKS] = {"INSERT INTO tco.settled_pack (statement_id, payer_account_id, account_id, "
+		"product_code, cycle, line_ids, list_amounts, discount_rates, discount_sources, discount_ids, "
+		"discount_amounts, benefit_amounts, use_line_ids, use_benefit_ids, use_amounts) "
+		"SELECT $1[i], $2[i], $3[i], $4[i], $7::tco.billing_cycle, "
+		"$8[$5[i]:$5[i + 1] - 1], $9[$5[i]:$5[i + 1] - 1], $10[$5[i]:$5[i + 1] - 1], "
+		"$11[$5[i]:$5[i + 1] - 1], $12[$5[i]:$5[i + 1] - 1], $13[$5[i]:$5[i + 1] - 1], "
+		"$14[$5[i]:$5[i + 1] - 1], $15[$6[i]:$6[i + 1] - 1], $16[$6[i]:$6[i + 1] - 1], "
+		"$17[$6[i]:$6[i + 1] - 1] FROM generate_subscripts($1, 1) AS i",
+	17, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID, TEXTOID,
+		INT8ARRAYOID, INT8ARRAYOID, INT4ARRAYOID, INT2ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
+	INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
 	[PLAN_INSERT_STATEMENT_LINES] = {"INSERT INTO tco.statement_line AS t (statement_id, account_id, product_code, "
 		"list_amount, discount_amount, benefit_amount, due_amount, lines) "
 		"SELECT s, a, p, li * 0.000001, di * 0.000001, be * 0.000001, du * 0.000001, n "
@@ -595,13 +632,73 @@ statement_for_payer(SettleRun *run, int64 payer)
 	return ps->statement_id;
 }
 
+/*
+ * The pack the current line goes to: the open one if it is for the same
+ * statement, consuming account and product, else a new one.  Called once per
+ * line before its benefits are used, so its uses fall in its pack.
+ */
+static void
+pack_for_line(SettleRun *run, int64 statement_id, int64 payer, int64 account_id, const char *product_code)
+{
+	LineBatch  *b = &run->batch;
+	int			k = b->npacks - 1;
+
+	if (k >= 0 && DatumGetInt64(b->pack_statement[k]) == statement_id &&
+		DatumGetInt64(b->pack_account[k]) == account_id &&
+		strcmp(b->pack_code[k], product_code) == 0 &&
+		b->nuse - (DatumGetInt32(b->pack_use_lo[k]) - 1) < 32768)
+		return;
+	k = b->npacks++;
+	b->pack_statement[k] = Int64GetDatum(statement_id);
+	b->pack_payer[k] = Int64GetDatum(payer);
+	b->pack_account[k] = Int64GetDatum(account_id);
+	strlcpy(b->pack_code[k], product_code, PRODUCT_CODE_LEN);
+	b->pack_line_lo[k] = Int32GetDatum(b->n + 1);
+	b->pack_use_lo[k] = Int32GetDatum(b->nuse + 1);
+}
+
+/*
+ * Record one benefit use (any kind of benefit goes through here): it is
+ * written with the line's pack.
+ */
+static void
+record_benefit_use(SettleRun *run, int64 benefit_id, int64 line_id, int64 statement_id, int64 amount)
+{
+	LineBatch  *batch = &run->batch;
+
+	(void) statement_id;		/* the pack's */
+	if (batch->nuse == batch->use_cap)
+	{
+		batch->use_cap *= 2;
+		batch->use_benefit = repalloc(batch->use_benefit, sizeof(Datum) * batch->use_cap);
+		batch->use_line = repalloc(batch->use_line, sizeof(Datum) * batch->use_cap);
+		batch->use_amount = repalloc(batch->use_amount, sizeof(Datum) * batch->use_cap);
+	}
+	batch->use_benefit[batch->nuse] = Int64GetDatum(benefit_id);
+	batch->use_line[batch->nuse] = Int64GetDatum(line_id);
+	batch->use_amount[batch->nuse] = Int64GetDatum(amount);
+	batch->nuse++;
+}
+
+static int16
+source_code(const char *source)
+{
+	static const char *const names[] = {"none", "own", "admin", "manager", "entity", "own_new_trusteeship"};
+	int			i;
+
+	for (i = 0; i < (int) lengthof(names); i++)
+		if (strcmp(source, names[i]) == 0)
+			return (int16) i;
+	elog(ERROR, "unknown discount source \"%s\"", source);
+	return 0;
+}
+
 /* Use the benefits of one kind of one owner on what remains of a line. */
 static void
 use_benefits(SettleRun *run, int64 owner_id, int kind, const char *product_code,
 			 TimestampTz at, int64 line_id, int64 statement_id, int64 *remaining, int64 *benefit_total)
 {
 	BenefitOwner *owner;
-	LineBatch  *batch = &run->batch;
 	int			i;
 
 	if (*remaining == 0)
@@ -624,29 +721,7 @@ use_benefits(SettleRun *run, int64 owner_id, int kind, const char *product_code,
 		*remaining -= amount;
 		*benefit_total += amount;
 
-		if (batch->nuse == batch->use_cap)
-		{
-			batch->use_cap = batch->use_cap == 0 ? 1024 : batch->use_cap * 2;
-			if (batch->use_benefit == NULL)
-			{
-				batch->use_benefit = palloc(sizeof(Datum) * batch->use_cap);
-				batch->use_line = palloc(sizeof(Datum) * batch->use_cap);
-				batch->use_statement = palloc(sizeof(Datum) * batch->use_cap);
-				batch->use_amount = palloc(sizeof(Datum) * batch->use_cap);
-			}
-			else
-			{
-				batch->use_benefit = repalloc(batch->use_benefit, sizeof(Datum) * batch->use_cap);
-				batch->use_line = repalloc(batch->use_line, sizeof(Datum) * batch->use_cap);
-				batch->use_statement = repalloc(batch->use_statement, sizeof(Datum) * batch->use_cap);
-				batch->use_amount = repalloc(batch->use_amount, sizeof(Datum) * batch->use_cap);
-			}
-		}
-		batch->use_benefit[batch->nuse] = Int64GetDatum(b->benefit_id);
-		batch->use_line[batch->nuse] = Int64GetDatum(line_id);
-		batch->use_statement[batch->nuse] = Int64GetDatum(statement_id);
-		batch->use_amount[batch->nuse] = Int64GetDatum(amount);
-		batch->nuse++;
+		record_benefit_use(run, b->benefit_id, line_id, statement_id, amount);
 	}
 }
 
@@ -732,23 +807,30 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	remaining = list - discount_amount;
 
 	statement_id = statement_for_payer(run, payer);
+	pack_for_line(run, statement_id, payer, account_id, product_code);
 
 	/* Benefits (R9): own coupons, then the payer's vouchers and cards */
 	use_benefits(run, account_id, BENEFIT_COUPON, product_code, at, line_id, statement_id, &remaining, &benefit);
 	use_benefits(run, payer, BENEFIT_VOUCHER, product_code, at, line_id, statement_id, &remaining, &benefit);
 	use_benefits(run, payer, BENEFIT_CARD, product_code, at, line_id, statement_id, &remaining, &benefit);
 
-	/* Statement line */
-	memset(&key, 0, sizeof(key));
-	key.payer_account_id = payer;
-	key.account_id = account_id;
-	strlcpy(key.product_code, product_code, PRODUCT_CODE_LEN);
-	sum = hash_search(run->statement_lines, &key, HASH_ENTER, &found);
-	if (!found)
+	/* Statement line (the previous line's, mostly: lines come grouped) */
+	sum = run->last_sum;
+	if (sum == NULL || sum->key.payer_account_id != payer || sum->key.account_id != account_id ||
+		strcmp(sum->key.product_code, product_code) != 0)
 	{
-		sum->statement_id = statement_id;
-		sum->list = sum->discount = sum->benefit = sum->due = 0;
-		sum->lines = 0;
+		memset(&key, 0, sizeof(key));
+		key.payer_account_id = payer;
+		key.account_id = account_id;
+		strlcpy(key.product_code, product_code, PRODUCT_CODE_LEN);
+		sum = hash_search(run->statement_lines, &key, HASH_ENTER, &found);
+		if (!found)
+		{
+			sum->statement_id = statement_id;
+			sum->list = sum->discount = sum->benefit = sum->due = 0;
+			sum->lines = 0;
+		}
+		run->last_sum = sum;
 	}
 	add_money(&sum->list, list);
 	add_money(&sum->discount, discount_amount);
@@ -764,16 +846,12 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	/* Per-line record */
 	n = batch->n++;
 	batch->line_id[n] = Int64GetDatum(line_id);
-	batch->statement_id[n] = Int64GetDatum(statement_id);
-	batch->payer[n] = Int64GetDatum(payer);
 	batch->list[n] = Int64GetDatum(list);
-	batch->rate[n] = Int64GetDatum(rate);
-	batch->source[n] = CStringGetTextDatum(source);
+	batch->rate[n] = Int32GetDatum((int32) rate);
+	batch->source[n] = Int16GetDatum(source_code(source));
 	batch->discount_id[n] = Int64GetDatum(discount ? discount->discount_id : 0);
-	batch->discount_id_null[n] = (discount == NULL);
 	batch->discount[n] = Int64GetDatum(discount_amount);
 	batch->benefit[n] = Int64GetDatum(benefit);
-	batch->due[n] = Int64GetDatum(remaining);
 }
 
 /* ------------------------------------------------------------------------
@@ -796,56 +874,82 @@ text_array(Datum *elems, int n)
 	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
+static Datum
+int_array(Datum *elems, int n, Oid type, int len)
+{
+	return PointerGetDatum(construct_array(elems, n, type, len, true, len == 8 ? TYPALIGN_DOUBLE :
+										   len == 4 ? TYPALIGN_INT : TYPALIGN_SHORT));
+}
+
+/* Allocated once per run (run_ctx); emptied by each flush. */
 static void
 batch_start(SettleRun *run)
 {
 	LineBatch  *b = &run->batch;
 
 	memset(b, 0, sizeof(LineBatch));
+	b->pack_statement = palloc(sizeof(Datum) * (FETCH_BATCH + 1));
+	b->pack_payer = palloc(sizeof(Datum) * (FETCH_BATCH + 1));
+	b->pack_account = palloc(sizeof(Datum) * (FETCH_BATCH + 1));
+	b->pack_product = palloc(sizeof(Datum) * (FETCH_BATCH + 1));
+	b->pack_code = palloc(PRODUCT_CODE_LEN * (FETCH_BATCH + 1));
+	b->pack_line_lo = palloc(sizeof(Datum) * (FETCH_BATCH + 1));
+	b->pack_use_lo = palloc(sizeof(Datum) * (FETCH_BATCH + 1));
 	b->line_id = palloc(sizeof(Datum) * FETCH_BATCH);
-	b->statement_id = palloc(sizeof(Datum) * FETCH_BATCH);
-	b->payer = palloc(sizeof(Datum) * FETCH_BATCH);
 	b->list = palloc(sizeof(Datum) * FETCH_BATCH);
 	b->rate = palloc(sizeof(Datum) * FETCH_BATCH);
 	b->source = palloc(sizeof(Datum) * FETCH_BATCH);
 	b->discount_id = palloc(sizeof(Datum) * FETCH_BATCH);
-	b->discount_id_null = palloc(sizeof(bool) * FETCH_BATCH);
 	b->discount = palloc(sizeof(Datum) * FETCH_BATCH);
 	b->benefit = palloc(sizeof(Datum) * FETCH_BATCH);
-	b->due = palloc(sizeof(Datum) * FETCH_BATCH);
+	b->use_cap = 1024;
+	b->use_benefit = palloc(sizeof(Datum) * b->use_cap);
+	b->use_line = palloc(sizeof(Datum) * b->use_cap);
+	b->use_amount = palloc(sizeof(Datum) * b->use_cap);
 }
 
+/*
+ * Write the batch's packs with one INSERT (each pack a slice of the flat
+ * per-line and per-use arrays), in memory_ctx, and empty the batch.
+ */
 static void
-batch_flush(SettleRun *run)
+batch_flush(SettleRun *run, MemoryContext memory_ctx)
 {
 	LineBatch  *b = &run->batch;
+	MemoryContext oldcxt;
+	Datum		args[17];
+	int			k;
 
-	if (b->n > 0)
-	{
-		Datum		args[10];
-
-		args[0] = int8_array(b->line_id, NULL, b->n);
-		args[1] = int8_array(b->statement_id, NULL, b->n);
-		args[2] = int8_array(b->payer, NULL, b->n);
-		args[3] = int8_array(b->list, NULL, b->n);
-		args[4] = int8_array(b->rate, NULL, b->n);
-		args[5] = text_array(b->source, b->n);
-		args[6] = int8_array(b->discount_id, b->discount_id_null, b->n);
-		args[7] = int8_array(b->discount, NULL, b->n);
-		args[8] = int8_array(b->benefit, NULL, b->n);
-		args[9] = int8_array(b->due, NULL, b->n);
-		exec_plan(PLAN_INSERT_LINES, args, NULL, false, 0);
-	}
-	if (b->nuse > 0)
-	{
-		Datum		args[4];
-
-		args[0] = int8_array(b->use_benefit, NULL, b->nuse);
-		args[1] = int8_array(b->use_line, NULL, b->nuse);
-		args[2] = int8_array(b->use_statement, NULL, b->nuse);
-		args[3] = int8_array(b->use_amount, NULL, b->nuse);
-		exec_plan(PLAN_INSERT_USES, args, NULL, false, 0);
-	}
+	if (b->npacks == 0)
+		return;
+	oldcxt = MemoryContextSwitchTo(memory_ctx);
+	b->pack_line_lo[b->npacks] = Int32GetDatum(b->n + 1);
+	b->pack_use_lo[b->npacks] = Int32GetDatum(b->nuse + 1);
+	args[0] = int_array(b->pack_statement, b->npacks, INT8OID, 8);
+	args[1] = int_array(b->pack_payer, b->npacks, INT8OID, 8);
+	args[2] = int_array(b->pack_account, b->npacks, INT8OID, 8);
+	for (k = 0; k < b->npacks; k++)
+		b->pack_product[k] = CStringGetTextDatum(b->pack_code[k]);
+	args[3] = PointerGetDatum(construct_array(b->pack_product, b->npacks, TEXTOID, -1, false, TYPALIGN_INT));
+	args[4] = int_array(b->pack_line_lo, b->npacks + 1, INT4OID, 4);
+	args[5] = int_array(b->pack_use_lo, b->npacks + 1, INT4OID, 4);
+	args[6] = CStringGetTextDatum(run->cycle_text);
+	args[7] = int_array(b->line_id, b->n, INT8OID, 8);
+	args[8] = int_array(b->list, b->n, INT8OID, 8);
+	args[9] = int_array(b->rate, b->n, INT4OID, 4);
+	args[10] = int_array(b->source, b->n, INT2OID, 2);
+	args[11] = int_array(b->discount_id, b->n, INT8OID, 8);
+	args[12] = int_array(b->discount, b->n, INT8OID, 8);
+	args[13] = int_array(b->benefit, b->n, INT8OID, 8);
+	args[14] = int_array(b->use_line, b->nuse, INT8OID, 8);
+	args[15] = int_array(b->use_benefit, b->nuse, INT8OID, 8);
+	args[16] = int_array(b->use_amount, b->nuse, INT8OID, 8);
+	exec_plan(PLAN_INSERT_PACKS, args, NULL, false, 0);
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(memory_ctx);
+	b->npacks = 0;
+	b->n = 0;
+	b->nuse = 0;
 }
 
 static void
@@ -943,16 +1047,123 @@ write_statements(SettleRun *run)
  * The run
  */
 
+static int
+line_order(const void *a, const void *b)
+{
+	const LineRec *x = a;
+	const LineRec *y = b;
+
+	if (x->account_id != y->account_id)
+		return x->account_id < y->account_id ? -1 : 1;
+	if (x->product != y->product)
+		return x->product < y->product ? -1 : 1;
+	if (x->period_start != y->period_start)
+		return x->period_start < y->period_start ? -1 : 1;
+	if (x->line_id != y->line_id)
+		return x->line_id < y->line_id ? -1 : 1;
+	return 0;
+}
+
+/* Product codes in the collation order of ORDER BY product_code. */
+static void
+load_products(SettleRun *run)
+{
+	SPITupleTable *tt;
+	HASHCTL		ctl;
+	uint64		i;
+
+	ctl.keysize = PRODUCT_CODE_LEN;
+	ctl.entrysize = sizeof(ProductEntry);
+	ctl.hcxt = run->run_ctx;
+	run->product_ranks = hash_create("tco settle products", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	exec_plan(PLAN_PRODUCTS, NULL, NULL, true, 0);
+	tt = SPI_tuptable;
+	if (SPI_processed >= PG_INT32_MAX)
+		elog(ERROR, "too many products");
+	run->nproducts = (int) SPI_processed;
+	run->products = MemoryContextAllocHuge(run->run_ctx, (Size) PRODUCT_CODE_LEN * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		bool		found;
+		ProductEntry *e;
+
+		text_to_code(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull), run->products[i]);
+		e = hash_search(run->product_ranks, run->products[i], HASH_ENTER, &found);
+		e->rank = (int32) i;
+	}
+	SPI_freetuptable(tt);
+}
+
+/* Skip mode: the settled line ids of an account's product in the cycle, sorted. */
+static void
+load_settled_ids(SettleRun *run, int64 account_id, const char *product_code)
+{
+	Datum		args[3];
+	SPITupleTable *tt;
+	uint64		i;
+	bool		isnull;
+
+	if (run->settled_ids)
+		pfree(run->settled_ids);
+	run->settled_ids = NULL;
+	run->nsettled_ids = 0;
+	args[0] = Int64GetDatum(account_id);
+	args[1] = CStringGetTextDatum(product_code);
+	args[2] = CStringGetTextDatum(run->cycle_text);
+	exec_plan(PLAN_SETTLED_IDS, args, NULL, false, 0);
+	tt = SPI_tuptable;
+	if (SPI_processed > 0)
+	{
+		run->settled_ids = MemoryContextAllocHuge(run->run_ctx, sizeof(int64) * SPI_processed);
+		for (i = 0; i < SPI_processed; i++)
+			run->settled_ids[i] = get_int8(tt->vals[i], tt->tupdesc, 1, &isnull);
+		run->nsettled_ids = (int) SPI_processed;
+	}
+	SPI_freetuptable(tt);
+}
+
+static bool
+is_settled_id(SettleRun *run, int64 line_id)
+{
+	int			lo = 0,
+				hi = run->nsettled_ids;
+
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (run->settled_ids[mid] < line_id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < run->nsettled_ids && run->settled_ids[lo] == line_id;
+}
+
+/*
+ * Settle the cycle's lines in the fixed order (consumer, product, period
+ * start, line id).  They are read unsorted and sorted in memory as compact
+ * records, at most about work_mem of them at a time: when the records of the
+ * accounts read so far do not fit, the accounts from the middle one on are
+ * dropped and read again by a later pass, so each pass settles a range of
+ * accounts completely and in order (benefits shared across accounts see the
+ * same order as one global sort).  Memory therefore stays bounded by
+ * work_mem however many lines the cycle has, at the price of one more scan of
+ * the cycle per pass beyond the first; only one account with more lines than
+ * fit makes the array grow past it.
+ */
 static void
 settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled)
 {
 	HASHCTL		ctl;
 	MemoryContext batch_ctx;
+	Datum		args[4];
+	SettlePlan	which = run->has_org ? PLAN_LINES_ORG : PLAN_LINES;
+	int64		from_account = PG_INT64_MIN;
+	Size		cap;
+	LineRec    *recs;
 	MemoryContext oldcxt;
-	Portal		portal;
-	Datum		args[3];
-	char		nulls[3] = {' ', ' ', ' '};
-	SettlePlan	which;
 
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(AccountInfo);
@@ -965,73 +1176,156 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 	run->statement_lines = hash_create("tco settle statement lines", 1024, &ctl,
 									   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
+	load_products(run);
 	load_discounts(run, start, end);
 	load_benefits(run, start, end);
 
 	batch_ctx = AllocSetContextCreate(run->run_ctx, "tco settle batch", ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(run->run_ctx);
+	batch_start(run);
+	MemoryContextSwitchTo(oldcxt);
+
+	cap = Max((Size) work_mem * 1024 / sizeof(LineRec), (Size) 16384);
+	recs = MemoryContextAllocHuge(run->run_ctx, cap * sizeof(LineRec));
 
 	args[0] = TimestampTzGetDatum(start);
 	args[1] = TimestampTzGetDatum(end);
-	args[2] = Int64GetDatum(run->org_id);
-	if (!run->has_org)
-		nulls[2] = 'n';
-	if (run->has_org)
-		which = skip_settled ? PLAN_LINES_ORG_SKIP : PLAN_LINES_ORG;
-	else
-		which = skip_settled ? PLAN_LINES_SKIP : PLAN_LINES;
-	/*
-	 * read_only = false: a fresh snapshot, taken after the advisory lock, so
-	 * lines committed by sessions we waited for are seen.
-	 */
-	portal = SPI_cursor_open(NULL, get_plan(which), args, nulls, false);
-	if (portal == NULL)
-		elog(ERROR, "could not open the bill line cursor: %s", SPI_result_code_string(SPI_result));
+	args[3] = Int64GetDatum(run->org_id);
 
 	for (;;)
 	{
-		SPITupleTable *tt;
-		uint64		ntuples;
-		uint64		i;
+		Portal		portal;
+		Size		n = 0;
+		Size		i;
+		bool		bounded = false;
+		int64		below_account = PG_INT64_MAX;	/* read accounts < this */
+		int64		group_account = 0;
+		int32		group_product = -1;
+		const char *last_code = NULL;
+		int32		last_rank = -1;
 
-		SPI_cursor_fetch(portal, true, FETCH_BATCH);
-		tt = SPI_tuptable;
-		ntuples = SPI_processed;
-		if (ntuples == 0)
+		args[2] = Int64GetDatum(from_account);
+		/*
+		 * read_only = false: a fresh snapshot, taken after the advisory lock,
+		 * so lines committed by sessions we waited for are seen.
+		 */
+		portal = SPI_cursor_open(NULL, get_plan(which), args, NULL, false);
+		if (portal == NULL)
+			elog(ERROR, "could not open the bill line cursor: %s", SPI_result_code_string(SPI_result));
+		for (;;)
 		{
+			SPITupleTable *tt;
+			uint64		ntuples;
+			uint64		t;
+
+			SPI_cursor_fetch(portal, true, FETCH_BATCH);
+			tt = SPI_tuptable;
+			ntuples = SPI_processed;
+			if (ntuples == 0)
+			{
+				SPI_freetuptable(tt);
+				break;
+			}
+			for (t = 0; t < ntuples; t++)
+			{
+				Datum		values[5];
+				bool		isnull[5];
+				LineRec    *r;
+				text	   *code;
+				int			len;
+
+				heap_deform_tuple(tt->vals[t], tt->tupdesc, values, isnull);
+				if (DatumGetInt64(values[1]) >= below_account)
+					continue;
+				if (n == cap)
+				{
+					/* full: keep the accounts below the middle one */
+					Size		keep;
+
+					qsort(recs, n, sizeof(LineRec), line_order);
+					keep = n / 2;
+					while (keep > 0 && recs[keep - 1].account_id == recs[keep].account_id)
+						keep--;
+					if (keep == 0)
+					{
+						/* one account fills the array: keep all its lines */
+						keep = n / 2;
+						while (keep < n && recs[keep].account_id == recs[0].account_id)
+							keep++;
+					}
+					if (keep < n)
+					{
+						below_account = recs[keep].account_id;
+						bounded = true;
+						n = keep;
+					}
+					else
+					{
+						cap *= 2;
+						recs = repalloc_huge(recs, cap * sizeof(LineRec));
+					}
+					if (DatumGetInt64(values[1]) >= below_account)
+						continue;
+				}
+				r = &recs[n++];
+				r->line_id = DatumGetInt64(values[0]);
+				r->account_id = DatumGetInt64(values[1]);
+				code = DatumGetTextPP(values[2]);
+				len = VARSIZE_ANY_EXHDR(code);
+				if (last_code == NULL || strlen(last_code) != (size_t) len ||
+					memcmp(last_code, VARDATA_ANY(code), len) != 0)
+				{
+					char		buf[PRODUCT_CODE_LEN];
+					ProductEntry *e;
+
+					text_to_code(values[2], buf);
+					e = hash_search(run->product_ranks, buf, HASH_FIND, NULL);
+					if (e == NULL)
+						elog(ERROR, "product \"%s\" of bill line " INT64_FORMAT " is not in tco.product",
+							 buf, r->line_id);
+					last_rank = e->rank;
+					last_code = run->products[last_rank];
+				}
+				r->product = last_rank;
+				r->period_start = DatumGetTimestampTz(values[3]);
+				r->list = DatumGetInt64(values[4]);
+			}
 			SPI_freetuptable(tt);
-			break;
+			CHECK_FOR_INTERRUPTS();
 		}
-		oldcxt = MemoryContextSwitchTo(batch_ctx);
-		batch_start(run);
-		for (i = 0; i < ntuples; i++)
+		SPI_cursor_close(portal);
+
+		qsort(recs, n, sizeof(LineRec), line_order);
+		for (i = 0; i < n; i++)
 		{
-			HeapTuple	tup = tt->vals[i];
-			bool		isnull;
-			char		product_code[PRODUCT_CODE_LEN];
-			int64		line_id,
-						account_id,
-						list;
-			TimestampTz at;
+			LineRec    *r = &recs[i];
 
 			CHECK_FOR_INTERRUPTS();
-			line_id = get_int8(tup, tt->tupdesc, 1, &isnull);
-			account_id = get_int8(tup, tt->tupdesc, 2, &isnull);
-			text_to_code(SPI_getbinval(tup, tt->tupdesc, 3, &isnull), product_code);
-			at = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 4, &isnull));
-			list = get_int8(tup, tt->tupdesc, 5, &isnull);
-			settle_line(run, line_id, account_id, product_code, at, list);
+			if (skip_settled)
+			{
+				if (r->account_id != group_account || r->product != group_product)
+				{
+					group_account = r->account_id;
+					group_product = r->product;
+					load_settled_ids(run, group_account, run->products[group_product]);
+				}
+				if (is_settled_id(run, r->line_id))
+					continue;
+			}
+			settle_line(run, r->line_id, r->account_id, run->products[r->product], r->period_start, r->list);
+			if (run->batch.n >= FETCH_BATCH)
+				batch_flush(run, batch_ctx);
 			run->nlines++;
 			if (progress_every > 0 && run->nlines % progress_every == 0)
 				ereport(NOTICE,
 						(errmsg("settling cycle %s: " UINT64_FORMAT " bill lines done",
 								run->cycle_text, run->nlines)));
 		}
-		batch_flush(run);
-		MemoryContextSwitchTo(oldcxt);
-		SPI_freetuptable(tt);
-		MemoryContextReset(batch_ctx);
+		batch_flush(run, batch_ctx);
+		if (!bounded)
+			break;
+		from_account = below_account;
 	}
-	SPI_cursor_close(portal);
 
 	oldcxt = MemoryContextSwitchTo(batch_ctx);
 	write_statements(run);

@@ -122,46 +122,87 @@ COMMENT ON TABLE tco.statement_line IS 'A statement per consuming account and pr
 COMMENT ON COLUMN tco.statement_line.account_id IS 'The consuming account (a managed member appears on its manager''s statement with its real amounts).';
 COMMENT ON COLUMN tco.statement_line.lines IS 'Number of bill lines summed.';
 
--- One row per settled bill line: which statement it is on and how its due
--- amount was reached.  Written only by tco.settle_cycle, in bulk; it has no
--- foreign keys on purpose (a per-row RI check would dominate the settlement
--- time), settle_cycle writes only ids it has just read or created.
-CREATE TABLE tco.settled_line (
-    line_id          bigint PRIMARY KEY,
-    statement_id     bigint NOT NULL,
-    payer_account_id bigint NOT NULL,
-    list_amount      numeric(20,6) NOT NULL,
-    discount_rate    numeric(7,6) NOT NULL,
-    discount_source  text NOT NULL,
-    discount_id      bigint,
-    discount_amount  numeric(20,6) NOT NULL,
-    benefit_amount   numeric(20,6) NOT NULL,
-    due_amount       numeric(20,6) NOT NULL
+-- How every settled bill line was priced, packed: one row per run of lines of
+-- one consuming account and product on one statement (at most one batch of
+-- lines), with per-line arrays in int8 micro-units, and every benefit use of
+-- those lines in use order.  One row per bill line with its index entries made
+-- tco.settle_cycle many times slower than the settlement itself (issue 5).
+-- Written only by tco.settle_cycle, in bulk; no foreign keys on purpose (a
+-- per-row RI check would dominate the settlement time), settle_cycle writes
+-- only ids it has just read or created.  tco.settled_line and tco.benefit_use
+-- are views over it with the columns of the 1.0 tables.
+CREATE TABLE tco.settled_pack (
+    pack_id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    statement_id      bigint NOT NULL,
+    payer_account_id  bigint NOT NULL,
+    account_id        bigint NOT NULL,
+    product_code      text NOT NULL,
+    cycle             tco.billing_cycle NOT NULL,
+    settled_at        timestamptz NOT NULL DEFAULT now(),
+    line_ids          bigint[] NOT NULL,
+    list_amounts      bigint[] NOT NULL,
+    discount_rates    integer[] NOT NULL,
+    discount_sources  smallint[] NOT NULL,
+    discount_ids      bigint[] NOT NULL,
+    discount_amounts  bigint[] NOT NULL,
+    benefit_amounts   bigint[] NOT NULL,
+    use_line_ids      bigint[] NOT NULL,
+    use_benefit_ids   bigint[] NOT NULL,
+    use_amounts       bigint[] NOT NULL,
+    CONSTRAINT settled_pack_lines CHECK (
+        cardinality(line_ids) > 0 AND array_ndims(line_ids) = 1
+        AND cardinality(list_amounts) = cardinality(line_ids)
+        AND cardinality(discount_rates) = cardinality(line_ids)
+        AND cardinality(discount_sources) = cardinality(line_ids)
+        AND cardinality(discount_ids) = cardinality(line_ids)
+        AND cardinality(discount_amounts) = cardinality(line_ids)
+        AND cardinality(benefit_amounts) = cardinality(line_ids)),
+    CONSTRAINT settled_pack_uses CHECK (
+        cardinality(use_benefit_ids) = cardinality(use_line_ids)
+        AND cardinality(use_amounts) = cardinality(use_line_ids)
+        AND cardinality(use_line_ids) < 65536)
 );
-CREATE INDEX settled_line_statement ON tco.settled_line (statement_id);
-COMMENT ON TABLE tco.settled_line IS 'How each settled bill line was priced; each line is on exactly one statement. list_amount = discount_amount + benefit_amount + due_amount exactly.';
+CREATE INDEX settled_pack_statement ON tco.settled_pack (statement_id);
+CREATE INDEX settled_pack_account ON tco.settled_pack (account_id, product_code, cycle);
+COMMENT ON TABLE tco.settled_pack IS 'How settled bill lines were priced, packed per run of lines of one consuming account and product on one statement: per-line arrays (amounts in int8 micro-units) and the benefit uses of those lines in use order. Read it through the views tco.settled_line and tco.benefit_use.';
+COMMENT ON COLUMN tco.settled_pack.account_id IS 'The consuming account of every line of the pack.';
+COMMENT ON COLUMN tco.settled_pack.product_code IS 'The product of every line of the pack.';
+COMMENT ON COLUMN tco.settled_pack.cycle IS 'The settled cycle (the cycle of every line''s period start).';
+COMMENT ON COLUMN tco.settled_pack.list_amounts IS 'Per line: list amount in micro-units (due = list - discount - benefit).';
+COMMENT ON COLUMN tco.settled_pack.discount_rates IS 'Per line: contract discount rate in millionths.';
+COMMENT ON COLUMN tco.settled_pack.discount_sources IS 'Per line: 0 none, 1 own, 2 admin, 3 manager, 4 entity, 5 own_new_trusteeship.';
+COMMENT ON COLUMN tco.settled_pack.discount_ids IS 'Per line: the tco.contract_discount row used, 0 for none.';
+COMMENT ON COLUMN tco.settled_pack.use_line_ids IS 'Benefit uses in use order: the line paid; use_benefit_ids and use_amounts (micro-units) run in parallel.';
+
+CREATE VIEW tco.settled_line WITH (security_invoker = true) AS
+SELECT u.line_id, p.statement_id, p.payer_account_id,
+       (u.li * 0.000001)::numeric(20,6) AS list_amount,
+       (u.rate * 0.000001)::numeric(7,6) AS discount_rate,
+       ('{none,own,admin,manager,entity,own_new_trusteeship}'::text[])[u.src + 1] AS discount_source,
+       nullif(u.did, 0) AS discount_id,
+       (u.di * 0.000001)::numeric(20,6) AS discount_amount,
+       (u.be * 0.000001)::numeric(20,6) AS benefit_amount,
+       ((u.li - u.di - u.be) * 0.000001)::numeric(20,6) AS due_amount
+FROM tco.settled_pack p
+CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_rates, p.discount_sources, p.discount_ids,
+                          p.discount_amounts, p.benefit_amounts) AS u(line_id, li, rate, src, did, di, be);
+COMMENT ON VIEW tco.settled_line IS 'How each settled bill line was priced; each line is on exactly one statement. list_amount = discount_amount + benefit_amount + due_amount exactly. A view over tco.settled_pack.';
 COMMENT ON COLUMN tco.settled_line.discount_source IS 'Where the rate came from (R8): own, admin (self-pay, same entity as the admin), manager (legacy trusteeship), entity (new trusteeship), own_new_trusteeship, or none.';
 COMMENT ON COLUMN tco.settled_line.discount_id IS 'The tco.contract_discount row used (NULL: none).';
 
-CREATE TABLE tco.benefit_use (
-    use_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    benefit_id   bigint NOT NULL REFERENCES tco.benefit ON DELETE RESTRICT,
-    line_id      bigint NOT NULL,
-    statement_id bigint NOT NULL REFERENCES tco.statement ON DELETE RESTRICT,
-    amount       numeric(20,6) NOT NULL CONSTRAINT benefit_use_positive CHECK (amount > 0),
-    at           timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX benefit_use_line ON tco.benefit_use (line_id);
-CREATE INDEX benefit_use_benefit ON tco.benefit_use (benefit_id);
-COMMENT ON TABLE tco.benefit_use IS 'Append-only record of every benefit redemption (R14): which benefit paid how much of which line, on which statement.';
+CREATE VIEW tco.benefit_use WITH (security_invoker = true) AS
+SELECT p.pack_id * 65536 + u.n AS use_id, u.benefit_id, u.line_id, p.statement_id,
+       (u.a * 0.000001)::numeric(20,6) AS amount, p.settled_at AS at
+FROM tco.settled_pack p
+CROSS JOIN LATERAL unnest(p.use_benefit_ids, p.use_line_ids, p.use_amounts) WITH ORDINALITY AS u(benefit_id, line_id, a, n);
+COMMENT ON VIEW tco.benefit_use IS 'Append-only record of every benefit redemption (R14): which benefit paid how much of which line, on which statement. A view over tco.settled_pack; use_id orders the uses (a line''s uses in the order they were made).';
 
 SELECT pg_catalog.pg_extension_config_dump('tco.contract_discount', '');
 SELECT pg_catalog.pg_extension_config_dump('tco.benefit', '');
 SELECT pg_catalog.pg_extension_config_dump('tco.settled_cycle', '');
 SELECT pg_catalog.pg_extension_config_dump('tco.statement', '');
 SELECT pg_catalog.pg_extension_config_dump('tco.statement_line', '');
-SELECT pg_catalog.pg_extension_config_dump('tco.settled_line', '');
-SELECT pg_catalog.pg_extension_config_dump('tco.benefit_use', '');
+SELECT pg_catalog.pg_extension_config_dump('tco.settled_pack', '');
 
 -- ---------------------------------------------------------------------------
 -- Functions to grant discounts and benefits
@@ -326,7 +367,9 @@ BEGIN
     -- Lines already on a statement: only paid_at may change.
     SELECT o.line_id, tco.cycle_of(o.period_start) AS cycle INTO bad
     FROM old_lines o JOIN new_lines n USING (line_id)
-    JOIN tco.settled_line sl ON sl.line_id = o.line_id
+    JOIN tco.settled_pack sp ON sp.account_id = o.account_id AND sp.product_code = o.product_code
+                            AND sp.cycle OPERATOR(tco.=) tco.cycle_of(o.period_start)
+                            AND o.line_id = ANY (sp.line_ids)
     WHERE (o.account_id, o.product_code, o.charge_type, o.period_start, o.period_end, o.list_amount, o.issued_at)
           IS DISTINCT FROM
           (n.account_id, n.product_code, n.charge_type, n.period_start, n.period_end, n.list_amount, n.issued_at)
@@ -364,7 +407,9 @@ BEGIN
     SELECT o.line_id, tco.cycle_of(o.period_start) AS cycle INTO bad
     FROM old_lines o
     LEFT JOIN tco.member m ON m.account_id = o.account_id
-    WHERE EXISTS (SELECT 1 FROM tco.settled_line sl WHERE sl.line_id = o.line_id)
+    WHERE EXISTS (SELECT 1 FROM tco.settled_pack sp
+                  WHERE sp.account_id = o.account_id AND sp.product_code = o.product_code
+                    AND sp.cycle OPERATOR(tco.=) tco.cycle_of(o.period_start) AND o.line_id = ANY (sp.line_ids))
        OR EXISTS (SELECT 1 FROM tco.settled_cycle s WHERE s.cycle OPERATOR(tco.=) tco.cycle_of(o.period_start)
                   AND (s.org_id IS NULL OR s.org_id = m.org_id))
     ORDER BY o.line_id LIMIT 1;
@@ -469,9 +514,11 @@ BEGIN
     RAISE EXCEPTION 'R14: % is append-only', TG_TABLE_NAME
         USING ERRCODE = 'TC008', HINT = 'Settlement history is never rewritten; book an adjustment in the next open cycle.';
 END $$;
-CREATE TRIGGER r14_benefit_use_append_only BEFORE UPDATE OR DELETE ON tco.benefit_use
+CREATE TRIGGER r14_benefit_use_append_only INSTEAD OF UPDATE OR DELETE ON tco.benefit_use
     FOR EACH ROW EXECUTE FUNCTION tco.r14_append_only();
-CREATE TRIGGER r14_settled_line_append_only BEFORE UPDATE OR DELETE ON tco.settled_line
+CREATE TRIGGER r14_settled_line_append_only INSTEAD OF UPDATE OR DELETE ON tco.settled_line
+    FOR EACH ROW EXECUTE FUNCTION tco.r14_append_only();
+CREATE TRIGGER r14_settled_pack_append_only BEFORE UPDATE OR DELETE ON tco.settled_pack
     FOR EACH ROW EXECUTE FUNCTION tco.r14_append_only();
 CREATE TRIGGER r14_settled_cycle_append_only BEFORE UPDATE OR DELETE ON tco.settled_cycle
     FOR EACH ROW EXECUTE FUNCTION tco.r14_append_only();
@@ -524,7 +571,22 @@ BEGIN
     PERFORM tco.require_arg(line_id, 'line_id');
     SELECT * INTO bl FROM tco.bill_line b WHERE b.line_id = explain_line.line_id;
     PERFORM tco.require_exists(FOUND, 'bill line', line_id);
-    SELECT * INTO sl FROM tco.settled_line s WHERE s.line_id = explain_line.line_id;
+    -- the pack of the line's account, product and cycle (tco.settled_line
+    -- would unnest every pack)
+    SELECT u.line_id, p.statement_id, p.payer_account_id,
+           (u.li * 0.000001)::numeric(20,6),
+           (u.rate * 0.000001)::numeric(7,6),
+           ('{none,own,admin,manager,entity,own_new_trusteeship}'::text[])[u.src + 1],
+           nullif(u.did, 0),
+           (u.di * 0.000001)::numeric(20,6),
+           (u.be * 0.000001)::numeric(20,6),
+           ((u.li - u.di - u.be) * 0.000001)::numeric(20,6)
+      INTO sl
+      FROM tco.settled_pack p
+      CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_rates, p.discount_sources, p.discount_ids,
+                                p.discount_amounts, p.benefit_amounts) AS u(line_id, li, rate, src, did, di, be)
+     WHERE p.account_id = bl.account_id AND p.product_code = bl.product_code
+       AND p.cycle OPERATOR(tco.=) tco.cycle_of(bl.period_start) AND u.line_id = bl.line_id;
     IF NOT FOUND THEN
         RETURN jsonb_build_object(
             'line_id', bl.line_id, 'settled', false, 'cycle', tco.cycle_of(bl.period_start)::text,
@@ -548,8 +610,15 @@ BEGIN
         'benefits', coalesce((SELECT jsonb_agg(jsonb_build_object('benefit_id', u.benefit_id, 'kind', b.kind,
                                                                   'owner_account_id', b.owner_account_id,
                                                                   'amount', u.amount) ORDER BY u.use_id)
-                              FROM tco.benefit_use u JOIN tco.benefit b USING (benefit_id)
-                              WHERE u.line_id = bl.line_id), '[]'::jsonb),
+                              FROM (SELECT p.pack_id * 65536 + x.n AS use_id, x.benefit_id,
+                                           (x.a * 0.000001)::numeric(20,6) AS amount
+                                      FROM tco.settled_pack p
+                                      CROSS JOIN LATERAL unnest(p.use_benefit_ids, p.use_line_ids, p.use_amounts)
+                                                 WITH ORDINALITY AS x(benefit_id, line_id, a, n)
+                                     WHERE p.account_id = bl.account_id AND p.product_code = bl.product_code
+                                       AND p.cycle OPERATOR(tco.=) tco.cycle_of(bl.period_start)
+                                       AND x.line_id = bl.line_id) u
+                              JOIN tco.benefit b USING (benefit_id)), '[]'::jsonb),
         'benefit_amount', sl.benefit_amount,
         'due_amount', sl.due_amount);
 END $$;
