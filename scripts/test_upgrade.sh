@@ -32,8 +32,40 @@ INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, l
 SELECT 2 + g % 2, 'cvm', timestamptz '2023-02-01 00:00+08' + g * interval '1 hour',
        timestamptz '2023-02-01 01:00+08' + g * interval '1 hour', 1.25
 FROM generate_series(0, 99) g;
+-- a cycle settled under the old version, with a discount and a coupon: its
+-- record must survive.  Written as the old settle_cycle wrote it (the
+-- installed library is the new version's, so the old one cannot run here).
+INSERT INTO tco.bill_line (line_id, account_id, product_code, period_start, period_end, list_amount)
+SELECT 1001 + g, 3, 'cvm', timestamptz '2023-01-10 00:00+08' + g * interval '1 hour',
+       timestamptz '2023-01-10 01:00+08' + g * interval '1 hour', 2.345678
+FROM generate_series(0, 9) g;
+INSERT INTO tco.contract_discount (discount_id, account_id, rate, valid_from) VALUES (77, 3, 0.1, '-infinity');
+INSERT INTO tco.benefit (benefit_id, kind, owner_account_id, initial_amount, balance, valid_from, valid_to)
+    VALUES (55, 'coupon', 3, 5, 0, '-infinity', '2024-01-01');
+INSERT INTO tco.statement (statement_id, payer_account_id, cycle, org_id, list_total, discount_total, benefit_total, due_total)
+    VALUES (900, 3, '2023-01', 1, 23.46, 2.35, 5.00, 16.11);
+INSERT INTO tco.statement_line VALUES (900, 3, 'cvm', 23.45678, 2.34568, 5, 16.1111, 10);
+INSERT INTO tco.settled_line
+SELECT line_id, 900, 3, 2.345678, 0.1, 'own', 77, 0.234568, b, 2.111110 - b
+FROM (SELECT line_id, CASE line_id WHEN 1001 THEN 2.111110 WHEN 1002 THEN 2.111110 WHEN 1003 THEN 0.777780 ELSE 0 END AS b
+      FROM generate_series(1001, 1010) line_id) x;
+INSERT INTO tco.benefit_use (benefit_id, line_id, statement_id, amount)
+    VALUES (55, 1001, 900, 2.111110), (55, 1002, 900, 2.111110), (55, 1003, 900, 0.777780);
+INSERT INTO tco.settled_cycle (cycle) VALUES ('2023-01');
 SQL
+    settled_q="SELECT (SELECT string_agg(tco.explain_line(line_id)::text, ' ' ORDER BY line_id) FROM tco.bill_line
+                       WHERE period_start < '2023-02-01 00:00+08'),
+                      (SELECT count(*) || ' ' || sum(due_amount) FROM tco.settled_line),
+                      (SELECT count(*) || ' ' || sum(amount) FROM tco.benefit_use),
+                      (SELECT string_agg(lines || ' ' || list_total || ' ' || due_total, ',') FROM tco.settlement_by_payer)"
+    before=$("${PSQL[@]}" -At -d "$db" -c "$settled_q")
     "${PSQL[@]}" -d "$db" -c "ALTER EXTENSION tco UPDATE TO '$current'"
+    after=$("${PSQL[@]}" -At -d "$db" -c "$settled_q")
+    if [ "$before" != "$after" ] || [ -z "$before" ]; then
+        echo "settlement written under $old changed by the update:"; echo "before: $before"; echo "after:  $after"; fail=1
+    else
+        echo "settlement written under $old unchanged by the update (explain_line of every line, totals)"
+    fi
     "${PSQL[@]}" -d "$db" -f scripts/catalog_digest.sql > /tmp/tco-digest-old.txt
     if ! diff -u /tmp/tco-digest-new.txt /tmp/tco-digest-old.txt > /tmp/tco-digest.diff; then
         echo "$old -> $current differs from a fresh $current install:"; head -n 80 /tmp/tco-digest.diff; fail=1

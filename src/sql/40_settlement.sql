@@ -161,7 +161,7 @@ CREATE TABLE tco.settled_pack (
         cardinality(use_benefit_ids) = cardinality(use_line_ids)
         AND cardinality(use_amounts) = cardinality(use_line_ids)
         AND cardinality(use_line_ids) < 65536)
-);
+) WITH (toast_tuple_target = 8160);
 CREATE INDEX settled_pack_statement ON tco.settled_pack (statement_id);
 CREATE INDEX settled_pack_account ON tco.settled_pack (account_id, product_code, cycle);
 COMMENT ON TABLE tco.settled_pack IS 'How settled bill lines were priced, packed per run of lines of one consuming account and product on one statement: per-line arrays (amounts in int8 micro-units) and the benefit uses of those lines in use order. Read it through the views tco.settled_line and tco.benefit_use.';
