@@ -36,6 +36,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
 #include "common/int.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -138,6 +139,9 @@ typedef struct PayerStatement
 {
 	int64		payer_account_id;	/* hash key */
 	int64		statement_id;
+	bool		is_new;			/* to be inserted by write_statements */
+	bool		used;			/* has lines of this run */
+	int64		org_id;			/* of a new one, 0: none */
 } PayerStatement;
 
 typedef struct StatementLineKey
@@ -221,6 +225,7 @@ typedef struct SettleRun
 	Benefit    *benefits;
 	int			nbenefits;
 	HTAB	   *payers;
+	Oid			statement_seq;
 	HTAB	   *statement_lines;
 	StatementLineSum *last_sum; /* of the previous line: lines come grouped */
 	LineBatch	batch;
@@ -251,7 +256,9 @@ typedef enum SettlePlan
 	PLAN_DISCOUNTS,
 	PLAN_BENEFITS,
 	PLAN_BENEFITS_ORG,
-	PLAN_STATEMENT,
+	PLAN_STATEMENT_SEQUENCE,
+	PLAN_STATEMENTS_OF_CYCLE,
+	PLAN_INSERT_STATEMENTS,
 	PLAN_INSERT_PACKS,
 	PLAN_INSERT_STATEMENT_LINES,
 	PLAN_STATEMENT_TOTALS,
@@ -309,11 +316,14 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 	[PLAN_BENEFITS_ORG] = {BENEFITS_SELECT "AND valid_from < $2 AND valid_to > $1 "
 		"AND owner_account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $3)"
 	BENEFITS_ORDER, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
-	[PLAN_STATEMENT] = {"INSERT INTO tco.statement (payer_account_id, cycle, org_id) "
-		"VALUES ($1, $2::tco.billing_cycle, $3) "
-		"ON CONFLICT ON CONSTRAINT statement_one_per_payer_cycle "
-		"DO UPDATE SET org_id = tco.statement.org_id RETURNING statement_id",
-	3, {INT8OID, TEXTOID, INT8OID}},
+	[PLAN_STATEMENT_SEQUENCE] = {"SELECT pg_get_serial_sequence('tco.statement', 'statement_id')::regclass::oid",
+	0, {0}},
+	[PLAN_STATEMENTS_OF_CYCLE] = {"SELECT payer_account_id, statement_id FROM tco.statement "
+		"WHERE cycle OPERATOR(tco.=) $1::tco.billing_cycle", 1, {TEXTOID}},
+	/* new statements, with ids taken from the identity sequence during the run */
+	[PLAN_INSERT_STATEMENTS] = {"INSERT INTO tco.statement (statement_id, payer_account_id, cycle, org_id) "
+		"SELECT s, p, $4::tco.billing_cycle, nullif(o, 0) FROM unnest($1::int8[], $2::int8[], $3::int8[]) AS u(s, p, o)",
+	4, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTOID}},
 	[PLAN_INSERT_PACKS] = {"INSERT INTO tco.settled_pack (statement_id, payer_account_id, account_id, "
 		"product_code, cycle, line_ids, list_amounts, discount_rates, discount_sources, discount_ids, "
 		"discount_amounts, benefit_amounts, use_line_ids, use_benefit_ids, use_amounts) "
@@ -611,6 +621,12 @@ load_benefits(SettleRun *run, TimestampTz start, TimestampTz end)
  * Pricing one line
  */
 
+/*
+ * The statement of a payer for the cycle: the existing one (loaded by
+ * load_statements), else a new one whose id is taken from the statement
+ * identity sequence now and which write_statements inserts with the others
+ * (one INSERT for all, instead of one per payer).
+ */
 static int64
 statement_for_payer(SettleRun *run, int64 payer)
 {
@@ -620,24 +636,46 @@ statement_for_payer(SettleRun *run, int64 payer)
 	if (!found)
 	{
 		AccountInfo *info = lookup_account(run, payer);
-		Datum		args[3];
-		char		nulls[3] = {' ', ' ', ' '};
-		bool		isnull;
-		SPITupleTable *tt;
 
-		args[0] = Int64GetDatum(payer);
-		args[1] = CStringGetTextDatum(run->cycle_text);
-		args[2] = Int64GetDatum(info->org_id);
-		if (info->org_id == 0)
-			nulls[2] = 'n';
-		exec_plan(PLAN_STATEMENT, args, nulls, false, 1);
-		tt = SPI_tuptable;
-		if (SPI_processed != 1)
-			elog(ERROR, "could not create the statement of account " INT64_FORMAT, payer);
-		ps->statement_id = get_int8(tt->vals[0], tt->tupdesc, 1, &isnull);
-		SPI_freetuptable(tt);
+		ps->statement_id = nextval_internal(run->statement_seq, false);
+		ps->is_new = true;
+		ps->org_id = info->org_id;
 	}
+	ps->used = true;
 	return ps->statement_id;
+}
+
+/* Existing statements of the cycle (a scope settled before made some). */
+static void
+load_statements(SettleRun *run)
+{
+	Datum		arg = CStringGetTextDatum(run->cycle_text);
+	SPITupleTable *tt;
+	uint64		i;
+	bool		isnull;
+
+	exec_plan(PLAN_STATEMENT_SEQUENCE, NULL, NULL, true, 1);
+	if (SPI_processed != 1)
+		elog(ERROR, "tco.statement has no identity sequence");
+	run->statement_seq = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		elog(ERROR, "tco.statement has no identity sequence");
+	SPI_freetuptable(SPI_tuptable);
+
+	exec_plan(PLAN_STATEMENTS_OF_CYCLE, &arg, NULL, false, 0);
+	tt = SPI_tuptable;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		int64		payer = get_int8(tt->vals[i], tt->tupdesc, 1, &isnull);
+		bool		found;
+		PayerStatement *ps = hash_search(run->payers, &payer, HASH_ENTER, &found);
+
+		ps->statement_id = get_int8(tt->vals[i], tt->tupdesc, 2, &isnull);
+		ps->is_new = false;
+		ps->used = false;
+		ps->org_id = 0;
+	}
+	SPI_freetuptable(tt);
 }
 
 /*
@@ -987,6 +1025,33 @@ write_statements(SettleRun *run)
 	int			dims[1];
 	int			lbs[1] = {1};
 
+	if (npayers > 0)
+	{
+		Datum	   *ns = palloc(sizeof(Datum) * npayers);
+		Datum	   *np = palloc(sizeof(Datum) * npayers);
+		Datum	   *no = palloc(sizeof(Datum) * npayers);
+		int			nnew = 0;
+
+		hash_seq_init(&seq, run->payers);
+		while ((ps = hash_seq_search(&seq)) != NULL)
+		{
+			if (!ps->is_new)
+				continue;
+			ns[nnew] = Int64GetDatum(ps->statement_id);
+			np[nnew] = Int64GetDatum(ps->payer_account_id);
+			no[nnew] = Int64GetDatum(ps->org_id);
+			nnew++;
+		}
+		if (nnew > 0)
+		{
+			args[0] = int8_array(ns, NULL, nnew);
+			args[1] = int8_array(np, NULL, nnew);
+			args[2] = int8_array(no, NULL, nnew);
+			args[3] = CStringGetTextDatum(run->cycle_text);
+			exec_plan(PLAN_INSERT_STATEMENTS, args, NULL, false, 0);
+		}
+	}
+
 	if (n > 0)
 	{
 		sid = palloc(sizeof(Datum) * n);
@@ -1028,9 +1093,13 @@ write_statements(SettleRun *run)
 		i = 0;
 		hash_seq_init(&seq, run->payers);
 		while ((ps = hash_seq_search(&seq)) != NULL)
-			statement_ids[i++] = Int64GetDatum(ps->statement_id);
-		args[0] = int8_array(statement_ids, NULL, (int) npayers);
-		exec_plan(PLAN_STATEMENT_TOTALS, args, NULL, false, 0);
+			if (ps->used)
+				statement_ids[i++] = Int64GetDatum(ps->statement_id);
+		if (i > 0)
+		{
+			args[0] = int8_array(statement_ids, NULL, (int) i);
+			exec_plan(PLAN_STATEMENT_TOTALS, args, NULL, false, 0);
+		}
 	}
 
 	bid = palloc(sizeof(Datum) * Max(run->nbenefits, 1));
@@ -1190,6 +1259,7 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 	run->statement_lines = hash_create("tco settle statement lines", 1024, &ctl,
 									   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
+	load_statements(run);
 	load_products(run);
 	load_discounts(run, start, end);
 	load_benefits(run, start, end);
