@@ -39,6 +39,8 @@
 #include "commands/sequence.h"
 #include "common/int.h"
 #include "executor/spi.h"
+#include "nodes/params.h"
+#include "tcop/dest.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -141,6 +143,7 @@ typedef struct PayerStatement
 	int64		statement_id;
 	bool		is_new;			/* to be inserted by write_statements */
 	bool		used;			/* has lines of this run */
+	int64		totals[4];		/* of a new one: list, discount, benefit, due (micro-units) */
 	int64		org_id;			/* of a new one, 0: none */
 } PayerStatement;
 
@@ -228,6 +231,7 @@ typedef struct SettleRun
 	Oid			statement_seq;
 	HTAB	   *statement_lines;
 	StatementLineSum *last_sum; /* of the previous line: lines come grouped */
+	AccountInfo *last_account;	/* last lookup_account */
 	LineBatch	batch;
 	uint64		nlines;
 	/* read path */
@@ -253,6 +257,7 @@ typedef enum SettlePlan
 	PLAN_LINES_ORG,
 	PLAN_SETTLED_IDS,
 	PLAN_ACCOUNT,
+	PLAN_ACCOUNTS,
 	PLAN_DISCOUNTS,
 	PLAN_BENEFITS,
 	PLAN_BENEFITS_ORG,
@@ -306,6 +311,10 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 		"FROM tco.account a LEFT JOIN tco.entity e ON e.entity_id = a.entity_id "
 		"LEFT JOIN tco.member m ON m.account_id = a.account_id "
 		"LEFT JOIN tco.organization o ON o.org_id = m.org_id WHERE a.account_id = $1", 1, {INT8OID}},
+	[PLAN_ACCOUNTS] = {"SELECT a.entity_id, coalesce(e.verified, false), m.org_id, o.admin_account_id, a.account_id "
+		"FROM tco.account a LEFT JOIN tco.entity e ON e.entity_id = a.entity_id "
+		"LEFT JOIN tco.member m ON m.account_id = a.account_id "
+		"LEFT JOIN tco.organization o ON o.org_id = m.org_id WHERE a.account_id = ANY ($1)", 1, {INT8ARRAYOID}},
 	[PLAN_DISCOUNTS] = {"SELECT discount_id, CASE WHEN account_id IS NOT NULL THEN 0 ELSE 1 END, "
 		"coalesce(account_id, entity_id), product_code, (rate * 1000000)::int8, valid_from, "
 		"coalesce(valid_to, 'infinity') FROM tco.contract_discount "
@@ -321,9 +330,13 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 	[PLAN_STATEMENTS_OF_CYCLE] = {"SELECT payer_account_id, statement_id FROM tco.statement "
 		"WHERE cycle OPERATOR(tco.=) $1::tco.billing_cycle", 1, {TEXTOID}},
 	/* new statements, with ids taken from the identity sequence during the run */
-	[PLAN_INSERT_STATEMENTS] = {"INSERT INTO tco.statement (statement_id, payer_account_id, cycle, org_id) "
-		"SELECT s, p, $4::tco.billing_cycle, nullif(o, 0) FROM unnest($1::int8[], $2::int8[], $3::int8[]) AS u(s, p, o)",
-	4, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTOID}},
+	/* with their totals, in cents (see statement_totals) */
+	[PLAN_INSERT_STATEMENTS] = {"INSERT INTO tco.statement (statement_id, payer_account_id, cycle, org_id, "
+		"list_total, discount_total, benefit_total, due_total) "
+		"SELECT s, p, $4::tco.billing_cycle, nullif(o, 0), li * 0.01, di * 0.01, be * 0.01, du * 0.01 "
+		"FROM unnest($1::int8[], $2::int8[], $3::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[]) "
+		"AS u(s, p, o, li, di, be, du)",
+	8, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
 	[PLAN_INSERT_PACKS] = {"INSERT INTO tco.settled_pack (statement_id, payer_account_id, account_id, "
 		"product_code, cycle, line_ids, list_amounts, discount_rates, discount_sources, discount_ids, "
 		"discount_amounts, benefit_amounts, use_line_ids, use_benefit_ids, use_amounts) "
@@ -447,8 +460,12 @@ static AccountInfo *
 lookup_account(SettleRun *run, int64 account_id)
 {
 	bool		found;
-	AccountInfo *info = hash_search(run->accounts, &account_id, HASH_ENTER, &found);
+	AccountInfo *info;
 
+	if (run->last_account != NULL && run->last_account->account_id == account_id)
+		return run->last_account;
+	info = hash_search(run->accounts, &account_id, HASH_ENTER, &found);
+	run->last_account = info;
 	if (!found)
 	{
 		Datum		arg = Int64GetDatum(account_id);
@@ -471,6 +488,46 @@ lookup_account(SettleRun *run, int64 account_id)
 		SPI_freetuptable(tt);
 	}
 	return info;
+}
+
+/*
+ * What lookup_account would load, for many accounts with one query: the
+ * distinct consumers of the lines about to be settled (sorted by account).
+ */
+static void
+preload_accounts(SettleRun *run, const int64 *ids, Size n)
+{
+	Datum		arg;
+	SPITupleTable *tt;
+	uint64		i;
+
+	if (n == 0)
+		return;
+	{
+		Datum	   *elems = palloc(sizeof(Datum) * n);
+		Size		k;
+
+		for (k = 0; k < n; k++)
+			elems[k] = Int64GetDatum(ids[k]);
+		arg = PointerGetDatum(construct_array(elems, (int) n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		pfree(elems);
+	}
+	exec_plan(PLAN_ACCOUNTS, &arg, NULL, true, 0);
+	tt = SPI_tuptable;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		bool		found;
+		int64		id = get_int8(tt->vals[i], tt->tupdesc, 5, &isnull);
+		AccountInfo *info = hash_search(run->accounts, &id, HASH_ENTER, &found);
+
+		info->entity_id = get_int8(tt->vals[i], tt->tupdesc, 1, &isnull);
+		info->verified = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+		info->org_id = get_int8(tt->vals[i], tt->tupdesc, 3, &isnull);
+		info->admin_account_id = get_int8(tt->vals[i], tt->tupdesc, 4, &isnull);
+	}
+	SPI_freetuptable(tt);
+	pfree(DatumGetPointer(arg));
 }
 
 static void
@@ -640,6 +697,7 @@ statement_for_payer(SettleRun *run, int64 payer)
 		ps->statement_id = nextval_internal(run->statement_seq, false);
 		ps->is_new = true;
 		ps->org_id = info->org_id;
+		memset(ps->totals, 0, sizeof(ps->totals));
 	}
 	ps->used = true;
 	return ps->statement_id;
@@ -1030,8 +1088,29 @@ write_statements(SettleRun *run)
 		Datum	   *ns = palloc(sizeof(Datum) * npayers);
 		Datum	   *np = palloc(sizeof(Datum) * npayers);
 		Datum	   *no = palloc(sizeof(Datum) * npayers);
+		Datum	   *tot[4];
 		int			nnew = 0;
 
+		for (j = 0; j < 4; j++)
+			tot[j] = palloc(sizeof(Datum) * npayers);
+		/*
+		 * Totals of the new statements: every line of theirs is from this
+		 * run.  Rounding rule: the exact sum rounded half-up to 2 decimals
+		 * (amounts are not negative), as round(sum, 2) does in SQL.
+		 */
+		hash_seq_init(&seq, run->statement_lines);
+		while ((sum = hash_seq_search(&seq)) != NULL)
+		{
+			ps = hash_search(run->payers, &sum->key.payer_account_id, HASH_FIND, NULL);
+			if (ps == NULL)
+				elog(ERROR, "statement line without a statement");
+			if (!ps->is_new)
+				continue;
+			add_money(&ps->totals[0], sum->list);
+			add_money(&ps->totals[1], sum->discount);
+			add_money(&ps->totals[2], sum->benefit);
+			add_money(&ps->totals[3], sum->due);
+		}
 		hash_seq_init(&seq, run->payers);
 		while ((ps = hash_seq_search(&seq)) != NULL)
 		{
@@ -1040,6 +1119,15 @@ write_statements(SettleRun *run)
 			ns[nnew] = Int64GetDatum(ps->statement_id);
 			np[nnew] = Int64GetDatum(ps->payer_account_id);
 			no[nnew] = Int64GetDatum(ps->org_id);
+			for (j = 0; j < 4; j++)
+			{
+				int64		cents = ps->totals[j];
+
+				if (cents < 0)
+					elog(ERROR, "negative settlement total");
+				add_money(&cents, 5000);
+				tot[j][nnew] = Int64GetDatum(cents / 10000);
+			}
 			nnew++;
 		}
 		if (nnew > 0)
@@ -1048,6 +1136,8 @@ write_statements(SettleRun *run)
 			args[1] = int8_array(np, NULL, nnew);
 			args[2] = int8_array(no, NULL, nnew);
 			args[3] = CStringGetTextDatum(run->cycle_text);
+			for (j = 0; j < 4; j++)
+				args[4 + j] = int8_array(tot[j], NULL, nnew);
 			exec_plan(PLAN_INSERT_STATEMENTS, args, NULL, false, 0);
 		}
 	}
@@ -1092,8 +1182,9 @@ write_statements(SettleRun *run)
 		statement_ids = palloc(sizeof(Datum) * npayers);
 		i = 0;
 		hash_seq_init(&seq, run->payers);
+		/* statements that existed before and got lines from this run */
 		while ((ps = hash_seq_search(&seq)) != NULL)
-			if (ps->used)
+			if (ps->used && !ps->is_new)
 				statement_ids[i++] = Int64GetDatum(ps->statement_id);
 		if (i > 0)
 		{
@@ -1225,6 +1316,110 @@ is_settled_id(SettleRun *run, int64 line_id)
 }
 
 /*
+ * Receives the cycle's lines from the executor and keeps them as LineRec,
+ * at most cap of them: when full, only the accounts below the middle one
+ * are kept (see settle_run).
+ */
+typedef struct LineCollector
+{
+	DestReceiver pub;
+	SettleRun  *run;
+	LineRec    *recs;
+	Size		cap;
+	Size		n;
+	bool		bounded;
+	int64		below_account;	/* keep accounts < this */
+	const char *last_code;
+	int32		last_rank;
+} LineCollector;
+
+static void
+collect_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+}
+
+static void
+collect_shutdown(DestReceiver *self)
+{
+}
+
+static bool
+collect_line(TupleTableSlot *slot, DestReceiver *self)
+{
+	LineCollector *lc = (LineCollector *) self;
+	SettleRun  *run = lc->run;
+	LineRec    *r;
+	int64		account_id;
+	text	   *code;
+	int			len;
+
+	slot_getallattrs(slot);
+	if (slot->tts_isnull[0] || slot->tts_isnull[1] || slot->tts_isnull[2] ||
+		slot->tts_isnull[3] || slot->tts_isnull[4])
+		elog(ERROR, "a bill line of the cycle has a NULL column");
+	account_id = DatumGetInt64(slot->tts_values[1]);
+	if (account_id >= lc->below_account)
+		return true;
+	if (lc->n == lc->cap)
+	{
+		/* full: keep the accounts below the middle one */
+		LineRec    *recs = lc->recs;
+		Size		n = lc->n;
+		Size		keep;
+
+		sort_lines(recs, n);
+		keep = n / 2;
+		while (keep > 0 && recs[keep - 1].account_id == recs[keep].account_id)
+			keep--;
+		if (keep == 0)
+		{
+			/* one account fills the array: keep all its lines */
+			keep = n / 2;
+			while (keep < n && recs[keep].account_id == recs[0].account_id)
+				keep++;
+		}
+		if (keep < n)
+		{
+			lc->below_account = recs[keep].account_id;
+			lc->bounded = true;
+			lc->n = keep;
+		}
+		else
+		{
+			lc->cap *= 2;
+			lc->recs = repalloc_huge(lc->recs, lc->cap * sizeof(LineRec));
+		}
+		if (account_id >= lc->below_account)
+			return true;
+	}
+	r = &lc->recs[lc->n++];
+	r->line_id = DatumGetInt64(slot->tts_values[0]);
+	r->account_id = account_id;
+	code = DatumGetTextPP(slot->tts_values[2]);
+	len = VARSIZE_ANY_EXHDR(code);
+	if (lc->last_code == NULL || strlen(lc->last_code) != (size_t) len ||
+		memcmp(lc->last_code, VARDATA_ANY(code), len) != 0)
+	{
+		char		buf[PRODUCT_CODE_LEN];
+		ProductEntry *e;
+
+		text_to_code(slot->tts_values[2], buf);
+		e = hash_search(run->product_ranks, buf, HASH_FIND, NULL);
+		if (e == NULL)
+			elog(ERROR, "product \"%s\" of bill line " INT64_FORMAT " is not in tco.product",
+				 buf, r->line_id);
+		lc->last_rank = e->rank;
+		lc->last_code = run->products[lc->last_rank];
+	}
+	r->product = lc->last_rank;
+	r->period_start = DatumGetTimestampTz(slot->tts_values[3]);
+	r->list = DatumGetInt64(slot->tts_values[4]);
+	if ((lc->n & 0x3FFF) == 0)
+		CHECK_FOR_INTERRUPTS();
+	return true;
+}
+
+/*
  * Settle the cycle's lines in the fixed order (consumer, product, period
  * start, line id).  They are read unsorted and sorted in memory as compact
  * records, at most about work_mem of them at a time: when the records of the
@@ -1278,108 +1473,73 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 
 	for (;;)
 	{
-		Portal		portal;
-		Size		n = 0;
+		LineCollector lc;
+		SPIExecuteOptions options;
+		ParamListInfo params;
+		Size		n;
 		Size		i;
-		bool		bounded = false;
-		int64		below_account = PG_INT64_MAX;	/* read accounts < this */
+		int			k;
 		int64		group_account = 0;
 		int32		group_product = -1;
-		const char *last_code = NULL;
-		int32		last_rank = -1;
+
+		memset(&lc, 0, sizeof(lc));
+		lc.pub.receiveSlot = collect_line;
+		lc.pub.rStartup = collect_startup;
+		lc.pub.rShutdown = collect_shutdown;
+		lc.pub.rDestroy = collect_shutdown;
+		lc.pub.mydest = DestNone;
+		lc.run = run;
+		lc.recs = recs;
+		lc.cap = cap;
+		lc.below_account = PG_INT64_MAX;
+		lc.last_rank = -1;
 
 		args[2] = Int64GetDatum(from_account);
+		params = makeParamList(run->has_org ? 4 : 3);
+		for (k = 0; k < params->numParams; k++)
+		{
+			params->params[k].value = args[k];
+			params->params[k].isnull = false;
+			params->params[k].pflags = PARAM_FLAG_CONST;
+			params->params[k].ptype = k < 2 ? TIMESTAMPTZOID : INT8OID;
+		}
+		memset(&options, 0, sizeof(options));
+		options.params = params;
 		/*
 		 * read_only = false: a fresh snapshot, taken after the advisory lock,
-		 * so lines committed by sessions we waited for are seen.
+		 * so lines committed by sessions we waited for are seen.  The rows go
+		 * straight to collect_line, without being copied into a tuple table.
 		 */
-		portal = SPI_cursor_open(NULL, get_plan(which), args, NULL, false);
-		if (portal == NULL)
-			elog(ERROR, "could not open the bill line cursor: %s", SPI_result_code_string(SPI_result));
-		for (;;)
+		options.read_only = false;
+		options.dest = (DestReceiver *) &lc;
 		{
-			SPITupleTable *tt;
-			uint64		ntuples;
-			uint64		t;
+			int			ret = SPI_execute_plan_extended(get_plan(which), &options);
 
-			SPI_cursor_fetch(portal, true, FETCH_BATCH);
-			tt = SPI_tuptable;
-			ntuples = SPI_processed;
-			if (ntuples == 0)
-			{
-				SPI_freetuptable(tt);
-				break;
-			}
-			for (t = 0; t < ntuples; t++)
-			{
-				Datum		values[5];
-				bool		isnull[5];
-				LineRec    *r;
-				text	   *code;
-				int			len;
-
-				heap_deform_tuple(tt->vals[t], tt->tupdesc, values, isnull);
-				if (DatumGetInt64(values[1]) >= below_account)
-					continue;
-				if (n == cap)
-				{
-					/* full: keep the accounts below the middle one */
-					Size		keep;
-
-					sort_lines(recs, n);
-					keep = n / 2;
-					while (keep > 0 && recs[keep - 1].account_id == recs[keep].account_id)
-						keep--;
-					if (keep == 0)
-					{
-						/* one account fills the array: keep all its lines */
-						keep = n / 2;
-						while (keep < n && recs[keep].account_id == recs[0].account_id)
-							keep++;
-					}
-					if (keep < n)
-					{
-						below_account = recs[keep].account_id;
-						bounded = true;
-						n = keep;
-					}
-					else
-					{
-						cap *= 2;
-						recs = repalloc_huge(recs, cap * sizeof(LineRec));
-					}
-					if (DatumGetInt64(values[1]) >= below_account)
-						continue;
-				}
-				r = &recs[n++];
-				r->line_id = DatumGetInt64(values[0]);
-				r->account_id = DatumGetInt64(values[1]);
-				code = DatumGetTextPP(values[2]);
-				len = VARSIZE_ANY_EXHDR(code);
-				if (last_code == NULL || strlen(last_code) != (size_t) len ||
-					memcmp(last_code, VARDATA_ANY(code), len) != 0)
-				{
-					char		buf[PRODUCT_CODE_LEN];
-					ProductEntry *e;
-
-					text_to_code(values[2], buf);
-					e = hash_search(run->product_ranks, buf, HASH_FIND, NULL);
-					if (e == NULL)
-						elog(ERROR, "product \"%s\" of bill line " INT64_FORMAT " is not in tco.product",
-							 buf, r->line_id);
-					last_rank = e->rank;
-					last_code = run->products[last_rank];
-				}
-				r->product = last_rank;
-				r->period_start = DatumGetTimestampTz(values[3]);
-				r->list = DatumGetInt64(values[4]);
-			}
-			SPI_freetuptable(tt);
-			CHECK_FOR_INTERRUPTS();
+			if (ret < 0)
+				elog(ERROR, "reading the cycle's bill lines failed: %s", SPI_result_code_string(ret));
 		}
-		SPI_cursor_close(portal);
-
+		recs = lc.recs;
+		cap = lc.cap;
+		n = lc.n;
 		sort_lines(recs, n);
+		{
+			int64	   *ids = palloc(sizeof(int64) * Min(n, (Size) 65536));
+			Size		nids = 0;
+
+			for (i = 0; i < n; i++)
+			{
+				if (i > 0 && recs[i].account_id == recs[i - 1].account_id)
+					continue;
+				ids[nids++] = recs[i].account_id;
+				if (nids == 65536)
+				{
+					preload_accounts(run, ids, nids);
+					nids = 0;
+				}
+			}
+			preload_accounts(run, ids, nids);
+			pfree(ids);
+		}
 		for (i = 0; i < n; i++)
 		{
 			LineRec    *r = &recs[i];
@@ -1406,9 +1566,9 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 								run->cycle_text, run->nlines)));
 		}
 		batch_flush(run, batch_ctx);
-		if (!bounded)
+		if (!lc.bounded)
 			break;
-		from_account = below_account;
+		from_account = lc.below_account;
 	}
 
 	oldcxt = MemoryContextSwitchTo(batch_ctx);
