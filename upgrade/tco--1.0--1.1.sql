@@ -250,6 +250,14 @@ CREATE POLICY settled_pack_admin_all ON tco.settled_pack TO tco_admin USING (tru
 CREATE POLICY settled_pack_reader_visible ON tco.settled_pack FOR SELECT TO tco_reader
     USING (account_id IN (SELECT tco.visible_accounts()) OR payer_account_id IN (SELECT tco.visible_accounts()));
 
+CREATE FUNCTION tco.settle_slice(a anyarray, lo integer, hi integer) RETURNS anyarray
+AS 'MODULE_PATHNAME', 'tco_settle_slice'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION tco.settle_slice(anyarray, integer, integer) IS
+'a[lo:hi] of a one-dimensional array of a fixed-length type without NULLs, by one copy (tco.settle_cycle writes its packs with it).';
+REVOKE EXECUTE ON FUNCTION tco.settle_slice(anyarray, integer, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tco.settle_slice(anyarray, integer, integer) TO tco_admin;
+
 REVOKE ALL ON tco.settled_pack, tco.settled_line, tco.benefit_use FROM PUBLIC;
 REVOKE ALL ON SEQUENCE tco.settled_pack_pack_id_seq FROM PUBLIC;
 GRANT ALL ON tco.settled_pack, tco.settled_line, tco.benefit_use TO tco_admin;
