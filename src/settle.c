@@ -233,6 +233,11 @@ typedef struct SettleRun
 	HTAB	   *statement_lines;
 	StatementLineSum *last_sum; /* of the previous line: lines come grouped */
 	AccountInfo *last_account;	/* last lookup_account */
+	AccountInfo *prev_account;	/* the one before */
+	int			last_discount_kind; /* last find_discount owner (-1: none) */
+	int64		last_discount_id;
+	struct DiscountOwner *last_discount_owner;
+	struct PayerStatement *last_payer;	/* last statement_for_payer */
 	LineBatch	batch;
 	uint64		nlines;
 	/* read path */
@@ -466,7 +471,15 @@ lookup_account(SettleRun *run, int64 account_id)
 
 	if (run->last_account != NULL && run->last_account->account_id == account_id)
 		return run->last_account;
+	if (run->prev_account != NULL && run->prev_account->account_id == account_id)
+	{
+		info = run->prev_account;
+		run->prev_account = run->last_account;
+		run->last_account = info;
+		return info;
+	}
 	info = hash_search(run->accounts, &account_id, HASH_ENTER, &found);
+	run->prev_account = run->last_account;
 	run->last_account = info;
 	if (!found)
 	{
@@ -601,10 +614,19 @@ find_discount(SettleRun *run, int kind, int64 id, const char *product_code, Time
 
 	if (id == 0)
 		return NULL;
-	memset(&key, 0, sizeof(key));
-	key.kind = kind;
-	key.id = id;
-	owner = hash_search(run->discounts, &key, HASH_FIND, NULL);
+	/* lines come grouped by consumer: the same owners again and again */
+	if (run->last_discount_kind == kind && run->last_discount_id == id)
+		owner = run->last_discount_owner;
+	else
+	{
+		memset(&key, 0, sizeof(key));
+		key.kind = kind;
+		key.id = id;
+		owner = hash_search(run->discounts, &key, HASH_FIND, NULL);
+		run->last_discount_kind = kind;
+		run->last_discount_id = id;
+		run->last_discount_owner = owner;
+	}
 	if (owner == NULL)
 		return NULL;
 	for (i = 0; i < owner->n; i++)
@@ -690,8 +712,12 @@ static int64
 statement_for_payer(SettleRun *run, int64 payer)
 {
 	bool		found;
-	PayerStatement *ps = hash_search(run->payers, &payer, HASH_ENTER, &found);
+	PayerStatement *ps;
 
+	if (run->last_payer != NULL && run->last_payer->payer_account_id == payer)
+		return run->last_payer->statement_id;
+	ps = hash_search(run->payers, &payer, HASH_ENTER, &found);
+	run->last_payer = ps;
 	if (!found)
 	{
 		AccountInfo *info = lookup_account(run, payer);
