@@ -59,12 +59,22 @@ echo "settle_cycle runs (ms): ${settle[*]}"
 echo "aggregate runs (ms):    ${agg[*]}"
 echo "median settle_cycle: ${s} ms; median aggregate: ${a} ms; ratio: $(awk -v s="$s" -v a="$a" 'BEGIN {printf "%.2f", (a > 0 ? s / a : 0)}')"
 
-log "peak memory of a settling backend"
-psql -qXAt -v ON_ERROR_STOP=1 <<'SQL'
-SELECT 'fresh backend: ' || string_agg(l, ', ') FROM regexp_split_to_table(pg_read_file('/proc/' || pg_backend_pid() || '/status'), E'\n') l WHERE l ~ '^(VmHWM|RssAnon)';
+log "peak memory of a settling backend, and of one running the aggregate"
+# VmHWM is the peak resident size, shared buffers touched included (they grow
+# with the cycle for any query that reads it); VmHWM - RssShmem at the end
+# approximates the peak private memory (RssShmem only grows during a run).
+mem_sql="SELECT string_agg(regexp_replace(l, '\s+', ' ', 'g'), ', ') FROM regexp_split_to_table(pg_read_file('/proc/' || pg_backend_pid() || '/status'), E'\n') l WHERE l ~ '^(VmHWM|RssAnon|RssShmem)'"
+psql -qXAt -v ON_ERROR_STOP=1 <<SQL
+SELECT 'fresh backend: ' || ($mem_sql);
 BEGIN;
 SELECT * FROM tco.settle_cycle('2023-02') \g /dev/null
-SELECT 'after settle_cycle: ' || string_agg(regexp_replace(l, '\s+', ' ', 'g'), ', ') FROM regexp_split_to_table(pg_read_file('/proc/' || pg_backend_pid() || '/status'), E'\n') l WHERE l ~ '^(VmHWM|RssAnon)';
+SELECT 'after settle_cycle: ' || ($mem_sql);
 ROLLBACK;
 SQL
-echo "lines: $LINES"
+psql -qXAt -v ON_ERROR_STOP=1 <<SQL
+BEGIN;
+$AGG_SQL
+SELECT 'after the aggregate: ' || ($mem_sql);
+ROLLBACK;
+SQL
+echo "lines: $LINES, work_mem: $(psql -qXAt -c 'SHOW work_mem')"
