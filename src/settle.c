@@ -5,7 +5,8 @@
  * tco.settle_cycle(cycle, org_id).
  *
  * One pass over the cycle's bill lines in the fixed order (consumer, product,
- * period start, line id), read through an SPI cursor in batches.  For each
+ * period start, line id): read unsorted straight from the executor into
+ * compact records and sorted in memory, within work_mem (settle_run).  For each
  * line: the payer (R6, payer.c), the contract discount (R8), then the
  * consumer's coupons, the vouchers and the stored-value cards of the payer
  * (R9), leaving the due amount.  Money is int64 micro-units (bill lines have
@@ -16,13 +17,15 @@
  * rounded half-up to 2 decimals (in SQL, numeric round(), on non-negative
  * values), each total independently.
  *
- * What stays in memory is bounded by the number of accounts, products,
- * payers, discounts and benefits, not by the number of lines: per-line
- * records (tco.settled_line, tco.benefit_use) are written once per batch
- * with one INSERT ... SELECT FROM unnest(arrays), and the batch memory is
- * reset after it.  Benefit balances are kept in memory during the run and
- * written once at the end; statements are created when their payer is first
- * seen and their totals are written at the end.
+ * What stays in memory is bounded by work_mem (the sort records) and by the
+ * number of accounts, products, payers, discounts and benefits, not by the
+ * number of lines: the per-line record (tco.settled_pack, one row per run of
+ * lines of one statement, account and product, read through the views
+ * tco.settled_line and tco.benefit_use) is written once per batch of lines
+ * with one INSERT ... SELECT, and the batch memory is reset after it.
+ * Benefit balances are kept in memory during the run and written once at the
+ * end; a statement gets its id when its payer is first seen and all new
+ * statements are inserted, with their totals, at the end.
  *
  * Concurrency: a transaction-level advisory lock on the cycle (class
  * SETTLE_LOCK_CLASS, key cycle - '0001-01') serializes settlements of the
