@@ -56,3 +56,8 @@ ALTER FUNCTION tco.r14_bill_line_insert_check() SECURITY DEFINER;
 ALTER FUNCTION tco.r14_bill_line_update_check() SECURITY DEFINER;
 ALTER FUNCTION tco.r14_bill_line_delete_check() SECURITY DEFINER;
 GRANT EXECUTE ON FUNCTION tco.settlement_lock_shared(tco.billing_cycle) TO PUBLIC;
+
+-- Sharing (45_sharing.sql, 51_sharing_access.sql): readers see what
+-- row-level security lets them of the pools and shares.
+GRANT SELECT ON tco.voucher_pool, tco.voucher_pool_entry, tco.benefit_share TO tco_reader;
+GRANT EXECUTE ON FUNCTION tco.administered_organizations() TO tco_reader;
