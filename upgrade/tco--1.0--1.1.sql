@@ -2,3 +2,629 @@
 -- so that ALTER EXTENSION tco UPDATE gives the same extension as a fresh 1.1
 -- install (scripts/test_upgrade.sh compares the two catalogs fact by fact).
 \echo Use "ALTER EXTENSION tco UPDATE TO '1.1'" to load this file. \quit
+
+-- ==== sharing (R9): voucher pools, resource packs, savings plans, shares
+-- (src/sql/40_settlement.sql benefit columns and kinds, 45_sharing.sql,
+-- 51_sharing_access.sql, grants as in 99_grants.sql, identity handling as in
+-- 98_dump.sql).
+ALTER TABLE tco.benefit DROP CONSTRAINT benefit_kind;
+ALTER TABLE tco.benefit ADD CONSTRAINT benefit_kind CHECK (kind IN ('coupon', 'voucher', 'stored_value_card', 'resource_pack', 'savings_plan'));
+ALTER TABLE tco.benefit
+    ADD COLUMN pool_org_id bigint REFERENCES tco.organization ON DELETE RESTRICT,
+    ADD COLUMN plan_discount_rate numeric(7,6),
+    ADD CONSTRAINT benefit_pool_voucher CHECK (pool_org_id IS NULL OR kind = 'voucher'),
+    ADD CONSTRAINT benefit_pack_product CHECK (kind <> 'resource_pack' OR product_code IS NOT NULL),
+    ADD CONSTRAINT benefit_plan_rate CHECK ((kind = 'savings_plan') = (plan_discount_rate IS NOT NULL)
+                                        AND (plan_discount_rate IS NULL OR (plan_discount_rate >= 0 AND plan_discount_rate < 1))),
+    ADD CONSTRAINT benefit_plan_balance CHECK (kind <> 'savings_plan' OR balance = initial_amount);
+COMMENT ON COLUMN tco.benefit.kind IS 'resource_pack, savings_plan, coupon, voucher or stored_value_card; settlement uses them in that order (DESIGN section 5, README "Sharing").';
+COMMENT ON COLUMN tco.benefit.pool_org_id IS 'Set for a voucher of that organization''s voucher pool: it pays only the lines of accounts it is shared with (tco.benefit_share), never through its owner.';
+COMMENT ON COLUMN tco.benefit.plan_discount_rate IS 'Savings plans only: the discount rate of the commitment (the hourly fee is initial_amount * (1 - rate)); initial_amount is the hourly commitment.';
+
+-- Sharing (R9; DESIGN sections 2 and 5): voucher pools, resource packs and
+-- savings plans, shared with chosen accounts or units.  Settlement applies
+-- them in C (src/settle.c, src/share.c); README "Sharing" is the manual.
+--
+-- Model.
+--   * A voucher pool belongs to one organization.  Money enters it (fund),
+--     leaves it as pool vouchers (issue: a tco.benefit row of kind voucher
+--     with pool_org_id set) and comes back when a voucher is reclaimed.  Its
+--     balance is the sum of its ledger (tco.voucher_pool_entry) and never
+--     goes below zero.
+--   * A pool voucher pays nothing through its owner: only lines of the
+--     accounts it is shared with, whoever pays them.
+--   * A resource pack (an amount of one product) and a savings plan (an
+--     hourly commitment, optionally for one product) pay lines consumed by
+--     their owner and by the accounts they are shared with.
+--   * A share (tco.benefit_share) names one account or one unit; a unit
+--     share covers every member placed in that unit or any unit below it.
+--     A share covers lines whose period starts in [shared_at, revoked_at).
+--     Who is in the unit's subtree is resolved when the cycle is settled,
+--     against the unit tree and memberships of that moment (units created
+--     or moved in later count; an account share covers the account only
+--     while it is a member of the share's organization).
+--   * Revoking a share ends it.  Revoking the last active share of a pool
+--     voucher reclaims its remaining balance to the pool at once (so lines
+--     not yet settled, also those before the revoke, are not paid by it any
+--     more); tco.reclaim_voucher revokes every share and reclaims.  Revoking
+--     a share of a pack or plan reclaims nothing: the owner keeps it.
+--
+-- Error codes:
+--   TC020  sharing rule: this benefit cannot be shared, or the target is not
+--          in the sharing organization
+--   TC021  the voucher pool has not enough balance
+--   TC022  a share was already revoked; shares are history and only their
+--          revocation may be recorded
+--   TC008  R14: a share that starts or ends in a settled cycle; the pool
+--          ledger and shares are append-only
+--   22004, 22023, 23503 as elsewhere (NULL, bad value, unknown id)
+
+CREATE TABLE tco.voucher_pool (
+    org_id     bigint PRIMARY KEY REFERENCES tco.organization ON DELETE RESTRICT,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE tco.voucher_pool IS 'The voucher pool of an organization (R9). Its balance is the sum of its ledger, tco.voucher_pool_entry (see view tco.voucher_pool_balance).';
+
+CREATE TABLE tco.voucher_pool_entry (
+    entry_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id     bigint NOT NULL REFERENCES tco.voucher_pool ON DELETE RESTRICT,
+    event      text NOT NULL CONSTRAINT voucher_pool_entry_event CHECK (event IN ('fund', 'issue', 'reclaim')),
+    amount     numeric(20,6) NOT NULL,
+    benefit_id bigint REFERENCES tco.benefit ON DELETE RESTRICT,
+    share_id   bigint,
+    at         timestamptz NOT NULL DEFAULT now(),
+    by_role    name NOT NULL DEFAULT current_user,
+    CONSTRAINT voucher_pool_entry_sign CHECK (CASE event WHEN 'issue' THEN amount < 0 ELSE amount > 0 END),
+    CONSTRAINT voucher_pool_entry_voucher CHECK ((event = 'fund') = (benefit_id IS NULL))
+);
+CREATE INDEX voucher_pool_entry_org ON tco.voucher_pool_entry (org_id);
+CREATE INDEX voucher_pool_entry_benefit ON tco.voucher_pool_entry (benefit_id);
+COMMENT ON TABLE tco.voucher_pool_entry IS 'Append-only ledger of a voucher pool: fund (+), issue of a pool voucher (-), reclaim of a voucher''s remaining balance (+). The sum per pool never goes below zero.';
+COMMENT ON COLUMN tco.voucher_pool_entry.amount IS 'Signed: positive into the pool, negative out of it.';
+COMMENT ON COLUMN tco.voucher_pool_entry.share_id IS 'For a reclaim: the revoked share that triggered it (NULL: tco.reclaim_voucher on an unshared voucher).';
+
+CREATE TABLE tco.benefit_share (
+    share_id         bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    benefit_id       bigint NOT NULL REFERENCES tco.benefit ON DELETE RESTRICT,
+    org_id           bigint NOT NULL REFERENCES tco.organization ON DELETE RESTRICT,
+    account_id       bigint REFERENCES tco.account ON DELETE RESTRICT,
+    unit_id          bigint,
+    shared_at        timestamptz NOT NULL DEFAULT now(),
+    revoked_at       timestamptz,
+    shared_by        name NOT NULL DEFAULT current_user,
+    revoked_by       name,
+    reclaimed_amount numeric(20,6),
+    CONSTRAINT benefit_share_one_target CHECK ((account_id IS NULL) <> (unit_id IS NULL)),
+    CONSTRAINT benefit_share_unit_same_org FOREIGN KEY (unit_id, org_id) REFERENCES tco.org_unit (unit_id, org_id),
+    CONSTRAINT benefit_share_finite CHECK (isfinite(shared_at) AND (revoked_at IS NULL OR isfinite(revoked_at))),
+    CONSTRAINT benefit_share_window CHECK (revoked_at IS NULL OR revoked_at >= shared_at),
+    CONSTRAINT benefit_share_reclaim CHECK (reclaimed_amount IS NULL OR (revoked_at IS NOT NULL AND reclaimed_amount >= 0))
+);
+CREATE UNIQUE INDEX benefit_share_active ON tco.benefit_share (benefit_id, coalesce(account_id, 0), coalesce(unit_id, 0))
+    WHERE revoked_at IS NULL;
+CREATE INDEX benefit_share_account ON tco.benefit_share (account_id) WHERE account_id IS NOT NULL;
+CREATE INDEX benefit_share_unit ON tco.benefit_share (unit_id) WHERE unit_id IS NOT NULL;
+CREATE INDEX benefit_share_org ON tco.benefit_share (org_id);
+COMMENT ON TABLE tco.benefit_share IS 'History of sharing (R9): a pool voucher, resource pack or savings plan shared with one account or one unit (and its whole subtree) of an organization, for lines starting in [shared_at, revoked_at). Rows are never deleted; revoking sets revoked_at.';
+COMMENT ON COLUMN tco.benefit_share.org_id IS 'The sharing organization: the pool''s for a pool voucher, the owner''s for a pack or plan. Defaults to it.';
+COMMENT ON COLUMN tco.benefit_share.account_id IS 'Shared with this account (while it is a member of org_id).';
+COMMENT ON COLUMN tco.benefit_share.unit_id IS 'Shared with every member of this unit and of the units below it, as the tree stands when a cycle is settled.';
+COMMENT ON COLUMN tco.benefit_share.revoked_at IS 'End of the share (NULL: active). Lines starting at or after it are not covered.';
+COMMENT ON COLUMN tco.benefit_share.reclaimed_amount IS 'Remaining balance of the pool voucher returned to the pool when this share was revoked (NULL: nothing reclaimed).';
+
+SELECT pg_catalog.pg_extension_config_dump('tco.voucher_pool', '');
+SELECT pg_catalog.pg_extension_config_dump('tco.voucher_pool_entry', '');
+SELECT pg_catalog.pg_extension_config_dump('tco.benefit_share', '');
+
+CREATE VIEW tco.voucher_pool_balance AS
+SELECT p.org_id,
+       coalesce(sum(e.amount) FILTER (WHERE e.event = 'fund'), 0) AS funded,
+       coalesce(-sum(e.amount) FILTER (WHERE e.event = 'issue'), 0) AS issued,
+       coalesce(sum(e.amount) FILTER (WHERE e.event = 'reclaim'), 0) AS reclaimed,
+       coalesce(sum(e.amount), 0) AS balance
+FROM tco.voucher_pool p LEFT JOIN tco.voucher_pool_entry e USING (org_id)
+GROUP BY p.org_id;
+COMMENT ON VIEW tco.voucher_pool_balance IS 'Per voucher pool: money funded, issued as vouchers, reclaimed, and the balance available to issue (funded - issued + reclaimed).';
+COMMENT ON COLUMN tco.voucher_pool_balance.balance IS 'Available to issue as new pool vouchers.';
+
+-- ---------------------------------------------------------------------------
+-- Rules (triggers: they hold for direct INSERT/UPDATE/DELETE too)
+
+-- The pool balance never goes below zero.  The pool row is locked first, so
+-- concurrent entries of one pool are checked one after the other.
+CREATE FUNCTION tco.voucher_pool_entry_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    total numeric;
+BEGIN
+    PERFORM 1 FROM tco.voucher_pool p WHERE p.org_id = NEW.org_id FOR UPDATE;
+    SELECT sum(e.amount) INTO total FROM tco.voucher_pool_entry e WHERE e.org_id = NEW.org_id;
+    IF total < 0 THEN
+        RAISE EXCEPTION 'voucher pool of organization % has not enough balance: % of % would leave %',
+                NEW.org_id, NEW.event, -NEW.amount, total
+            USING ERRCODE = 'TC021',
+                  HINT = 'Fund the pool with tco.fund_voucher_pool() or reclaim unused vouchers with tco.reclaim_voucher().';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER voucher_pool_entry_check AFTER INSERT ON tco.voucher_pool_entry
+    FOR EACH ROW EXECUTE FUNCTION tco.voucher_pool_entry_check();
+CREATE TRIGGER voucher_pool_entry_append_only BEFORE UPDATE OR DELETE ON tco.voucher_pool_entry
+    FOR EACH ROW EXECUTE FUNCTION tco.append_only();
+CREATE TRIGGER voucher_pool_entry_no_truncate BEFORE TRUNCATE ON tco.voucher_pool_entry
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.append_only();
+
+-- A pool voucher is money taken from the pool: inserting one books the issue
+-- (and fails when the pool cannot pay it); its amount, pool, owner and kind
+-- never change, its balance only goes down (settlement, reclaim), and it is
+-- never deleted.
+CREATE FUNCTION tco.pool_voucher_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.pool_org_id IS NOT NULL THEN
+            IF NOT EXISTS (SELECT 1 FROM tco.voucher_pool p WHERE p.org_id = NEW.pool_org_id) THEN
+                RAISE EXCEPTION 'organization % has no voucher pool', NEW.pool_org_id
+                    USING ERRCODE = '23503', HINT = 'Create and fund it with tco.fund_voucher_pool().';
+            END IF;
+            IF NEW.balance <> NEW.initial_amount THEN
+                RAISE EXCEPTION 'pool voucher % must start with its whole amount as balance', NEW.benefit_id
+                    USING ERRCODE = '22023', HINT = 'Issue pool vouchers with tco.issue_pool_voucher().';
+            END IF;
+            INSERT INTO tco.voucher_pool_entry (org_id, event, amount, benefit_id)
+                VALUES (NEW.pool_org_id, 'issue', -NEW.initial_amount, NEW.benefit_id);
+        END IF;
+        RETURN NULL;
+    ELSIF TG_OP = 'DELETE' THEN
+        IF OLD.pool_org_id IS NOT NULL THEN
+            RAISE EXCEPTION 'pool voucher % cannot be deleted', OLD.benefit_id
+                USING ERRCODE = 'TC008', HINT = 'Reclaim its remaining balance with tco.reclaim_voucher() instead.';
+        END IF;
+        RETURN OLD;
+    END IF;
+    IF (OLD.pool_org_id IS NOT NULL OR NEW.pool_org_id IS NOT NULL)
+       AND (NEW.pool_org_id IS DISTINCT FROM OLD.pool_org_id OR NEW.kind <> OLD.kind
+            OR NEW.initial_amount <> OLD.initial_amount OR NEW.balance > OLD.balance) THEN
+        RAISE EXCEPTION 'pool voucher % cannot change its pool, kind or amount, and its balance only goes down', NEW.benefit_id
+            USING ERRCODE = 'TC020', HINT = 'Issue a new pool voucher with tco.issue_pool_voucher() instead.';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER pool_voucher_issue AFTER INSERT ON tco.benefit
+    FOR EACH ROW EXECUTE FUNCTION tco.pool_voucher_check();
+CREATE TRIGGER pool_voucher_check BEFORE UPDATE OR DELETE ON tco.benefit
+    FOR EACH ROW EXECUTE FUNCTION tco.pool_voucher_check();
+
+-- Whether an account is in the subtree of a unit now.
+CREATE FUNCTION tco.unit_subtree(p_unit_id bigint) RETURNS SETOF bigint
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH RECURSIVE sub(unit_id) AS (
+        SELECT p_unit_id
+        UNION
+        SELECT u.unit_id FROM sub JOIN tco.org_unit u ON u.parent_unit_id = sub.unit_id
+    )
+    SELECT unit_id FROM sub
+$$;
+COMMENT ON FUNCTION tco.unit_subtree(bigint) IS 'A unit and every unit below it, as the tree stands now.';
+
+CREATE FUNCTION tco.benefit_share_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    b       tco.benefit;
+    owner_org bigint;
+    until   timestamptz;
+    others  boolean;
+    amount  numeric;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        RAISE EXCEPTION 'share % cannot be deleted: shares are history', OLD.share_id
+            USING ERRCODE = 'TC008', HINT = 'Revoke it with tco.revoke_share() instead.';
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        SELECT * INTO b FROM tco.benefit x WHERE x.benefit_id = NEW.benefit_id;
+        PERFORM tco.require_exists(FOUND, 'benefit', NEW.benefit_id);
+        IF b.pool_org_id IS NOT NULL THEN
+            owner_org := b.pool_org_id;
+        ELSIF b.kind IN ('resource_pack', 'savings_plan') THEN
+            owner_org := (SELECT m.org_id FROM tco.member m WHERE m.account_id = b.owner_account_id);
+            IF owner_org IS NULL THEN
+                RAISE EXCEPTION 'R9: % % of account % cannot be shared: its owner is in no organization',
+                        b.kind, b.benefit_id, b.owner_account_id
+                    USING ERRCODE = 'TC020', HINT = 'Resource packs and savings plans are shared inside their owner''s organization.';
+            END IF;
+        ELSE
+            RAISE EXCEPTION 'R9: % % cannot be shared', b.kind, b.benefit_id
+                USING ERRCODE = 'TC020',
+                      HINT = 'Only pool vouchers, resource packs and savings plans are shared. A manager''s own vouchers and cards already pay its managed members'' lines; coupons are never shared.';
+        END IF;
+        IF NEW.org_id IS NULL THEN
+            NEW.org_id := owner_org;
+        ELSIF NEW.org_id <> owner_org THEN
+            RAISE EXCEPTION 'R9: benefit % belongs to organization %, not %', b.benefit_id, owner_org, NEW.org_id
+                USING ERRCODE = 'TC020', HINT = 'Share it inside its own organization (leave org_id to its default).';
+        END IF;
+        IF NEW.account_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM tco.member m WHERE m.account_id = NEW.account_id AND m.org_id = NEW.org_id) THEN
+            RAISE EXCEPTION 'R9: benefit % cannot be shared with account %: not a member of organization %',
+                    b.benefit_id, NEW.account_id, NEW.org_id
+                USING ERRCODE = 'TC020', HINT = 'Share with members of the benefit''s organization, or with one of its units.';
+        END IF;
+        IF NEW.unit_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM tco.org_unit u WHERE u.unit_id = NEW.unit_id AND u.org_id = NEW.org_id) THEN
+            RAISE EXCEPTION 'R9: benefit % cannot be shared with unit %: not a unit of organization %',
+                    b.benefit_id, NEW.unit_id, NEW.org_id
+                USING ERRCODE = 'TC020', HINT = 'List the organization''s units in tco.org_unit.';
+        END IF;
+        NEW.reclaimed_amount := NULL;
+        until := tco.settled_until(NEW.org_id);
+        IF until IS NOT NULL AND (NEW.shared_at < until OR NEW.revoked_at < until) THEN
+            RAISE EXCEPTION 'R14: share of benefit % starts or ends at %, before the end of settled billing cycle %',
+                    b.benefit_id, least(NEW.shared_at, NEW.revoked_at), tco.cycle_of(until - interval '1 microsecond')
+                USING ERRCODE = 'TC008', HINT = format('Share from %s on.', until);
+        END IF;
+        RETURN NEW;
+    END IF;
+
+    -- UPDATE: only the revocation may be recorded, once.
+    IF (NEW.share_id, NEW.benefit_id, NEW.org_id, NEW.account_id, NEW.unit_id, NEW.shared_at, NEW.shared_by)
+       IS DISTINCT FROM (OLD.share_id, OLD.benefit_id, OLD.org_id, OLD.account_id, OLD.unit_id, OLD.shared_at, OLD.shared_by) THEN
+        RAISE EXCEPTION 'share % cannot change: only its revocation is recorded', OLD.share_id
+            USING ERRCODE = 'TC022', HINT = 'Revoke it with tco.revoke_share() and share again.';
+    END IF;
+    IF OLD.revoked_at IS NOT NULL THEN
+        IF (NEW.revoked_at, NEW.revoked_by, NEW.reclaimed_amount) IS DISTINCT FROM (OLD.revoked_at, OLD.revoked_by, OLD.reclaimed_amount) THEN
+            RAISE EXCEPTION 'share % was already revoked at %', OLD.share_id, OLD.revoked_at
+                USING ERRCODE = 'TC022', HINT = 'A share is revoked once.';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NEW.revoked_at IS NULL THEN
+        IF (NEW.revoked_by, NEW.reclaimed_amount) IS DISTINCT FROM (OLD.revoked_by, OLD.reclaimed_amount) THEN
+            RAISE EXCEPTION 'share % is active: nothing to record', OLD.share_id
+                USING ERRCODE = 'TC022', HINT = 'Set revoked_at to revoke it.';
+        END IF;
+        RETURN NEW;
+    END IF;
+    until := tco.settled_until(OLD.org_id);
+    IF until IS NOT NULL AND NEW.revoked_at < until THEN
+        RAISE EXCEPTION 'R14: share % of benefit % cannot end at %, before the end of settled billing cycle %',
+                OLD.share_id, OLD.benefit_id, NEW.revoked_at, tco.cycle_of(until - interval '1 microsecond')
+            USING ERRCODE = 'TC008', HINT = format('Revoke at or after %s.', until);
+    END IF;
+    NEW.revoked_by := coalesce(NEW.revoked_by, current_user);
+    NEW.reclaimed_amount := NULL;
+    -- Reclaim: the benefit row is locked before looking at the other shares,
+    -- so that of two concurrent revokes the later sees the earlier, and a
+    -- settlement holding the row (it locks the benefits it loads) finishes
+    -- first: a balance is either spent or reclaimed, never both.
+    SELECT * INTO b FROM tco.benefit x WHERE x.benefit_id = OLD.benefit_id FOR UPDATE;
+    IF b.pool_org_id IS NOT NULL THEN
+        SELECT EXISTS (SELECT 1 FROM tco.benefit_share s
+                        WHERE s.benefit_id = OLD.benefit_id AND s.share_id <> OLD.share_id AND s.revoked_at IS NULL)
+          INTO others;
+        IF NOT others THEN
+            amount := b.balance;
+            IF amount > 0 THEN
+                UPDATE tco.benefit x SET balance = 0 WHERE x.benefit_id = b.benefit_id;
+                INSERT INTO tco.voucher_pool_entry (org_id, event, amount, benefit_id, share_id)
+                    VALUES (b.pool_org_id, 'reclaim', amount, b.benefit_id, OLD.share_id);
+            END IF;
+            NEW.reclaimed_amount := amount;
+        END IF;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER benefit_share_check BEFORE INSERT OR UPDATE OR DELETE ON tco.benefit_share
+    FOR EACH ROW EXECUTE FUNCTION tco.benefit_share_check();
+CREATE TRIGGER benefit_share_no_truncate BEFORE TRUNCATE ON tco.benefit_share
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.append_only();
+
+-- ---------------------------------------------------------------------------
+-- Functions
+
+CREATE FUNCTION tco.fund_voucher_pool(org_id bigint, amount numeric) RETURNS numeric
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tco.require_arg(org_id, 'org_id');
+    PERFORM tco.require_arg(amount, 'amount');
+    PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.organization o WHERE o.org_id = fund_voucher_pool.org_id),
+                               'organization', org_id);
+    IF amount <= 0 OR amount <> round(amount, 2) OR amount >= 1000000000000 THEN
+        RAISE EXCEPTION 'pool funding % must be positive, below 1e12 and have at most 2 decimals', amount
+            USING ERRCODE = '22023', HINT = 'Fund an amount such as 1000.00.';
+    END IF;
+    INSERT INTO tco.voucher_pool (org_id) VALUES (fund_voucher_pool.org_id) ON CONFLICT DO NOTHING;
+    INSERT INTO tco.voucher_pool_entry (org_id, event, amount) VALUES (fund_voucher_pool.org_id, 'fund', amount);
+    RETURN (SELECT b.balance FROM tco.voucher_pool_balance b WHERE b.org_id = fund_voucher_pool.org_id);
+END $$;
+COMMENT ON FUNCTION tco.fund_voucher_pool(bigint, numeric) IS
+'Adds money to the voucher pool of an organization (creating the pool on first use). Returns the pool''s new balance.';
+
+CREATE FUNCTION tco.issue_pool_voucher(org_id bigint, amount numeric, valid_from timestamptz, valid_to timestamptz,
+                                       product_code text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    admin  bigint;
+    new_id bigint;
+BEGIN
+    PERFORM tco.require_arg(org_id, 'org_id');
+    PERFORM tco.require_arg(amount, 'amount');
+    PERFORM tco.require_arg(valid_from, 'valid_from');
+    PERFORM tco.require_arg(valid_to, 'valid_to');
+    SELECT o.admin_account_id INTO admin FROM tco.organization o WHERE o.org_id = issue_pool_voucher.org_id;
+    PERFORM tco.require_exists(FOUND, 'organization', org_id);
+    IF amount <= 0 OR amount <> round(amount, 2) OR amount >= 1000000000000 THEN
+        RAISE EXCEPTION 'voucher amount % must be positive, below 1e12 and have at most 2 decimals', amount
+            USING ERRCODE = '22023', HINT = 'Issue an amount such as 100.00.';
+    END IF;
+    IF valid_to <= valid_from THEN
+        RAISE EXCEPTION 'voucher validity [%, %) is empty', valid_from, valid_to
+            USING ERRCODE = '22023', HINT = 'valid_to (the expiry) must be after valid_from.';
+    END IF;
+    IF product_code IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tco.product p WHERE p.product_code = issue_pool_voucher.product_code) THEN
+        RAISE EXCEPTION 'product "%" does not exist', product_code
+            USING ERRCODE = '23503', HINT = 'List products in tco.product, or pass NULL for any product.';
+    END IF;
+    INSERT INTO tco.benefit (kind, owner_account_id, product_code, initial_amount, balance, valid_from, valid_to, pool_org_id)
+        VALUES ('voucher', admin, product_code, amount, amount, valid_from, valid_to, issue_pool_voucher.org_id)
+        RETURNING benefit_id INTO new_id;
+    RETURN new_id;
+END $$;
+COMMENT ON FUNCTION tco.issue_pool_voucher(bigint, numeric, timestamptz, timestamptz, text) IS
+'Issues a voucher of `amount` from the organization''s voucher pool (error TC021 if the pool has less), usable for lines starting in [valid_from, valid_to), for one product or any (NULL). It pays nothing until shared with tco.share_benefit(). Returns its benefit id.';
+
+CREATE FUNCTION tco.grant_resource_pack(owner_account_id bigint, product_code text, amount numeric,
+                                        valid_from timestamptz, valid_to timestamptz) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    PERFORM tco.require_arg(owner_account_id, 'owner_account_id');
+    PERFORM tco.require_arg(product_code, 'product_code');
+    PERFORM tco.require_arg(amount, 'amount');
+    PERFORM tco.require_arg(valid_from, 'valid_from');
+    PERFORM tco.require_arg(valid_to, 'valid_to');
+    PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = owner_account_id), 'account', owner_account_id);
+    IF NOT EXISTS (SELECT 1 FROM tco.product p WHERE p.product_code = grant_resource_pack.product_code) THEN
+        RAISE EXCEPTION 'product "%" does not exist', product_code
+            USING ERRCODE = '23503', HINT = 'A resource pack is for one product listed in tco.product.';
+    END IF;
+    IF amount <= 0 OR amount <> round(amount, 2) OR amount >= 1000000000000 THEN
+        RAISE EXCEPTION 'resource pack amount % must be positive, below 1e12 and have at most 2 decimals', amount
+            USING ERRCODE = '22023', HINT = 'Grant an amount such as 500.00.';
+    END IF;
+    IF valid_to <= valid_from THEN
+        RAISE EXCEPTION 'resource pack validity [%, %) is empty', valid_from, valid_to
+            USING ERRCODE = '22023', HINT = 'valid_to (the expiry) must be after valid_from.';
+    END IF;
+    INSERT INTO tco.benefit (kind, owner_account_id, product_code, initial_amount, balance, valid_from, valid_to)
+        VALUES ('resource_pack', owner_account_id, product_code, amount, amount, valid_from, valid_to)
+        RETURNING benefit_id INTO new_id;
+    RETURN new_id;
+END $$;
+COMMENT ON FUNCTION tco.grant_resource_pack(bigint, text, numeric, timestamptz, timestamptz) IS
+'Grants a resource pack: `amount` of one product, paying lines of that product starting in [valid_from, valid_to) consumed by the owner or by accounts it is shared with, until its balance is spent. Returns its benefit id.';
+
+CREATE FUNCTION tco.grant_savings_plan(owner_account_id bigint, hourly_commitment numeric, discount_rate numeric,
+                                       valid_from timestamptz, valid_to timestamptz,
+                                       product_code text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    PERFORM tco.require_arg(owner_account_id, 'owner_account_id');
+    PERFORM tco.require_arg(hourly_commitment, 'hourly_commitment');
+    PERFORM tco.require_arg(discount_rate, 'discount_rate');
+    PERFORM tco.require_arg(valid_from, 'valid_from');
+    PERFORM tco.require_arg(valid_to, 'valid_to');
+    PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = owner_account_id), 'account', owner_account_id);
+    IF hourly_commitment <= 0 OR hourly_commitment <> round(hourly_commitment, 2) OR hourly_commitment >= 1000000000000 THEN
+        RAISE EXCEPTION 'hourly commitment % must be positive, below 1e12 and have at most 2 decimals', hourly_commitment
+            USING ERRCODE = '22023', HINT = 'Commit an amount per hour such as 10.00.';
+    END IF;
+    IF discount_rate < 0 OR discount_rate >= 1 OR discount_rate <> round(discount_rate, 6) THEN
+        RAISE EXCEPTION 'savings plan rate % is not in [0, 1) with at most 6 decimals', discount_rate
+            USING ERRCODE = '22023', HINT = 'A rate of 0.30 makes the hourly fee 70% of the commitment.';
+    END IF;
+    IF valid_to <= valid_from THEN
+        RAISE EXCEPTION 'savings plan validity [%, %) is empty', valid_from, valid_to
+            USING ERRCODE = '22023', HINT = 'valid_to (the end of the term) must be after valid_from.';
+    END IF;
+    IF product_code IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tco.product p WHERE p.product_code = grant_savings_plan.product_code) THEN
+        RAISE EXCEPTION 'product "%" does not exist', product_code
+            USING ERRCODE = '23503', HINT = 'List products in tco.product, or pass NULL for all products.';
+    END IF;
+    INSERT INTO tco.benefit (kind, owner_account_id, product_code, initial_amount, balance, valid_from, valid_to, plan_discount_rate)
+        VALUES ('savings_plan', owner_account_id, product_code, hourly_commitment, hourly_commitment, valid_from, valid_to, discount_rate)
+        RETURNING benefit_id INTO new_id;
+    RETURN new_id;
+END $$;
+COMMENT ON FUNCTION tco.grant_savings_plan(bigint, numeric, numeric, timestamptz, timestamptz, text) IS
+'Grants a savings plan: in every billing-zone hour of [valid_from, valid_to) it pays up to hourly_commitment of eligible lines (of product_code, or all products when NULL) starting in that hour, consumed by the owner or by accounts it is shared with. Its fee, billed to the owner outside settlement, is hourly_commitment * (1 - discount_rate) per hour (tco.savings_plan_fee). Returns its benefit id.';
+
+CREATE FUNCTION tco.savings_plan_fee(benefit_id bigint, cycle tco.billing_cycle) RETURNS numeric
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    b     tco.benefit;
+    r     tstzrange;
+    hours numeric;
+BEGIN
+    PERFORM tco.require_arg(benefit_id, 'benefit_id');
+    PERFORM tco.require_arg(cycle, 'cycle');
+    SELECT * INTO b FROM tco.benefit x WHERE x.benefit_id = savings_plan_fee.benefit_id AND x.kind = 'savings_plan';
+    PERFORM tco.require_exists(FOUND, 'savings plan', benefit_id);
+    r := tco.cycle_range(cycle) * tstzrange(tco.granularity_trunc('hour', b.valid_from),
+                                            tco.granularity_ceil('hour', b.valid_to));
+    IF isempty(r) THEN
+        RETURN 0;
+    END IF;
+    hours := (SELECT count(*) FROM generate_series(lower(r), upper(r) - interval '1 microsecond', interval '1 hour'));
+    RETURN round(hours * b.initial_amount * (1 - b.plan_discount_rate), 2);
+END $$;
+COMMENT ON FUNCTION tco.savings_plan_fee(bigint, tco.billing_cycle) IS
+'The commitment fee of a savings plan for one cycle: the hours of its term in the cycle times hourly_commitment * (1 - discount_rate), rounded half-up to 2 decimals. Bill it to the owner as an ordinary bill line.';
+
+CREATE FUNCTION tco.share_benefit(benefit_id bigint, account_id bigint DEFAULT NULL, unit_id bigint DEFAULT NULL,
+                                  at timestamptz DEFAULT now()) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    PERFORM tco.require_arg(benefit_id, 'benefit_id');
+    PERFORM tco.require_arg(at, 'at');
+    IF (account_id IS NULL) = (unit_id IS NULL) THEN
+        RAISE EXCEPTION 'a share needs exactly one of account_id and unit_id'
+            USING ERRCODE = '22023', HINT = 'Pass an account id to share with one account, or a unit id to share with a unit and its subtree.';
+    END IF;
+    IF account_id IS NOT NULL THEN
+        PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = share_benefit.account_id), 'account', account_id);
+    ELSE
+        PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.org_unit u WHERE u.unit_id = share_benefit.unit_id), 'unit', unit_id);
+    END IF;
+    BEGIN
+        INSERT INTO tco.benefit_share (benefit_id, account_id, unit_id, shared_at)
+            VALUES (share_benefit.benefit_id, share_benefit.account_id, share_benefit.unit_id, at)
+            RETURNING share_id INTO new_id;
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'benefit % is already shared with % %', benefit_id,
+                CASE WHEN account_id IS NOT NULL THEN 'account' ELSE 'unit' END, coalesce(account_id, unit_id)
+            USING ERRCODE = '23505', HINT = 'A benefit has at most one active share per account or unit.';
+    END;
+    RETURN new_id;
+END $$;
+COMMENT ON FUNCTION tco.share_benefit(bigint, bigint, bigint, timestamptz) IS
+'Shares a pool voucher, resource pack or savings plan with one account (account_id) or one unit and its whole subtree (unit_id), for lines starting at or after `at`. Returns the share id.';
+
+CREATE FUNCTION tco.revoke_share(share_id bigint, at timestamptz DEFAULT now()) RETURNS numeric
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s tco.benefit_share;
+BEGIN
+    PERFORM tco.require_arg(share_id, 'share_id');
+    PERFORM tco.require_arg(at, 'at');
+    SELECT * INTO s FROM tco.benefit_share x WHERE x.share_id = revoke_share.share_id;
+    PERFORM tco.require_exists(FOUND, 'share', share_id);
+    IF s.revoked_at IS NOT NULL THEN
+        RAISE EXCEPTION 'share % was already revoked at %', share_id, s.revoked_at
+            USING ERRCODE = 'TC022', HINT = 'A share is revoked once.';
+    END IF;
+    IF at < s.shared_at THEN
+        RAISE EXCEPTION 'share % cannot be revoked at %, before it started at %', share_id, at, s.shared_at
+            USING ERRCODE = '22023', HINT = 'Revoke at or after the share''s start.';
+    END IF;
+    UPDATE tco.benefit_share x SET revoked_at = at WHERE x.share_id = revoke_share.share_id AND x.revoked_at IS NULL
+        RETURNING * INTO s;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'share % was revoked concurrently', share_id
+            USING ERRCODE = 'TC022', HINT = 'A share is revoked once.';
+    END IF;
+    RETURN coalesce(s.reclaimed_amount, 0);
+END $$;
+COMMENT ON FUNCTION tco.revoke_share(bigint, timestamptz) IS
+'Ends a share at `at`: lines starting from then on are not covered by it. When it was the last active share of a pool voucher, the voucher''s remaining balance goes back to the pool. Returns the amount reclaimed (0 if none).';
+
+CREATE FUNCTION tco.reclaim_voucher(benefit_id bigint, at timestamptz DEFAULT now()) RETURNS numeric
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    b      tco.benefit;
+    total  numeric := 0;
+    sid    bigint;
+BEGIN
+    PERFORM tco.require_arg(benefit_id, 'benefit_id');
+    PERFORM tco.require_arg(at, 'at');
+    -- Lock first: a settlement using this voucher finishes before we look.
+    SELECT * INTO b FROM tco.benefit x WHERE x.benefit_id = reclaim_voucher.benefit_id FOR UPDATE;
+    PERFORM tco.require_exists(FOUND, 'benefit', benefit_id);
+    IF b.pool_org_id IS NULL THEN
+        RAISE EXCEPTION 'benefit % is not a pool voucher', benefit_id
+            USING ERRCODE = 'TC020', HINT = 'Only vouchers issued from a voucher pool can be reclaimed; revoke shares of packs and plans with tco.revoke_share().';
+    END IF;
+    FOR sid IN SELECT s.share_id FROM tco.benefit_share s
+                WHERE s.benefit_id = reclaim_voucher.benefit_id AND s.revoked_at IS NULL ORDER BY s.share_id
+    LOOP
+        total := total + tco.revoke_share(sid, greatest(at, (SELECT s.shared_at FROM tco.benefit_share s WHERE s.share_id = sid)));
+    END LOOP;
+    SELECT * INTO b FROM tco.benefit x WHERE x.benefit_id = reclaim_voucher.benefit_id;
+    IF b.balance > 0 THEN
+        UPDATE tco.benefit x SET balance = 0 WHERE x.benefit_id = b.benefit_id;
+        INSERT INTO tco.voucher_pool_entry (org_id, event, amount, benefit_id)
+            VALUES (b.pool_org_id, 'reclaim', b.balance, b.benefit_id);
+        total := total + b.balance;
+    END IF;
+    RETURN total;
+END $$;
+COMMENT ON FUNCTION tco.reclaim_voucher(bigint, timestamptz) IS
+'Revokes every active share of a pool voucher at `at` and returns its remaining balance to the pool. Returns the amount reclaimed.';
+
+-- The same coverage rule as settlement (src/share.c), for tests and users.
+CREATE FUNCTION tco.benefit_covers(benefit_id bigint, account_id bigint, at timestamptz) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (b.kind IN ('resource_pack', 'savings_plan') AND b.owner_account_id = benefit_covers.account_id)
+        OR EXISTS (
+            SELECT 1 FROM tco.benefit_share s
+            JOIN tco.member m ON m.account_id = benefit_covers.account_id AND m.org_id = s.org_id
+            WHERE s.benefit_id = b.benefit_id
+              AND s.shared_at <= benefit_covers.at
+              AND (s.revoked_at IS NULL OR benefit_covers.at < s.revoked_at)
+              AND (s.account_id = m.account_id
+                   OR m.unit_id IN (SELECT tco.unit_subtree(s.unit_id) WHERE s.unit_id IS NOT NULL)))
+    FROM tco.benefit b
+    WHERE b.benefit_id = benefit_covers.benefit_id
+      AND (b.pool_org_id IS NOT NULL OR b.kind IN ('resource_pack', 'savings_plan'))
+$$;
+COMMENT ON FUNCTION tco.benefit_covers(bigint, bigint, timestamptz) IS
+'Whether a pool voucher, resource pack or savings plan may pay a line of account_id starting at `at`, judged on the current unit tree and memberships (as settlement does). NULL for other benefits.';
+
+-- Access to the sharing tables (src/sql/45_sharing.sql), following
+-- 50_access.sql: tco_admin sees and writes everything; a tco_reader sees the
+-- voucher pool (and its ledger) of the organization it administers, and the
+-- shares with its visible accounts or of the organization it administers.
+
+CREATE FUNCTION tco.administered_organizations() RETURNS SETOF bigint
+LANGUAGE sql STABLE SECURITY DEFINER ROWS 1 SET search_path = pg_catalog, pg_temp AS $$
+    SELECT o.org_id FROM tco.organization o WHERE o.admin_account_id = tco.current_account_id()
+$$;
+COMMENT ON FUNCTION tco.administered_organizations() IS 'The organization whose admin account the invoking role is mapped to (empty if none).';
+
+ALTER TABLE tco.voucher_pool ENABLE ROW LEVEL SECURITY;
+CREATE POLICY voucher_pool_admin_all ON tco.voucher_pool TO tco_admin USING (true) WITH CHECK (true);
+CREATE POLICY voucher_pool_reader_visible ON tco.voucher_pool FOR SELECT TO tco_reader
+    USING (org_id IN (SELECT tco.administered_organizations()));
+ALTER TABLE tco.voucher_pool_entry ENABLE ROW LEVEL SECURITY;
+CREATE POLICY voucher_pool_entry_admin_all ON tco.voucher_pool_entry TO tco_admin USING (true) WITH CHECK (true);
+CREATE POLICY voucher_pool_entry_reader_visible ON tco.voucher_pool_entry FOR SELECT TO tco_reader
+    USING (org_id IN (SELECT tco.administered_organizations()));
+ALTER TABLE tco.benefit_share ENABLE ROW LEVEL SECURITY;
+CREATE POLICY benefit_share_admin_all ON tco.benefit_share TO tco_admin USING (true) WITH CHECK (true);
+CREATE POLICY benefit_share_reader_visible ON tco.benefit_share FOR SELECT TO tco_reader
+    USING (account_id IN (SELECT tco.visible_accounts()) OR org_id IN (SELECT tco.administered_organizations()));
+
+-- 98_dump.sql: identity sequences dumped; explicit share ids keep the sequence ahead.
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('tco.voucher_pool_entry', 'entry_id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('tco.benefit_share', 'share_id')::regclass, '');
+CREATE TRIGGER benefit_share_sync_identity AFTER INSERT ON tco.benefit_share
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.sync_identity('share_id');
+
+-- 99_grants.sql
+REVOKE ALL ON tco.voucher_pool, tco.voucher_pool_entry, tco.benefit_share, tco.voucher_pool_balance FROM PUBLIC;
+REVOKE ALL ON SEQUENCE tco.voucher_pool_entry_entry_id_seq, tco.benefit_share_share_id_seq FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION tco.voucher_pool_entry_check(), tco.pool_voucher_check(), tco.unit_subtree(bigint),
+    tco.benefit_share_check(), tco.fund_voucher_pool(bigint, numeric),
+    tco.issue_pool_voucher(bigint, numeric, timestamptz, timestamptz, text),
+    tco.grant_resource_pack(bigint, text, numeric, timestamptz, timestamptz),
+    tco.grant_savings_plan(bigint, numeric, numeric, timestamptz, timestamptz, text),
+    tco.savings_plan_fee(bigint, tco.billing_cycle), tco.share_benefit(bigint, bigint, bigint, timestamptz),
+    tco.revoke_share(bigint, timestamptz), tco.reclaim_voucher(bigint, timestamptz),
+    tco.benefit_covers(bigint, bigint, timestamptz), tco.administered_organizations() FROM PUBLIC;
+GRANT ALL ON tco.voucher_pool, tco.voucher_pool_entry, tco.benefit_share, tco.voucher_pool_balance TO tco_admin;
+GRANT ALL ON SEQUENCE tco.voucher_pool_entry_entry_id_seq, tco.benefit_share_share_id_seq TO tco_admin;
+GRANT EXECUTE ON FUNCTION tco.voucher_pool_entry_check(), tco.pool_voucher_check(), tco.unit_subtree(bigint),
+    tco.benefit_share_check(), tco.fund_voucher_pool(bigint, numeric),
+    tco.issue_pool_voucher(bigint, numeric, timestamptz, timestamptz, text),
+    tco.grant_resource_pack(bigint, text, numeric, timestamptz, timestamptz),
+    tco.grant_savings_plan(bigint, numeric, numeric, timestamptz, timestamptz, text),
+    tco.savings_plan_fee(bigint, tco.billing_cycle), tco.share_benefit(bigint, bigint, bigint, timestamptz),
+    tco.revoke_share(bigint, timestamptz), tco.reclaim_voucher(bigint, timestamptz),
+    tco.benefit_covers(bigint, bigint, timestamptz), tco.administered_organizations() TO tco_admin;
+GRANT SELECT ON tco.voucher_pool, tco.voucher_pool_entry, tco.benefit_share TO tco_reader;
+GRANT EXECUTE ON FUNCTION tco.administered_organizations() TO tco_reader;
