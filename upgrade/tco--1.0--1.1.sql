@@ -512,6 +512,9 @@ BEGIN
         RAISE EXCEPTION 'share % cannot be revoked at %, before it started at %', share_id, at, s.shared_at
             USING ERRCODE = '22023', HINT = 'Revoke at or after the share''s start.';
     END IF;
+    -- The voucher first, then the share: the same lock order as
+    -- tco.reclaim_voucher, so concurrent revokes and reclaims do not deadlock.
+    PERFORM 1 FROM tco.benefit b WHERE b.benefit_id = s.benefit_id FOR UPDATE;
     UPDATE tco.benefit_share x SET revoked_at = at WHERE x.share_id = revoke_share.share_id AND x.revoked_at IS NULL
         RETURNING * INTO s;
     IF NOT FOUND THEN
