@@ -151,3 +151,30 @@ SELECT tco.explain_line(6) -> 'benefits';
 -- A second call changes nothing.
 SELECT * FROM tco.settle_cycle('2023-01', :org);
 SELECT count(*) FROM tco.benefit_use;
+
+-- Revoking by a direct UPDATE reclaims the same way (v1's last share: 1.00 left).
+UPDATE tco.benefit_share SET revoked_at = '2023-02-10 00:00+08' WHERE share_id = :s1
+RETURNING share_id, revoked_at, reclaimed_amount;
+SELECT balance FROM tco.voucher_pool_balance;
+
+-- Row-level security: a reader mapped to 204 sees only the shares with 204;
+-- one mapped to the admin sees the pool, its ledger and every share.
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS tco_sharing_member;
+DROP ROLE IF EXISTS tco_sharing_admin;
+RESET client_min_messages;
+CREATE ROLE tco_sharing_member IN ROLE tco_reader;
+CREATE ROLE tco_sharing_admin IN ROLE tco_reader;
+INSERT INTO tco.account_login (role_name, account_id) VALUES ('tco_sharing_member', 204), ('tco_sharing_admin', 201);
+SET ROLE tco_sharing_member;
+SELECT share_id, benefit_id, account_id FROM tco.benefit_share ORDER BY share_id;
+SELECT count(*) AS pools, (SELECT count(*) FROM tco.voucher_pool_entry) AS entries FROM tco.voucher_pool;
+INSERT INTO tco.benefit_share (benefit_id, account_id) VALUES (:v1, 204);
+RESET ROLE;
+SET ROLE tco_sharing_admin;
+SELECT count(*) AS shares FROM tco.benefit_share;
+SELECT count(*) AS pools, (SELECT count(*) FROM tco.voucher_pool_entry) AS entries FROM tco.voucher_pool;
+RESET ROLE;
+DELETE FROM tco.account_login WHERE role_name IN ('tco_sharing_member', 'tco_sharing_admin');
+DROP ROLE tco_sharing_member;
+DROP ROLE tco_sharing_admin;
