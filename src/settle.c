@@ -221,6 +221,11 @@ typedef struct SettleRun
 	HTAB	   *benefit_index;
 	ShareMap   *shares;
 	HTAB	   *plan_hours;
+	int			nkind[BENEFIT_KINDS];	/* benefits loaded per kind */
+	int64		grants_account; /* the consumer whose shares are cached ... */
+	bool		grants_valid;
+	const ShareGrant *grants;	/* ... and its shares (lines come by consumer) */
+	int			ngrants;
 	int		   *candidates;		/* scratch: benefits usable by one line */
 	int			ncandidates_cap;
 	pg_tz	   *tz;
@@ -647,6 +652,7 @@ load_benefits(SettleRun *run, TimestampTz start, TimestampTz end)
 
 		b->benefit_id = get_int8(tup, tt->tupdesc, 1, &isnull);
 		b->kind = kind;
+		run->nkind[kind]++;
 		product = SPI_getbinval(tup, tt->tupdesc, 4, &isnull);
 		b->any_product = isnull;
 		if (isnull)
@@ -824,10 +830,22 @@ use_benefits(SettleRun *run, int64 owner_id, int owner_kind, int64 consumer_id, 
 
 	if (*remaining == 0)
 		return;
-	if (owner_id != 0)
+	/* fast path: no benefit of these kinds in this run */
+	if (run->nkind[owner_kind] == 0 && (shared_kind < 0 || run->nkind[shared_kind] == 0))
+		return;
+	if (owner_id != 0 && run->nkind[owner_kind] > 0)
 		owner = hash_search(run->benefit_owners, &owner_id, HASH_FIND, NULL);
-	if (consumer_id != 0)
-		grants = tco_share_grants(run->shares, consumer_id, &ngrants);
+	if (consumer_id != 0 && shared_kind >= 0 && run->nkind[shared_kind] > 0)
+	{
+		if (!run->grants_valid || run->grants_account != consumer_id)
+		{
+			run->grants = tco_share_grants(run->shares, consumer_id, &run->ngrants);
+			run->grants_account = consumer_id;
+			run->grants_valid = true;
+		}
+		grants = run->grants;
+		ngrants = run->ngrants;
+	}
 
 	if (ngrants + (owner ? owner->count[owner_kind] : 0) > run->ncandidates_cap)
 	{
