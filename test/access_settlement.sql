@@ -8,19 +8,7 @@ CREATE EXTENSION tco CASCADE;
 SET timezone = 'UTC';
 SELECT plan(78);
 
--- Two organizations.  Org 1: admin 101, manager 102 with managed members 103
--- and 104, self-pay member 105.  Org 2: admin 201, member 202.
-INSERT INTO tco.entity (entity_id, name, verified) VALUES (1, 'One Ltd', true), (2, 'Two Ltd', true);
-INSERT INTO tco.account (account_id, name, entity_id, balance) VALUES
-    (101, 'admin one', 1, 100), (102, 'manager', 1, 100), (103, 'managed a', 1, 100),
-    (104, 'managed b', 1, 100), (105, 'self pay', 1, 100),
-    (201, 'admin two', 2, 100), (202, 'member two', 2, 100);
-INSERT INTO tco.organization (org_id, name, admin_account_id) VALUES (1, 'Org One', 101), (2, 'Org Two', 201);
-SELECT tco.add_member(1, a) FROM unnest(ARRAY[102, 103, 104, 105]) a;
-SELECT tco.add_member(2, 202);
-INSERT INTO tco.trusteeship (member_account_id, management_account_id, established_at)
-    VALUES (103, 102, '2024-01-01'), (104, 102, '2024-01-01');
-INSERT INTO tco.product (product_code, granularity) VALUES ('cvm', 'hour');
+\ir fixtures/access.inc
 -- one line of 10.00 per account in 2024-02, and one for 202 in 2024-03
 INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount, issued_at)
     SELECT a, 'cvm', '2024-02-01 10:00', '2024-02-01 11:00', 10, '2024-02-01 11:00'
@@ -38,14 +26,6 @@ SELECT tco.grant_coupon(102, 1, '2025-01-01'), tco.grant_voucher(102, 2, '2025-0
        tco.grant_coupon(103, 1, '2025-01-01'), tco.grant_stored_value_card(105, 1, '2025-01-01'),
        tco.grant_voucher(201, 1, '2025-01-01'), tco.grant_coupon(202, 1, '2025-01-01');
 
-CREATE ROLE tco_t_admin1; CREATE ROLE tco_t_manager; CREATE ROLE tco_t_managed;
-CREATE ROLE tco_t_selfpay; CREATE ROLE tco_t_admin2; CREATE ROLE tco_t_unmapped; CREATE ROLE tco_t_ops;
-GRANT tco_reader TO tco_t_admin1, tco_t_manager, tco_t_managed, tco_t_selfpay, tco_t_admin2, tco_t_unmapped;
-GRANT tco_admin TO tco_t_ops;
-INSERT INTO tco.account_login (role_name, account_id) VALUES
-    ('tco_t_admin1', 101), ('tco_t_manager', 102), ('tco_t_managed', 103),
-    ('tco_t_selfpay', 105), ('tco_t_admin2', 201), ('tco_t_ops', 101);
-
 -- Run a query as a role.  On an error the subtransaction of throws_ok rolls
 -- the SET ROLE back.
 CREATE FUNCTION pg_temp.text_as(r name, q text) RETURNS SETOF text LANGUAGE plpgsql AS $$
@@ -53,15 +33,6 @@ BEGIN
     EXECUTE format('SET ROLE %I', r);
     RETURN QUERY EXECUTE q;
     RESET ROLE;
-END $$;
-CREATE FUNCTION pg_temp.do_as(r name, q text) RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE n bigint;
-BEGIN
-    EXECUTE format('SET ROLE %I', r);
-    EXECUTE q;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RESET ROLE;
-    RETURN n;
 END $$;
 -- The sorted rows a role sees of `expr` over `rel`.
 CREATE FUNCTION pg_temp.rows(r name, rel text, expr text) RETURNS text[] LANGUAGE sql AS $$
