@@ -72,3 +72,66 @@ GRANT SELECT ON tco.statement, tco.statement_line, tco.settled_cycle, tco.benefi
                 tco.settlement_by_payer, tco.settlement_by_member, tco.settlement_by_unit
     TO tco_reader;
 GRANT EXECUTE ON FUNCTION tco.visible_payers(), tco.paying_managers(), tco.visible_entities() TO tco_reader;
+
+-- ==== clean-up: tco.deposit / tco.withdraw share tco.ledger_move, and
+-- tco.refund_prepaid / tco.terminate_prepaid share tco.prepaid_close (same
+-- behaviour).
+CREATE FUNCTION tco.ledger_move(account_id bigint, amount numeric, kind text) RETURNS numeric
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_balance numeric;
+BEGIN
+    PERFORM tco.require_arg(account_id, 'account_id');
+    PERFORM tco.require_amount(amount, 'amount');
+    PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = ledger_move.account_id),
+                               'account', account_id);
+    INSERT INTO tco.ledger (account_id, amount, kind)
+        VALUES (ledger_move.account_id,
+                CASE WHEN ledger_move.kind IN ('withdraw', 'top_up_out', 'payment') THEN -ledger_move.amount
+                     ELSE ledger_move.amount END,
+                ledger_move.kind)
+        RETURNING balance_after INTO new_balance;
+    RETURN new_balance;
+END $$;
+COMMENT ON FUNCTION tco.ledger_move(bigint, numeric, text) IS 'Internal: checks the account and a positive amount, books one ledger row of the kind (debit kinds negative) and returns the new balance. Used by tco.deposit and tco.withdraw.';
+
+CREATE OR REPLACE FUNCTION tco.deposit(account_id bigint, amount numeric) RETURNS numeric
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tco.ledger_move(account_id, amount, 'deposit')
+$$;
+COMMENT ON FUNCTION tco.deposit(bigint, numeric) IS 'Credits external money to an account. Returns the new balance.';
+
+-- R10: withdraw is allowed for a managed member too; its balance is not used for payment.
+CREATE OR REPLACE FUNCTION tco.withdraw(account_id bigint, amount numeric) RETURNS numeric
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tco.ledger_move(account_id, amount, 'withdraw')
+$$;
+COMMENT ON FUNCTION tco.withdraw(bigint, numeric) IS 'Pays out part of the account''s own cash balance (never below zero, TC009). A managed member may withdraw its own balance (R10). Returns the new balance.';
+
+CREATE FUNCTION tco.prepaid_close(resource_id bigint, what text, final_status text) RETURNS numeric
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    resource tco.prepaid_resource := tco.lock_prepaid_resource(resource_id);
+    refund   numeric;
+BEGIN
+    PERFORM tco.r12_prepaid_check(resource, what, false);
+    refund := tco.prepaid_unused_value(resource, resource.price);
+    UPDATE tco.prepaid_resource r SET status = final_status WHERE r.resource_id = resource.resource_id;
+    PERFORM tco.prepaid_credit_refund(resource, refund, what);
+    RETURN refund;
+END $$;
+COMMENT ON FUNCTION tco.prepaid_close(bigint, text, text) IS 'Internal: ends an active prepaid resource with final_status (refunded or terminated) after the R12 check for `what`, crediting the unused share of its price to the owner. Returns the amount refunded.';
+
+CREATE OR REPLACE FUNCTION tco.refund_prepaid(resource_id bigint) RETURNS numeric
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tco.prepaid_close(resource_id, 'refund', 'refunded')
+$$;
+COMMENT ON FUNCTION tco.refund_prepaid(bigint) IS 'Cancels a prepaid resource and credits the unused share of its price to the owner. R12: refused while passed to a manager (TC007). Returns the amount refunded.';
+
+CREATE OR REPLACE FUNCTION tco.terminate_prepaid(resource_id bigint) RETURNS numeric
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tco.prepaid_close(resource_id, 'termination', 'terminated')
+$$;
+COMMENT ON FUNCTION tco.terminate_prepaid(bigint) IS 'Terminates a prepaid resource early (released now) and credits the unused share of its price to the owner. R12: refused while passed to a manager (TC007). Returns the amount refunded.';
+REVOKE EXECUTE ON FUNCTION tco.ledger_move(bigint, numeric, text), tco.prepaid_close(bigint, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tco.ledger_move(bigint, numeric, text), tco.prepaid_close(bigint, text, text) TO tco_admin;
