@@ -135,3 +135,8 @@ $$;
 COMMENT ON FUNCTION tco.terminate_prepaid(bigint) IS 'Terminates a prepaid resource early (released now) and credits the unused share of its price to the owner. R12: refused while passed to a manager (TC007). Returns the amount refunded.';
 REVOKE EXECUTE ON FUNCTION tco.ledger_move(bigint, numeric, text), tco.prepaid_close(bigint, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tco.ledger_move(bigint, numeric, text), tco.prepaid_close(bigint, text, text) TO tco_admin;
+
+-- ==== tco.policy_allows in C (src/policy.c): same rules, same errors.
+CREATE OR REPLACE FUNCTION tco.policy_allows(account_id bigint, action text) RETURNS boolean
+AS 'MODULE_PATHNAME', 'tco_policy_allows'
+LANGUAGE C STABLE;
