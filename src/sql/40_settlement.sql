@@ -568,7 +568,7 @@ COMMENT ON FUNCTION tco.explain_line(bigint) IS
 -- ---------------------------------------------------------------------------
 -- Views for BI tools (DESIGN section 8)
 
-CREATE VIEW tco.settlement_by_payer AS
+CREATE VIEW tco.settlement_by_payer WITH (security_invoker = true) AS
 SELECT s.cycle, s.payer_account_id, s.org_id, s.list_total, s.discount_total, s.benefit_total,
        s.due_total, coalesce(l.lines, 0) AS lines, s.statement_id, s.paid_at
 FROM tco.statement s
@@ -586,7 +586,7 @@ COMMENT ON COLUMN tco.settlement_by_payer.lines IS 'Number of bill lines on the 
 COMMENT ON COLUMN tco.settlement_by_payer.statement_id IS 'The statement.';
 COMMENT ON COLUMN tco.settlement_by_payer.paid_at IS 'When the statement was paid (NULL: unpaid).';
 
-CREATE VIEW tco.settlement_by_member AS
+CREATE VIEW tco.settlement_by_member WITH (security_invoker = true) AS
 SELECT s.cycle, s.payer_account_id, sl.account_id, sl.product_code, s.org_id,
        sl.list_amount, sl.discount_amount, sl.benefit_amount, sl.due_amount, sl.lines, s.statement_id
 FROM tco.statement_line sl JOIN tco.statement s USING (statement_id);
@@ -603,7 +603,7 @@ COMMENT ON COLUMN tco.settlement_by_member.due_amount IS 'Owed by the payer for 
 COMMENT ON COLUMN tco.settlement_by_member.lines IS 'Number of bill lines.';
 COMMENT ON COLUMN tco.settlement_by_member.statement_id IS 'The statement the amounts are on.';
 
-CREATE VIEW tco.settlement_by_unit AS
+CREATE VIEW tco.settlement_by_unit WITH (security_invoker = true) AS
 WITH RECURSIVE subtree (unit_id, descendant_id) AS (
     SELECT u.unit_id, u.unit_id FROM tco.org_unit u
     UNION ALL

@@ -26,6 +26,12 @@ GRANT EXECUTE ON FUNCTION tco.invoking_role(), tco.current_account_id(), tco.vis
                           tco.billing_timezone(), tco.cycle_of(timestamptz), tco.cycle_range(tco.billing_cycle),
                           tco.org_chart(bigint, text)
     TO tco_reader;
+-- Settlement data, filtered by row-level security (51_access_settlement.sql);
+-- the BI views are security_invoker, so the reader's policies apply.
+GRANT SELECT ON tco.statement, tco.statement_line, tco.settled_cycle, tco.benefit, tco.contract_discount,
+                tco.settlement_by_payer, tco.settlement_by_member, tco.settlement_by_unit
+    TO tco_reader;
+GRANT EXECUTE ON FUNCTION tco.visible_payers(), tco.paying_managers(), tco.visible_entities() TO tco_reader;
 
 DO $type_support$
 DECLARE
