@@ -157,7 +157,7 @@ UPDATE tco.benefit_share SET revoked_at = '2023-02-10 00:00+08' WHERE share_id =
 RETURNING share_id, revoked_at, reclaimed_amount;
 SELECT balance FROM tco.voucher_pool_balance;
 
--- Row-level security: a reader mapped to 204 sees only the shares with 204;
+-- Row-level security: a reader mapped to 204 sees only the shares covering 204;
 -- one mapped to the admin sees the pool, its ledger and every share.
 SET client_min_messages = warning;
 DROP ROLE IF EXISTS tco_sharing_member;
@@ -167,7 +167,10 @@ CREATE ROLE tco_sharing_member IN ROLE tco_reader;
 CREATE ROLE tco_sharing_admin IN ROLE tco_reader;
 INSERT INTO tco.account_login (role_name, account_id) VALUES ('tco_sharing_member', 204), ('tco_sharing_admin', 201);
 SET ROLE tco_sharing_member;
-SELECT share_id, benefit_id, account_id FROM tco.benefit_share ORDER BY share_id;
+-- its account share of v2, and the unit shares of Ops (its unit) with the pack and plan
+SELECT share_id, benefit_id, account_id, unit_id = :ops AS ops FROM tco.benefit_share ORDER BY share_id;
+-- and so v2, the pack and the plan, besides its own coupon
+SELECT benefit_id, kind FROM tco.benefit ORDER BY benefit_id;
 SELECT count(*) AS pools, (SELECT count(*) FROM tco.voucher_pool_entry) AS entries FROM tco.voucher_pool;
 INSERT INTO tco.benefit_share (benefit_id, account_id) VALUES (:v1, 204);
 RESET ROLE;

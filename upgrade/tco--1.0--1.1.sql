@@ -716,16 +716,37 @@ $$;
 COMMENT ON FUNCTION tco.benefit_covers(bigint, bigint, timestamptz) IS
 'Whether a pool voucher, resource pack or savings plan may pay a line of account_id starting at `at`, judged on the current unit tree and memberships (as settlement does). NULL for other benefits.';
 
+-- 51_access_settlement.sql: a manager's pool vouchers are not its managed members' (R9).
+ALTER POLICY benefit_reader_visible ON tco.benefit
+    USING (owner_account_id IN (SELECT tco.visible_accounts())
+           OR (kind IN ('voucher', 'stored_value_card') AND pool_org_id IS NULL
+               AND owner_account_id IN (SELECT tco.paying_managers())));
+
 -- Access to the sharing tables (src/sql/45_sharing.sql), following
 -- 50_access.sql: tco_admin sees and writes everything; a tco_reader sees the
--- voucher pool (and its ledger) of the organization it administers, and the
--- shares with its visible accounts or of the organization it administers.
+-- voucher pool (and its ledger) of the organization it administers, the
+-- shares with its visible accounts, with its unit or a unit above it, or of
+-- the organization it administers, and the benefits of those shares.
 
 CREATE FUNCTION tco.administered_organizations() RETURNS SETOF bigint
 LANGUAGE sql STABLE SECURITY DEFINER ROWS 1 SET search_path = pg_catalog, pg_temp AS $$
     SELECT o.org_id FROM tco.organization o WHERE o.admin_account_id = tco.current_account_id()
 $$;
 COMMENT ON FUNCTION tco.administered_organizations() IS 'The organization whose admin account the invoking role is mapped to (empty if none).';
+
+-- Units whose shares cover the invoking role's account: its unit and every
+-- unit above it.
+CREATE FUNCTION tco.shared_units_of_current_account() RETURNS SETOF bigint
+LANGUAGE sql STABLE SECURITY DEFINER ROWS 5 SET search_path = pg_catalog, pg_temp AS $$
+    WITH RECURSIVE up(unit_id) AS (
+        SELECT m.unit_id FROM tco.member m WHERE m.account_id = tco.current_account_id()
+        UNION
+        SELECT u.parent_unit_id FROM up JOIN tco.org_unit u ON u.unit_id = up.unit_id
+         WHERE u.parent_unit_id IS NOT NULL
+    )
+    SELECT unit_id FROM up
+$$;
+COMMENT ON FUNCTION tco.shared_units_of_current_account() IS 'The unit of the invoking role''s account and every unit above it: shares with these units cover the account.';
 
 ALTER TABLE tco.voucher_pool ENABLE ROW LEVEL SECURITY;
 CREATE POLICY voucher_pool_admin_all ON tco.voucher_pool TO tco_admin USING (true) WITH CHECK (true);
@@ -738,7 +759,14 @@ CREATE POLICY voucher_pool_entry_reader_visible ON tco.voucher_pool_entry FOR SE
 ALTER TABLE tco.benefit_share ENABLE ROW LEVEL SECURITY;
 CREATE POLICY benefit_share_admin_all ON tco.benefit_share TO tco_admin USING (true) WITH CHECK (true);
 CREATE POLICY benefit_share_reader_visible ON tco.benefit_share FOR SELECT TO tco_reader
-    USING (account_id IN (SELECT tco.visible_accounts()) OR org_id IN (SELECT tco.administered_organizations()));
+    USING (account_id IN (SELECT tco.visible_accounts()) OR org_id IN (SELECT tco.administered_organizations())
+           OR unit_id IN (SELECT tco.shared_units_of_current_account()));
+
+-- A reader also sees the benefits shared with it (through the shares it may
+-- see), besides those tco.benefit_reader_visible (51_access_settlement.sql)
+-- shows it.
+CREATE POLICY benefit_reader_shared ON tco.benefit FOR SELECT TO tco_reader
+    USING (benefit_id IN (SELECT s.benefit_id FROM tco.benefit_share s));
 
 -- 98_dump.sql: identity sequences dumped; explicit share ids keep the sequence ahead.
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('tco.voucher_pool_entry', 'entry_id')::regclass, '');
@@ -756,7 +784,8 @@ REVOKE EXECUTE ON FUNCTION tco.voucher_pool_entry_check(), tco.pool_voucher_chec
     tco.grant_savings_plan(bigint, numeric, numeric, timestamptz, timestamptz, text),
     tco.savings_plan_fee(bigint, tco.billing_cycle), tco.share_benefit(bigint, bigint, bigint, timestamptz),
     tco.revoke_share(bigint, timestamptz), tco.reclaim_voucher(bigint, timestamptz),
-    tco.benefit_covers(bigint, bigint, timestamptz), tco.administered_organizations() FROM PUBLIC;
+    tco.benefit_covers(bigint, bigint, timestamptz), tco.administered_organizations(),
+    tco.shared_units_of_current_account() FROM PUBLIC;
 GRANT ALL ON tco.voucher_pool, tco.voucher_pool_entry, tco.benefit_share, tco.voucher_pool_balance TO tco_admin;
 GRANT ALL ON SEQUENCE tco.voucher_pool_entry_entry_id_seq, tco.benefit_share_share_id_seq TO tco_admin;
 GRANT EXECUTE ON FUNCTION tco.voucher_pool_entry_check(), tco.pool_voucher_check(), tco.unit_subtree(bigint),
@@ -766,6 +795,7 @@ GRANT EXECUTE ON FUNCTION tco.voucher_pool_entry_check(), tco.pool_voucher_check
     tco.grant_savings_plan(bigint, numeric, numeric, timestamptz, timestamptz, text),
     tco.savings_plan_fee(bigint, tco.billing_cycle), tco.share_benefit(bigint, bigint, bigint, timestamptz),
     tco.revoke_share(bigint, timestamptz), tco.reclaim_voucher(bigint, timestamptz),
-    tco.benefit_covers(bigint, bigint, timestamptz), tco.administered_organizations() TO tco_admin;
+    tco.benefit_covers(bigint, bigint, timestamptz), tco.administered_organizations(),
+    tco.shared_units_of_current_account() TO tco_admin;
 GRANT SELECT ON tco.voucher_pool, tco.voucher_pool_entry, tco.benefit_share TO tco_reader;
-GRANT EXECUTE ON FUNCTION tco.administered_organizations() TO tco_reader;
+GRANT EXECUTE ON FUNCTION tco.administered_organizations(), tco.shared_units_of_current_account() TO tco_reader;

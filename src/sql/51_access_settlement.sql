@@ -78,7 +78,8 @@ ALTER TABLE tco.benefit ENABLE ROW LEVEL SECURITY;
 CREATE POLICY benefit_admin_all ON tco.benefit TO tco_admin USING (true) WITH CHECK (true);
 CREATE POLICY benefit_reader_visible ON tco.benefit FOR SELECT TO tco_reader
     USING (owner_account_id IN (SELECT tco.visible_accounts())
-           OR (kind IN ('voucher', 'stored_value_card') AND owner_account_id IN (SELECT tco.paying_managers())));
+           OR (kind IN ('voucher', 'stored_value_card') AND pool_org_id IS NULL
+               AND owner_account_id IN (SELECT tco.paying_managers())));
 
 ALTER TABLE tco.contract_discount ENABLE ROW LEVEL SECURITY;
 CREATE POLICY contract_discount_admin_all ON tco.contract_discount TO tco_admin USING (true) WITH CHECK (true);

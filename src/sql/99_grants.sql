@@ -66,4 +66,4 @@ GRANT EXECUTE ON FUNCTION tco.settlement_lock_shared(tco.billing_cycle) TO PUBLI
 -- Sharing (45_sharing.sql, 51_sharing_access.sql): readers see what
 -- row-level security lets them of the pools and shares.
 GRANT SELECT ON tco.voucher_pool, tco.voucher_pool_entry, tco.benefit_share TO tco_reader;
-GRANT EXECUTE ON FUNCTION tco.administered_organizations() TO tco_reader;
+GRANT EXECUTE ON FUNCTION tco.administered_organizations(), tco.shared_units_of_current_account() TO tco_reader;
