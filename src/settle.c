@@ -1112,6 +1112,8 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 	/* Serialize settlements of this cycle, and bill line changes in it. */
 	DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(SETTLE_LOCK_CLASS),
 						Int32GetDatum(run.cycle - TCO_CYCLE_MIN));
+	/* Under REPEATABLE READ / SERIALIZABLE: 40001 if the snapshot is stale. */
+	tco_settle_check_snapshot(run.cycle_text, start, end);
 
 	args[0] = CStringGetTextDatum(run.cycle_text);
 	args[1] = Int64GetDatum(run.org_id);
