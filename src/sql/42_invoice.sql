@@ -125,6 +125,10 @@ BEGIN
     SELECT * INTO st FROM tco.statement s WHERE s.statement_id = issue_invoice.statement_id FOR UPDATE;
     PERFORM tco.require_exists(FOUND, 'statement', statement_id);
     issuer := coalesce(issuer_account_id, tco.current_account_id(), st.payer_account_id);
+    -- Who may issue is checked before anything is said about the statement's invoice.
+    IF NOT tco.may_issue_invoice(st, issuer) THEN
+        INSERT INTO tco.invoice (statement_id, issuer_account_id) VALUES (st.statement_id, issuer);  -- raises TC020
+    END IF;
     SELECT * INTO existing FROM tco.invoice i WHERE i.statement_id = st.statement_id;
     IF FOUND THEN
         RAISE EXCEPTION 'statement % already has invoice % (issued by account %)',
