@@ -398,27 +398,6 @@ BEGIN
     ELSIF TG_OP = 'DELETE' THEN
         moment := least(OLD.established_at, OLD.ended_at);
     ELSE
-        moment := least(NEW.established_at, OLD.established_at, NEW.ended_at, OLD.ended_at);
-    END IF;
-    -- (at most the last 120 cycles: older changes are refused by R14 or
-    -- belong to cycles nobody is settling.)
-    IF moment IS NOT NULL AND isfinite(moment) THEN
-        PERFORM tco.settlement_lock_shared(tco.cycle_of(pg_catalog.clock_timestamp()) OPERATOR(tco.-) g)
-        FROM generate_series(least(119, tco.cycle_of(pg_catalog.clock_timestamp()) OPERATOR(tco.-)
-                                        tco.cycle_of(greatest(moment, pg_catalog.clock_timestamp() - interval '11 years'))),
-                             0, -1) g
-        ORDER BY g DESC;
-    END IF;
-    moment := NULL;
-    until := tco.settled_until((SELECT m.org_id FROM tco.member m WHERE m.account_id = acct));
-    IF until IS NULL THEN
-        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-    END IF;
-    IF TG_OP = 'INSERT' THEN
-        moment := least(NEW.established_at, NEW.ended_at);
-    ELSIF TG_OP = 'DELETE' THEN
-        moment := least(OLD.established_at, OLD.ended_at);
-    ELSE
         IF NEW.established_at IS DISTINCT FROM OLD.established_at
            OR NEW.member_account_id <> OLD.member_account_id
            OR NEW.management_account_id <> OLD.management_account_id THEN
@@ -427,6 +406,20 @@ BEGIN
         IF NEW.ended_at IS DISTINCT FROM OLD.ended_at THEN
             moment := least(moment, NEW.ended_at, OLD.ended_at);
         END IF;
+    END IF;
+    IF moment IS NULL OR NOT isfinite(moment) THEN
+        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    -- (at most the last 120 cycles: older changes are refused by R14 or
+    -- belong to cycles nobody is settling.)
+    PERFORM tco.settlement_lock_shared(tco.cycle_of(pg_catalog.clock_timestamp()) OPERATOR(tco.-) g)
+    FROM generate_series(least(119, tco.cycle_of(pg_catalog.clock_timestamp()) OPERATOR(tco.-)
+                                    tco.cycle_of(greatest(moment, pg_catalog.clock_timestamp() - interval '11 years'))),
+                         0, -1) g
+    ORDER BY g DESC;
+    until := tco.settled_until((SELECT m.org_id FROM tco.member m WHERE m.account_id = acct));
+    IF until IS NULL THEN
+        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
     END IF;
     IF moment < until THEN
         RAISE EXCEPTION 'R14: trusteeship % of account % changes at %, before the end of settled billing cycle %',
