@@ -1,8 +1,7 @@
 -- Alerts (R11): thresholds per payer on available credit and on cycle
 -- spending (managed members included); each fires at most once per cycle,
--- into tco.alert and NOTIFY tco_alerts.  (The notifications themselves are
--- shown by the isolation spec alert_notify: psql prints the notifying
--- backend's PID, which changes from run to run.)
+-- into tco.alert and NOTIFY tco_alerts (LISTEN at the end; the isolation
+-- spec alert_notify shows that a rolled-back transaction sends nothing).
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS tco CASCADE;
 CREATE EXTENSION tco CASCADE;
@@ -93,3 +92,15 @@ UPDATE tco.alert SET value = 0;
 DELETE FROM tco.alert;
 DELETE FROM tco.alert_threshold WHERE threshold_id = :th_spend;
 SELECT count(*) AS alerts FROM tco.alert;
+
+-- LISTEN: psql prints each notification, with the PID of the backend that
+-- sent it; the PID changes from run to run, so this part of the output goes
+-- through sed.
+LISTEN tco_alerts;
+\o | sed -e 's/PID [0-9][0-9]*/PID (pid)/'
+SELECT tco.set_alert_threshold(101, 'cycle_spending', 30) AS th_30;
+INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount, issued_at) VALUES
+    (103, 'cvm', '2023-04-06 10:00+08', '2023-04-06 11:00+08', 31, '2023-04-06 12:00+08');
+\o
+UNLISTEN tco_alerts;
+SELECT count(*) AS april_alerts FROM tco.alert WHERE cycle::text = '2023-04';
