@@ -50,6 +50,7 @@
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "payer.h"
@@ -1358,6 +1359,13 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 	/* Serialize settlements of this cycle, and bill line changes in it. */
 	DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(SETTLE_LOCK_CLASS),
 						Int32GetDatum(run.cycle - TCO_CYCLE_MIN));
+	/* Under REPEATABLE READ / SERIALIZABLE: 40001 if the snapshot is stale. */
+	tco_settle_check_snapshot(run.cycle_text, start, end);
+	/*
+	 * READ COMMITTED: read-only queries (the payer cache) must also see what
+	 * the sessions we waited for committed, not the statement's snapshot.
+	 */
+	PushActiveSnapshot(GetTransactionSnapshot());
 
 	args[0] = CStringGetTextDatum(run.cycle_text);
 	args[1] = Int64GetDatum(run.org_id);
@@ -1393,6 +1401,7 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 		result[i] = result_null[i] ? (Datum) 0 : datumCopy(d, i < 2, i < 2 ? 8 : -1);
 		MemoryContextSwitchTo(old);
 	}
+	PopActiveSnapshot();
 	SPI_finish();
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, result, result_null)));

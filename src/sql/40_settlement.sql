@@ -388,7 +388,12 @@ CREATE TRIGGER r14_bill_line_delete AFTER DELETE ON tco.bill_line
 
 -- R14 on trusteeships: a change (establish or end, new or old value) before
 -- the end of the latest settled cycle of the member's organization would
--- change payers of settled lines.
+-- change payers of settled lines.  A change at instant t can change payers of
+-- lines starting at or after t, so it first takes the settlement lock shared
+-- on every cycle from t's to the current one (the ones a settlement could be
+-- closing now), ascending: a change waits for a settlement of those cycles in
+-- progress and is then refused; a settlement waits for the change to commit
+-- and then settles with it.
 CREATE FUNCTION tco.r14_trusteeship_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -397,10 +402,6 @@ DECLARE
     moment timestamptz;
 BEGIN
     acct := CASE WHEN TG_OP = 'DELETE' THEN OLD.member_account_id ELSE NEW.member_account_id END;
-    until := tco.settled_until((SELECT m.org_id FROM tco.member m WHERE m.account_id = acct));
-    IF until IS NULL THEN
-        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-    END IF;
     IF TG_OP = 'INSERT' THEN
         moment := least(NEW.established_at, NEW.ended_at);
     ELSIF TG_OP = 'DELETE' THEN
@@ -414,6 +415,20 @@ BEGIN
         IF NEW.ended_at IS DISTINCT FROM OLD.ended_at THEN
             moment := least(moment, NEW.ended_at, OLD.ended_at);
         END IF;
+    END IF;
+    IF moment IS NULL OR NOT isfinite(moment) THEN
+        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    -- (at most the last 120 cycles: older changes are refused by R14 or
+    -- belong to cycles nobody is settling.)
+    PERFORM tco.settlement_lock_shared(tco.cycle_of(pg_catalog.clock_timestamp()) OPERATOR(tco.-) g)
+    FROM generate_series(least(119, tco.cycle_of(pg_catalog.clock_timestamp()) OPERATOR(tco.-)
+                                    tco.cycle_of(greatest(moment, pg_catalog.clock_timestamp() - interval '11 years'))),
+                         0, -1) g
+    ORDER BY g DESC;
+    until := tco.settled_until((SELECT m.org_id FROM tco.member m WHERE m.account_id = acct));
+    IF until IS NULL THEN
+        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
     END IF;
     IF moment < until THEN
         RAISE EXCEPTION 'R14: trusteeship % of account % changes at %, before the end of settled billing cycle %',

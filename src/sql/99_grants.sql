@@ -21,6 +21,8 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tco TO tco_admin;
 GRANT SELECT ON tco.account, tco.member, tco.trusteeship, tco.bill_line,
                 tco.organization, tco.org_unit, tco.account_login, tco.product
     TO tco_reader;
+-- Invoices and alerts (42_invoice.sql, 44_alert.sql; rows filtered by RLS).
+GRANT SELECT ON tco.invoice, tco.invoice_line, tco.alert, tco.alert_threshold TO tco_reader;
 GRANT EXECUTE ON FUNCTION tco.invoking_role(), tco.current_account_id(), tco.visible_accounts(),
                           tco.can_see_account(bigint), tco.visible_organizations(),
                           tco.billing_timezone(), tco.cycle_of(timestamptz), tco.cycle_range(tco.billing_cycle),
