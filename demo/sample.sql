@@ -76,4 +76,22 @@ FROM generate_series(4, 603) m,
      unnest(ARRAY['cvm', 'cos', 'cdn', 'clb']) p,
      generate_series(timestamptz '2023-01-01 00:00+08', timestamptz '2023-02-28 00:00+08', interval '1 day') d
 WHERE (m + extract(day FROM d)::int) % 3 <> 1;
+
+-- Sharing (R9): Acme's voucher pool, vouchers shared with Engineering (and its
+-- subtree) and with one account; a resource pack and a savings plan of the
+-- admin shared with Operations; one share revoked mid-January.
+SELECT tco.fund_voucher_pool(1, 5000);
+SELECT tco.share_benefit(tco.issue_pool_voucher(1, 2000, '-infinity', '2023-07-01 00:00+08'),
+                         unit_id => (SELECT unit_id FROM tco.org_unit WHERE org_id = 1 AND name = 'Engineering'),
+                         at => '2023-01-01 00:00+08');
+SELECT tco.revoke_share(tco.share_benefit(tco.issue_pool_voucher(1, 500, '-infinity', '2023-07-01 00:00+08', 'cos'),
+                                          account_id => (SELECT min(account_id) FROM tco.member WHERE org_id = 1 AND account_id > 6),
+                                          at => '2023-01-01 00:00+08'),
+                        '2023-01-16 00:00+08');
+SELECT tco.share_benefit(tco.grant_resource_pack(1, 'cdn', 800, '2023-01-01 00:00+08', '2023-04-01 00:00+08'),
+                         unit_id => (SELECT unit_id FROM tco.org_unit WHERE org_id = 1 AND name = 'Operations'),
+                         at => '2023-01-01 00:00+08');
+SELECT tco.share_benefit(tco.grant_savings_plan(1, 20, 0.3, '2023-01-01 00:00+08', '2024-01-01 00:00+08', 'cvm'),
+                         unit_id => (SELECT unit_id FROM tco.org_unit WHERE org_id = 1 AND name = 'Operations'),
+                         at => '2023-01-01 00:00+08');
 ANALYZE;

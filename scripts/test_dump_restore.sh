@@ -10,6 +10,8 @@ PSQL=(psql -X -q -v ON_ERROR_STOP=1)
 "${PSQL[@]}" -c 'DROP DATABASE IF EXISTS tco_dump_src' -c 'DROP DATABASE IF EXISTS tco_dump_dst' \
              -c 'CREATE DATABASE tco_dump_src' -c 'CREATE DATABASE tco_dump_dst'
 "${PSQL[@]}" -d tco_dump_src -f demo/sample.sql >/dev/null
+# settled cycles, statements, invoices and alerts too
+[ -f demo/settle.sql ] && "${PSQL[@]}" -d tco_dump_src -f demo/settle.sql >/dev/null
 dump=$(mktemp /tmp/tco-dump.XXXXXX)
 pg_dump -Fc -d tco_dump_src -f "$dump"
 PGOPTIONS='-c session_replication_role=replica' pg_restore --exit-on-error -d tco_dump_dst "$dump"

@@ -8,8 +8,10 @@
  * period start, line id): read unsorted straight from the executor into
  * compact records and sorted in memory, within work_mem (settle_run).  For each
  * line: the payer (R6, payer.c), the contract discount (R8), then the
- * consumer's coupons, the vouchers and the stored-value cards of the payer
- * (R9), leaving the due amount.  Money is int64 micro-units (bill lines have
+ * resource packs and savings plans owned by or shared with the consumer, the
+ * consumer's coupons, the payer's vouchers together with pool vouchers
+ * shared with the consumer, and the payer's stored-value cards (R9; sharing
+ * is resolved by share.c), leaving the due amount.  Money is int64 micro-units (bill lines have
  * 6 decimals): exact, with overflow checks.  Per line, the discount is
  * list * rate rounded half-up to a micro-unit; benefits pay exact micro-units
  * of what remains; due is the rest, so list = discount + benefit + due holds
@@ -55,9 +57,11 @@
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "payer.h"
+#include "share.h"
 #include "tco.h"
 
 #ifndef HAVE_INT128
@@ -77,11 +81,18 @@
 #define PACK_MAX_BYTES		7500
 #define SETTLE_LOCK_CLASS	746371	/* also in 40_settlement.sql */
 
-/* Benefit kinds in the order settlement uses them. */
+/*
+ * Benefit kinds (settlement order: packs, plans, coupons, vouchers with pool
+ * vouchers, cards).  Pool vouchers are a kind of their own here because they
+ * are reached only through shares, never through their owner.
+ */
 #define BENEFIT_COUPON		0
 #define BENEFIT_VOUCHER		1
 #define BENEFIT_CARD		2
-#define BENEFIT_KINDS		3
+#define BENEFIT_PACK		3
+#define BENEFIT_PLAN		4
+#define BENEFIT_POOL_VOUCHER 5
+#define BENEFIT_KINDS		6
 
 #define OWNER_ACCOUNT		0
 #define OWNER_ENTITY		1
@@ -125,10 +136,12 @@ typedef struct DiscountOwner
 typedef struct Benefit
 {
 	int64		benefit_id;
+	int			kind;			/* BENEFIT_* */
 	bool		any_product;
 	char		product_code[PRODUCT_CODE_LEN];
-	int64		balance;		/* micro-units, kept current during the run */
-	int64		used;			/* micro-units used by this run */
+	int64		balance;		/* micro-units, kept current during the run;
+								 * a savings plan's is its hourly commitment */
+	int64		used;			/* micro-units used by this run (not for plans) */
 	TimestampTz valid_from;
 	TimestampTz valid_to;
 } Benefit;
@@ -140,6 +153,26 @@ typedef struct BenefitOwner
 	int			first[BENEFIT_KINDS];
 	int			count[BENEFIT_KINDS];
 } BenefitOwner;
+
+/* benefit_id -> index in SettleRun.benefits */
+typedef struct BenefitIndex
+{
+	int64		benefit_id;		/* hash key */
+	int			index;
+} BenefitIndex;
+
+/* What a savings plan has paid in one billing-zone hour. */
+typedef struct PlanHourKey
+{
+	int64		benefit_index;
+	TimestampTz hour;
+} PlanHourKey;
+
+typedef struct PlanHour
+{
+	PlanHourKey key;
+	int64		used;
+} PlanHour;
 
 typedef struct PayerStatement
 {
@@ -231,6 +264,17 @@ typedef struct SettleRun
 	HTAB	   *benefit_owners;
 	Benefit    *benefits;
 	int			nbenefits;
+	HTAB	   *benefit_index;
+	ShareMap   *shares;
+	HTAB	   *plan_hours;
+	int			nkind[BENEFIT_KINDS];	/* benefits loaded per kind */
+	int64		grants_account; /* the consumer whose shares are cached ... */
+	bool		grants_valid;
+	const ShareGrant *grants;	/* ... and its shares (lines come by consumer) */
+	int			ngrants;
+	int		   *candidates;		/* scratch: benefits usable by one line */
+	int			ncandidates_cap;
+	pg_tz	   *tz;
 	HTAB	   *payers;
 	Oid			statement_seq;
 	HTAB	   *statement_lines;
@@ -270,6 +314,7 @@ typedef enum SettlePlan
 	PLAN_DISCOUNTS,
 	PLAN_BENEFITS,
 	PLAN_BENEFITS_ORG,
+	PLAN_PLAN_USES,
 	PLAN_STATEMENT_SEQUENCE,
 	PLAN_STATEMENTS_OF_CYCLE,
 	PLAN_INSERT_STATEMENTS,
@@ -292,7 +337,9 @@ typedef enum SettlePlan
 	"FROM tco.bill_line b WHERE period_start >= $1 AND period_start < $2 AND account_id >= $3"
 #define LINES_IN_ORG " AND account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $4)"
 #define BENEFITS_SELECT \
-	"SELECT benefit_id, CASE kind WHEN 'coupon' THEN 0 WHEN 'voucher' THEN 1 ELSE 2 END, " \
+	"SELECT benefit_id, CASE kind WHEN 'coupon' THEN 0 " \
+	"WHEN 'voucher' THEN CASE WHEN pool_org_id IS NULL THEN 1 ELSE 5 END " \
+	"WHEN 'stored_value_card' THEN 2 WHEN 'resource_pack' THEN 3 ELSE 4 END, " \
 	"owner_account_id, product_code, (balance * 1000000)::int8, valid_from, valid_to " \
 	"FROM tco.benefit WHERE balance > 0 "
 #define BENEFITS_ORDER " ORDER BY owner_account_id, 2, valid_to, benefit_id FOR NO KEY UPDATE"
@@ -332,8 +379,15 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 	[PLAN_BENEFITS] = {BENEFITS_SELECT "AND valid_from < $2 AND valid_to > $1" BENEFITS_ORDER, 3,
 	{TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
 	[PLAN_BENEFITS_ORG] = {BENEFITS_SELECT "AND valid_from < $2 AND valid_to > $1 "
-		"AND owner_account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $3)"
+		"AND (owner_account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $3) "
+		"OR benefit_id IN (SELECT s.benefit_id FROM tco.benefit_share s WHERE s.org_id = $3))"
 	BENEFITS_ORDER, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
+	/* what savings plans already paid in this cycle (an earlier, narrower settlement) */
+	[PLAN_PLAN_USES] = {"SELECT u.benefit_id, b.period_start, (u.amount * 1000000)::int8 "
+		"FROM tco.benefit_use u JOIN tco.benefit p ON p.benefit_id = u.benefit_id "
+		"JOIN tco.bill_line b ON b.line_id = u.line_id "
+		"WHERE p.kind = 'savings_plan' AND b.period_start >= $1 AND b.period_start < $2",
+	2, {TIMESTAMPTZOID, TIMESTAMPTZOID}},
 	[PLAN_STATEMENT_SEQUENCE] = {"SELECT pg_get_serial_sequence('tco.statement', 'statement_id')::regclass::oid",
 	0, {0}},
 	[PLAN_STATEMENTS_OF_CYCLE] = {"SELECT payer_account_id, statement_id FROM tco.statement "
@@ -646,6 +700,67 @@ find_discount(SettleRun *run, int kind, int64 id, const char *product_code, Time
 	return all;
 }
 
+/*
+ * What sharing needs, after the benefits were loaded (and locked): an index
+ * by benefit id, the shares resolved against the current unit tree
+ * (share.c), and what savings plans already paid per hour of the cycle.
+ */
+static void
+load_sharing(SettleRun *run, TimestampTz start, TimestampTz end)
+{
+	Datum		args[2] = {TimestampTzGetDatum(start), TimestampTzGetDatum(end)};
+	SPITupleTable *tt;
+	HASHCTL		ctl;
+	uint64		i;
+	int			j;
+
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(BenefitIndex);
+	ctl.hcxt = run->run_ctx;
+	run->benefit_index = hash_create("tco settle benefit index", Max(run->nbenefits, 64), &ctl,
+									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (j = 0; j < run->nbenefits; j++)
+	{
+		BenefitIndex *bi = hash_search(run->benefit_index, &run->benefits[j].benefit_id, HASH_ENTER, NULL);
+
+		bi->index = j;
+	}
+	ctl.keysize = sizeof(PlanHourKey);
+	ctl.entrysize = sizeof(PlanHour);
+	run->plan_hours = hash_create("tco settle savings plan hours", 256, &ctl,
+								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	run->ncandidates_cap = 64;
+	run->candidates = MemoryContextAlloc(run->run_ctx, sizeof(int) * run->ncandidates_cap);
+	run->tz = tco_billing_tz();
+
+	run->shares = tco_share_load(run->run_ctx, start, end, run->has_org, run->org_id);
+
+	exec_plan(PLAN_PLAN_USES, args, NULL, false, 0);
+	tt = SPI_tuptable;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = tt->vals[i];
+		bool		isnull;
+		int64		benefit_id = get_int8(tup, tt->tupdesc, 1, &isnull);
+		BenefitIndex *bi = hash_search(run->benefit_index, &benefit_id, HASH_FIND, NULL);
+		PlanHourKey key;
+		PlanHour   *ph;
+		bool		found;
+
+		if (bi == NULL)
+			continue;
+		memset(&key, 0, sizeof(key));
+		key.benefit_index = bi->index;
+		key.hour = tco_trunc(DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 2, &isnull)),
+							 TCO_GRAN_HOUR, run->tz);
+		ph = hash_search(run->plan_hours, &key, HASH_ENTER, &found);
+		if (!found)
+			ph->used = 0;
+		add_money(&ph->used, get_int8(tup, tt->tupdesc, 3, &isnull));
+	}
+	SPI_freetuptable(tt);
+}
+
 static void
 load_benefits(SettleRun *run, TimestampTz start, TimestampTz end)
 {
@@ -676,6 +791,8 @@ load_benefits(SettleRun *run, TimestampTz start, TimestampTz end)
 		Datum		product;
 
 		b->benefit_id = get_int8(tup, tt->tupdesc, 1, &isnull);
+		b->kind = kind;
+		run->nkind[kind]++;
 		product = SPI_getbinval(tup, tt->tupdesc, 4, &isnull);
 		b->any_product = isnull;
 		if (isnull)
@@ -699,6 +816,8 @@ load_benefits(SettleRun *run, TimestampTz start, TimestampTz end)
 		owner->count[kind]++;
 	}
 	SPI_freetuptable(tt);
+
+	load_sharing(run, start, end);
 }
 
 /* ------------------------------------------------------------------------
@@ -793,29 +912,6 @@ pack_for_line(SettleRun *run, int64 statement_id, int64 payer, int64 account_id,
 	b->pack_use_lo[k] = Int32GetDatum(b->nuse + 1);
 }
 
-/*
- * Record one benefit use (any kind of benefit goes through here): it is
- * written with the line's pack.
- */
-static void
-record_benefit_use(SettleRun *run, int64 benefit_id, int64 line_id, int64 statement_id, int64 amount)
-{
-	LineBatch  *batch = &run->batch;
-
-	(void) statement_id;		/* the pack's */
-	if (batch->nuse == batch->use_cap)
-	{
-		batch->use_cap *= 2;
-		batch->use_benefit = repalloc(batch->use_benefit, sizeof(Datum) * batch->use_cap);
-		batch->use_line = repalloc(batch->use_line, sizeof(Datum) * batch->use_cap);
-		batch->use_amount = repalloc(batch->use_amount, sizeof(Datum) * batch->use_cap);
-	}
-	batch->use_benefit[batch->nuse] = Int64GetDatum(benefit_id);
-	batch->use_line[batch->nuse] = Int64GetDatum(line_id);
-	batch->use_amount[batch->nuse] = Int64GetDatum(amount);
-	batch->nuse++;
-}
-
 static int16
 source_code(const char *source)
 {
@@ -829,35 +925,164 @@ source_code(const char *source)
 	return 0;
 }
 
-/* Use the benefits of one kind of one owner on what remains of a line. */
+/*
+ * Record one benefit use (benefit, line, statement, amount): the only place
+ * uses are recorded, so every kind of benefit goes through it.  It is
+ * written with the line's pack (pack_for_line).
+ */
 static void
-use_benefits(SettleRun *run, int64 owner_id, int kind, const char *product_code,
-			 TimestampTz at, int64 line_id, int64 statement_id, int64 *remaining, int64 *benefit_total)
+record_use(SettleRun *run, int64 benefit_id, int64 line_id, int64 statement_id, int64 amount)
 {
-	BenefitOwner *owner;
+	LineBatch  *batch = &run->batch;
+
+	(void) statement_id;		/* the pack's (pack_for_line) */
+	if (batch->nuse == batch->use_cap)
+	{
+		batch->use_cap *= 2;
+		batch->use_benefit = repalloc(batch->use_benefit, sizeof(Datum) * batch->use_cap);
+		batch->use_line = repalloc(batch->use_line, sizeof(Datum) * batch->use_cap);
+		batch->use_amount = repalloc(batch->use_amount, sizeof(Datum) * batch->use_cap);
+	}
+	batch->use_benefit[batch->nuse] = Int64GetDatum(benefit_id);
+	batch->use_line[batch->nuse] = Int64GetDatum(line_id);
+	batch->use_amount[batch->nuse] = Int64GetDatum(amount);
+	batch->nuse++;
+}
+
+/*
+ * Pay what remains of a line from one benefit, if it applies to the line
+ * (validity window and product scope on the line's period start).  A
+ * savings plan pays at most its hourly commitment per billing-zone hour
+ * over all the lines starting in that hour; any other benefit pays at most
+ * its balance.
+ */
+static void
+apply_benefit(SettleRun *run, int index, const char *product_code, TimestampTz at,
+			  int64 line_id, int64 statement_id, int64 *remaining, int64 *benefit_total)
+{
+	Benefit    *b = &run->benefits[index];
+	int64		amount;
+
+	if (*remaining == 0 || at < b->valid_from || at >= b->valid_to)
+		return;
+	if (!b->any_product && strcmp(b->product_code, product_code) != 0)
+		return;
+	if (b->kind == BENEFIT_PLAN)
+	{
+		PlanHourKey key;
+		PlanHour   *ph;
+		bool		found;
+
+		memset(&key, 0, sizeof(key));
+		key.benefit_index = index;
+		key.hour = tco_trunc(at, TCO_GRAN_HOUR, run->tz);
+		ph = hash_search(run->plan_hours, &key, HASH_ENTER, &found);
+		if (!found)
+			ph->used = 0;
+		amount = Min(b->balance - ph->used, *remaining);
+		if (amount <= 0)
+			return;
+		ph->used += amount;
+	}
+	else
+	{
+		if (b->balance == 0)
+			return;
+		amount = Min(b->balance, *remaining);
+		b->balance -= amount;
+		b->used += amount;
+	}
+	*remaining -= amount;
+	*benefit_total += amount;
+	record_use(run, b->benefit_id, line_id, statement_id, amount);
+}
+
+static int
+compare_by_expiry(const void *a, const void *b, void *arg)
+{
+	const Benefit *benefits = (const Benefit *) arg;
+	const Benefit *x = &benefits[*(const int *) a];
+	const Benefit *y = &benefits[*(const int *) b];
+
+	if (x->valid_to != y->valid_to)
+		return x->valid_to < y->valid_to ? -1 : 1;
+	if (x->benefit_id != y->benefit_id)
+		return x->benefit_id < y->benefit_id ? -1 : 1;
+	return 0;
+}
+
+/*
+ * Use the benefits of one step of the settlement order on what remains of a
+ * line: those of kind owner_kind owned by owner_id (0: none), together with
+ * those of kind shared_kind shared with consumer_id (0: none) by a share
+ * whose window holds the line start.  All of them in one order: the one
+ * that expires first, then the lowest id.  A benefit reachable twice (owned
+ * and shared, or through two shares) is used once.
+ */
+static void
+use_benefits(SettleRun *run, int64 owner_id, int owner_kind, int64 consumer_id, int shared_kind,
+			 const char *product_code, TimestampTz at, int64 line_id, int64 statement_id,
+			 int64 *remaining, int64 *benefit_total)
+{
+	BenefitOwner *owner = NULL;
+	const ShareGrant *grants = NULL;
+	int			ngrants = 0;
+	int			n = 0;
 	int			i;
 
 	if (*remaining == 0)
 		return;
-	owner = hash_search(run->benefit_owners, &owner_id, HASH_FIND, NULL);
-	if (owner == NULL)
+	/* fast path: no benefit of these kinds in this run */
+	if (run->nkind[owner_kind] == 0 && (shared_kind < 0 || run->nkind[shared_kind] == 0))
 		return;
-	for (i = owner->first[kind]; i < owner->first[kind] + owner->count[kind] && *remaining > 0; i++)
+	if (owner_id != 0 && run->nkind[owner_kind] > 0)
+		owner = hash_search(run->benefit_owners, &owner_id, HASH_FIND, NULL);
+	if (consumer_id != 0 && shared_kind >= 0 && run->nkind[shared_kind] > 0)
 	{
-		Benefit    *b = &run->benefits[i];
-		int64		amount;
+		if (!run->grants_valid || run->grants_account != consumer_id)
+		{
+			run->grants = tco_share_grants(run->shares, consumer_id, &run->ngrants);
+			run->grants_account = consumer_id;
+			run->grants_valid = true;
+		}
+		grants = run->grants;
+		ngrants = run->ngrants;
+	}
 
-		if (b->balance == 0 || at < b->valid_from || at >= b->valid_to)
-			continue;
-		if (!b->any_product && strcmp(b->product_code, product_code) != 0)
-			continue;
-		amount = Min(b->balance, *remaining);
-		b->balance -= amount;
-		b->used += amount;
-		*remaining -= amount;
-		*benefit_total += amount;
+	if (ngrants + (owner ? owner->count[owner_kind] : 0) > run->ncandidates_cap)
+	{
+		run->ncandidates_cap = ngrants + (owner ? owner->count[owner_kind] : 0);
+		run->candidates = repalloc(run->candidates, sizeof(int) * run->ncandidates_cap);
+	}
+	for (i = 0; i < ngrants; i++)
+	{
+		BenefitIndex *bi;
 
-		record_benefit_use(run, b->benefit_id, line_id, statement_id, amount);
+		if (at < grants[i].from || at >= grants[i].until)
+			continue;
+		bi = hash_search(run->benefit_index, &grants[i].benefit_id, HASH_FIND, NULL);
+		if (bi != NULL && run->benefits[bi->index].kind == shared_kind)
+			run->candidates[n++] = bi->index;
+	}
+
+	if (n == 0)
+	{
+		/* nothing shared: the owner's run is already in expiry order */
+		if (owner != NULL)
+			for (i = owner->first[owner_kind]; i < owner->first[owner_kind] + owner->count[owner_kind] && *remaining > 0; i++)
+				apply_benefit(run, i, product_code, at, line_id, statement_id, remaining, benefit_total);
+		return;
+	}
+	if (owner != NULL)
+		for (i = owner->first[owner_kind]; i < owner->first[owner_kind] + owner->count[owner_kind]; i++)
+			run->candidates[n++] = i;
+	if (n > 1)
+		qsort_arg(run->candidates, n, sizeof(int), compare_by_expiry, run->benefits);
+	for (i = 0; i < n && *remaining > 0; i++)
+	{
+		if (i > 0 && run->candidates[i] == run->candidates[i - 1])
+			continue;
+		apply_benefit(run, run->candidates[i], product_code, at, line_id, statement_id, remaining, benefit_total);
 	}
 }
 
@@ -945,10 +1170,22 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	statement_id = statement_for_payer(run, payer);
 	pack_for_line(run, statement_id, payer, account_id, product_code);
 
-	/* Benefits (R9): own coupons, then the payer's vouchers and cards */
-	use_benefits(run, account_id, BENEFIT_COUPON, product_code, at, line_id, statement_id, &remaining, &benefit);
-	use_benefits(run, payer, BENEFIT_VOUCHER, product_code, at, line_id, statement_id, &remaining, &benefit);
-	use_benefits(run, payer, BENEFIT_CARD, product_code, at, line_id, statement_id, &remaining, &benefit);
+	/*
+	 * Benefits (R9, DESIGN section 5): resource packs, then savings plans,
+	 * owned by or shared with the consumer; the consumer's own coupons; the
+	 * payer's vouchers with the pool vouchers shared with the consumer; the
+	 * payer's stored-value cards.
+	 */
+	use_benefits(run, account_id, BENEFIT_PACK, account_id, BENEFIT_PACK,
+				 product_code, at, line_id, statement_id, &remaining, &benefit);
+	use_benefits(run, account_id, BENEFIT_PLAN, account_id, BENEFIT_PLAN,
+				 product_code, at, line_id, statement_id, &remaining, &benefit);
+	use_benefits(run, account_id, BENEFIT_COUPON, 0, -1,
+				 product_code, at, line_id, statement_id, &remaining, &benefit);
+	use_benefits(run, payer, BENEFIT_VOUCHER, account_id, BENEFIT_POOL_VOUCHER,
+				 product_code, at, line_id, statement_id, &remaining, &benefit);
+	use_benefits(run, payer, BENEFIT_CARD, 0, -1,
+				 product_code, at, line_id, statement_id, &remaining, &benefit);
 
 	/* Statement line (the previous line's, mostly: lines come grouped) */
 	sum = run->last_sum;
@@ -1733,6 +1970,13 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 	/* Serialize settlements of this cycle, and bill line changes in it. */
 	DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(SETTLE_LOCK_CLASS),
 						Int32GetDatum(run.cycle - TCO_CYCLE_MIN));
+	/* Under REPEATABLE READ / SERIALIZABLE: 40001 if the snapshot is stale. */
+	tco_settle_check_snapshot(run.cycle_text, start, end);
+	/*
+	 * READ COMMITTED: read-only queries (the payer cache) must also see what
+	 * the sessions we waited for committed, not the statement's snapshot.
+	 */
+	PushActiveSnapshot(GetTransactionSnapshot());
 
 	args[0] = CStringGetTextDatum(run.cycle_text);
 	args[1] = Int64GetDatum(run.org_id);
@@ -1768,6 +2012,7 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 		result[i] = result_null[i] ? (Datum) 0 : datumCopy(d, i < 2, i < 2 ? 8 : -1);
 		MemoryContextSwitchTo(old);
 	}
+	PopActiveSnapshot();
 	SPI_finish();
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, result, result_null)));

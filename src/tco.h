@@ -57,4 +57,7 @@ extern TimestampTz tco_boundary_ceil(TimestampTz t, TcoGranularity g, pg_tz *tz)
 /* settle.c: settlement of billing cycles. */
 extern void tco_settle_init(void);
 
+/* settle_snapshot.c: settle_cycle under REPEATABLE READ / SERIALIZABLE. */
+extern void tco_settle_check_snapshot(const char *cycle_text, TimestampTz start, TimestampTz end);
+
 #endif							/* TCO_H */

@@ -5,30 +5,10 @@ SET client_min_messages = warning;
 CREATE EXTENSION tco CASCADE;
 SELECT plan(50);
 
--- Two organizations.  Org 1: admin 101, manager 102 with managed members 103
--- and 104, self-pay member 105.  Org 2: admin 201, member 202.
-INSERT INTO tco.entity (entity_id, name, verified) VALUES (1, 'One Ltd', true), (2, 'Two Ltd', true);
-INSERT INTO tco.account (account_id, name, entity_id, balance) VALUES
-    (101, 'admin one', 1, 100), (102, 'manager', 1, 100), (103, 'managed a', 1, 100),
-    (104, 'managed b', 1, 100), (105, 'self pay', 1, 100),
-    (201, 'admin two', 2, 100), (202, 'member two', 2, 100);
-INSERT INTO tco.organization (org_id, name, admin_account_id) VALUES (1, 'Org One', 101), (2, 'Org Two', 201);
-SELECT tco.add_member(1, a) FROM unnest(ARRAY[102, 103, 104, 105]) a;
-SELECT tco.add_member(2, 202);
-INSERT INTO tco.trusteeship (member_account_id, management_account_id, established_at)
-    VALUES (103, 102, '2024-01-01'), (104, 102, '2024-01-01');
-INSERT INTO tco.product (product_code, granularity) VALUES ('cvm', 'hour');
+\ir fixtures/access.inc
 INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount, issued_at)
     SELECT a, 'cvm', '2024-02-01 10:00', '2024-02-01 11:00', 1, '2024-02-01 11:00'
       FROM unnest(ARRAY[101, 102, 103, 104, 105, 201, 202]) a;
-
-CREATE ROLE tco_t_admin1; CREATE ROLE tco_t_manager; CREATE ROLE tco_t_managed;
-CREATE ROLE tco_t_selfpay; CREATE ROLE tco_t_admin2; CREATE ROLE tco_t_unmapped; CREATE ROLE tco_t_ops;
-GRANT tco_reader TO tco_t_admin1, tco_t_manager, tco_t_managed, tco_t_selfpay, tco_t_admin2, tco_t_unmapped;
-GRANT tco_admin TO tco_t_ops;
-INSERT INTO tco.account_login (role_name, account_id) VALUES
-    ('tco_t_admin1', 101), ('tco_t_manager', 102), ('tco_t_managed', 103),
-    ('tco_t_selfpay', 105), ('tco_t_admin2', 201);
 
 -- Run a query as a role (SET ROLE ... RESET ROLE).  On an error the
 -- subtransaction of throws_ok rolls the SET ROLE back.
@@ -37,15 +17,6 @@ BEGIN
     EXECUTE format('SET ROLE %I', r);
     RETURN QUERY EXECUTE q;
     RESET ROLE;
-END $$;
-CREATE FUNCTION pg_temp.do_as(r name, q text) RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE n bigint;
-BEGIN
-    EXECUTE format('SET ROLE %I', r);
-    EXECUTE q;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RESET ROLE;
-    RETURN n;
 END $$;
 CREATE FUNCTION pg_temp.ids(r name, tab text, col text) RETURNS bigint[] LANGUAGE sql AS $$
     SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM pg_temp.ids_as(r, format('SELECT %I FROM tco.%I', col, tab)) x

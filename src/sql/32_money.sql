@@ -118,37 +118,38 @@ COMMENT ON FUNCTION tco.service_available(bigint) IS 'R10: services of the accou
 -- ---------------------------------------------------------------------------
 -- Movements
 
-CREATE FUNCTION tco.deposit(account_id bigint, amount numeric) RETURNS numeric
+-- One movement of external money in or out of an account: deposit and
+-- withdraw differ only in the kind (and so the sign) of the ledger row.
+CREATE FUNCTION tco.ledger_move(account_id bigint, amount numeric, kind text) RETURNS numeric
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     new_balance numeric;
 BEGIN
     PERFORM tco.require_arg(account_id, 'account_id');
     PERFORM tco.require_amount(amount, 'amount');
-    PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = deposit.account_id),
+    PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = ledger_move.account_id),
                                'account', account_id);
     INSERT INTO tco.ledger (account_id, amount, kind)
-        VALUES (deposit.account_id, deposit.amount, 'deposit')
+        VALUES (ledger_move.account_id,
+                CASE WHEN ledger_move.kind IN ('withdraw', 'top_up_out', 'payment') THEN -ledger_move.amount
+                     ELSE ledger_move.amount END,
+                ledger_move.kind)
         RETURNING balance_after INTO new_balance;
     RETURN new_balance;
 END $$;
+COMMENT ON FUNCTION tco.ledger_move(bigint, numeric, text) IS 'Internal: checks the account and a positive amount, books one ledger row of the kind (debit kinds negative) and returns the new balance. Used by tco.deposit and tco.withdraw.';
+
+CREATE FUNCTION tco.deposit(account_id bigint, amount numeric) RETURNS numeric
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tco.ledger_move(account_id, amount, 'deposit')
+$$;
 COMMENT ON FUNCTION tco.deposit(bigint, numeric) IS 'Credits external money to an account. Returns the new balance.';
 
+-- R10: withdraw is allowed for a managed member too; its balance is not used for payment.
 CREATE FUNCTION tco.withdraw(account_id bigint, amount numeric) RETURNS numeric
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    new_balance numeric;
-BEGIN
-    PERFORM tco.require_arg(account_id, 'account_id');
-    PERFORM tco.require_amount(amount, 'amount');
-    PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = withdraw.account_id),
-                               'account', account_id);
-    -- R10: allowed for a managed member too; its balance is not used for payment.
-    INSERT INTO tco.ledger (account_id, amount, kind)
-        VALUES (withdraw.account_id, -withdraw.amount, 'withdraw')
-        RETURNING balance_after INTO new_balance;
-    RETURN new_balance;
-END $$;
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tco.ledger_move(account_id, amount, 'withdraw')
+$$;
 COMMENT ON FUNCTION tco.withdraw(bigint, numeric) IS 'Pays out part of the account''s own cash balance (never below zero, TC009). A managed member may withdraw its own balance (R10). Returns the new balance.';
 
 CREATE FUNCTION tco.top_up(from_account_id bigint, to_account_id bigint, amount numeric) RETURNS bigint

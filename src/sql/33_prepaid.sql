@@ -248,32 +248,32 @@ BEGIN
     END IF;
 END $$;
 
-CREATE FUNCTION tco.refund_prepaid(resource_id bigint) RETURNS numeric
+-- Refund and termination end a resource the same way: the unused share of
+-- its price goes back to the owner; only the final status differs.
+CREATE FUNCTION tco.prepaid_close(resource_id bigint, what text, final_status text) RETURNS numeric
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     resource tco.prepaid_resource := tco.lock_prepaid_resource(resource_id);
     refund   numeric;
 BEGIN
-    PERFORM tco.r12_prepaid_check(resource, 'refund', false);
+    PERFORM tco.r12_prepaid_check(resource, what, false);
     refund := tco.prepaid_unused_value(resource, resource.price);
-    UPDATE tco.prepaid_resource r SET status = 'refunded' WHERE r.resource_id = resource.resource_id;
-    PERFORM tco.prepaid_credit_refund(resource, refund, 'refund');
+    UPDATE tco.prepaid_resource r SET status = final_status WHERE r.resource_id = resource.resource_id;
+    PERFORM tco.prepaid_credit_refund(resource, refund, what);
     RETURN refund;
 END $$;
+COMMENT ON FUNCTION tco.prepaid_close(bigint, text, text) IS 'Internal: ends an active prepaid resource with final_status (refunded or terminated) after the R12 check for `what`, crediting the unused share of its price to the owner. Returns the amount refunded.';
+
+CREATE FUNCTION tco.refund_prepaid(resource_id bigint) RETURNS numeric
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tco.prepaid_close(resource_id, 'refund', 'refunded')
+$$;
 COMMENT ON FUNCTION tco.refund_prepaid(bigint) IS 'Cancels a prepaid resource and credits the unused share of its price to the owner. R12: refused while passed to a manager (TC007). Returns the amount refunded.';
 
 CREATE FUNCTION tco.terminate_prepaid(resource_id bigint) RETURNS numeric
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    resource tco.prepaid_resource := tco.lock_prepaid_resource(resource_id);
-    refund   numeric;
-BEGIN
-    PERFORM tco.r12_prepaid_check(resource, 'termination', false);
-    refund := tco.prepaid_unused_value(resource, resource.price);
-    UPDATE tco.prepaid_resource r SET status = 'terminated' WHERE r.resource_id = resource.resource_id;
-    PERFORM tco.prepaid_credit_refund(resource, refund, 'termination');
-    RETURN refund;
-END $$;
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tco.prepaid_close(resource_id, 'termination', 'terminated')
+$$;
 COMMENT ON FUNCTION tco.terminate_prepaid(bigint) IS 'Terminates a prepaid resource early (released now) and credits the unused share of its price to the owner. R12: refused while passed to a manager (TC007). Returns the amount refunded.';
 
 CREATE FUNCTION tco.downgrade_prepaid(resource_id bigint, new_price numeric) RETURNS numeric

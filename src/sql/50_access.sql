@@ -111,12 +111,3 @@ BEGIN
     END LOOP;
 END
 $rls$;
-
--- The packed settlement record (tco.settled_pack, read through the
--- security-invoker views tco.settled_line and tco.benefit_use): tco_admin
--- sees everything; tco_reader the packs whose consuming account or payer is
--- visible to it, like the statement lines they add up to.
-ALTER TABLE tco.settled_pack ENABLE ROW LEVEL SECURITY;
-CREATE POLICY settled_pack_admin_all ON tco.settled_pack TO tco_admin USING (true) WITH CHECK (true);
-CREATE POLICY settled_pack_reader_visible ON tco.settled_pack FOR SELECT TO tco_reader
-    USING (account_id IN (SELECT tco.visible_accounts()) OR payer_account_id IN (SELECT tco.visible_accounts()));

@@ -155,20 +155,13 @@ BEGIN
                                'account', account_id);
 END $$;
 
+-- C (src/policy.c): one kept plan for the path and its policies, matching
+-- and the decision in C; the same rules as tco.policy_path above.  No SET
+-- search_path: the query is schema-qualified to the operator, and a SET
+-- clause would cost a GUC save and restore per call.
 CREATE FUNCTION tco.policy_allows(account_id bigint, action text) RETURNS boolean
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    denied boolean;
-    unallowed_levels bigint;
-BEGIN
-    PERFORM tco.policy_check_args(account_id, action);
-    SELECT coalesce(bool_or(h.effect = 'deny' AND h.matches), false),
-           count(DISTINCT h.level) FILTER (WHERE h.effect = 'allow')
-             - count(DISTINCT h.level) FILTER (WHERE h.effect = 'allow' AND h.matches)
-      INTO denied, unallowed_levels
-      FROM tco.policy_path(policy_allows.account_id, policy_allows.action) h;
-    RETURN NOT denied AND unallowed_levels = 0;
-END $$;
+AS 'MODULE_PATHNAME', 'tco_policy_allows'
+LANGUAGE C STABLE;
 COMMENT ON FUNCTION tco.policy_allows(bigint, text) IS 'Whether service control policies let account_id perform action: a matching deny anywhere on the path organization -> units -> account wins; otherwise every level with an allow policy attached must allow it. Accounts outside any organization: allowed.';
 
 CREATE FUNCTION tco.explain_policy(account_id bigint, action text) RETURNS jsonb

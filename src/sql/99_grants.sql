@@ -21,12 +21,21 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tco TO tco_admin;
 GRANT SELECT ON tco.account, tco.member, tco.trusteeship, tco.bill_line,
                 tco.organization, tco.org_unit, tco.account_login, tco.product
     TO tco_reader;
+-- Invoices and alerts (42_invoice.sql, 44_alert.sql; rows filtered by RLS).
+GRANT SELECT ON tco.invoice, tco.invoice_line, tco.alert, tco.alert_threshold TO tco_reader;
+-- The packed settlement record and its views (rows filtered by RLS on the pack).
 GRANT SELECT ON tco.settled_pack, tco.settled_line, tco.benefit_use TO tco_reader;
 GRANT EXECUTE ON FUNCTION tco.invoking_role(), tco.current_account_id(), tco.visible_accounts(),
                           tco.can_see_account(bigint), tco.visible_organizations(),
                           tco.billing_timezone(), tco.cycle_of(timestamptz), tco.cycle_range(tco.billing_cycle),
                           tco.org_chart(bigint, text)
     TO tco_reader;
+-- Settlement data, filtered by row-level security (51_access_settlement.sql);
+-- the BI views are security_invoker, so the reader's policies apply.
+GRANT SELECT ON tco.statement, tco.statement_line, tco.settled_cycle, tco.benefit, tco.contract_discount,
+                tco.settlement_by_payer, tco.settlement_by_member, tco.settlement_by_unit
+    TO tco_reader;
+GRANT EXECUTE ON FUNCTION tco.visible_payers(), tco.paying_managers(), tco.visible_entities() TO tco_reader;
 
 DO $type_support$
 DECLARE
@@ -57,3 +66,8 @@ ALTER FUNCTION tco.r14_bill_line_insert_check() SECURITY DEFINER;
 ALTER FUNCTION tco.r14_bill_line_update_check() SECURITY DEFINER;
 ALTER FUNCTION tco.r14_bill_line_delete_check() SECURITY DEFINER;
 GRANT EXECUTE ON FUNCTION tco.settlement_lock_shared(tco.billing_cycle) TO PUBLIC;
+
+-- Sharing (45_sharing.sql, 51_sharing_access.sql): readers see what
+-- row-level security lets them of the pools and shares.
+GRANT SELECT ON tco.voucher_pool, tco.voucher_pool_entry, tco.benefit_share TO tco_reader;
+GRANT EXECUTE ON FUNCTION tco.administered_organizations(), tco.shared_units_of_current_account() TO tco_reader;

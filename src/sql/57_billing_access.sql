@@ -1,0 +1,43 @@
+-- Access to invoices and alerts (DESIGN section 8, same scheme as
+-- 50_access.sql): tco_admin sees and writes every row; tco_reader reads the
+-- rows of its visible accounts only (invoices by recipient, alerts and
+-- thresholds by account).
+
+DO $rls$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT * FROM (VALUES
+            ('invoice',         'recipient_account_id IN (SELECT tco.visible_accounts())'),
+            ('alert',           'account_id IN (SELECT tco.visible_accounts())'),
+            ('alert_threshold', 'account_id IN (SELECT tco.visible_accounts())')) AS v(tab, reader_qual)
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE tco.%I ENABLE ROW LEVEL SECURITY', t.tab);
+        EXECUTE pg_catalog.format('CREATE POLICY %I ON tco.%I TO tco_admin USING (true) WITH CHECK (true)',
+                                  t.tab || '_admin_all', t.tab);
+        EXECUTE pg_catalog.format('CREATE POLICY %I ON tco.%I FOR SELECT TO tco_reader USING (%s)',
+                                  t.tab || '_reader_visible', t.tab, t.reader_qual);
+    END LOOP;
+END
+$rls$;
+
+-- The lines of each invoice.  The view runs with its owner's rights (it reads
+-- tco.statement_line), so it filters rows itself: tco_admin sees all, anyone
+-- else the invoices of its visible accounts.
+CREATE VIEW tco.invoice_line AS
+SELECT i.invoice_id, i.statement_id, i.cycle, i.recipient_account_id, sl.account_id, sl.product_code,
+       sl.account_id <> i.recipient_account_id AS for_member,
+       sl.list_amount, sl.discount_amount, sl.benefit_amount, sl.due_amount, sl.lines
+FROM tco.invoice i
+JOIN tco.statement_line sl ON sl.statement_id = i.statement_id
+WHERE pg_catalog.pg_has_role(tco.invoking_role(), 'tco_admin', 'USAGE')
+   OR i.recipient_account_id IN (SELECT tco.visible_accounts());
+COMMENT ON VIEW tco.invoice_line IS 'Lines of each invoice: its statement''s lines per consuming account and product (a manager''s invoice lists its managed members'' consumption). A tco_reader sees the invoices of its visible accounts only.';
+COMMENT ON COLUMN tco.invoice_line.recipient_account_id IS 'Account billed (the statement''s payer).';
+COMMENT ON COLUMN tco.invoice_line.account_id IS 'Consuming account of the line.';
+COMMENT ON COLUMN tco.invoice_line.for_member IS 'True when the consumption is another account''s (a managed member on its manager''s invoice).';
+COMMENT ON COLUMN tco.invoice_line.list_amount IS 'List amount (exact).';
+COMMENT ON COLUMN tco.invoice_line.discount_amount IS 'Contract discount (exact).';
+COMMENT ON COLUMN tco.invoice_line.benefit_amount IS 'Paid by benefits (exact).';
+COMMENT ON COLUMN tco.invoice_line.due_amount IS 'Due amount (exact); the invoice amount is the sum rounded half-up to 2 decimals.';
+COMMENT ON COLUMN tco.invoice_line.lines IS 'Number of bill lines.';
