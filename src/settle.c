@@ -383,11 +383,14 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 		"OR benefit_id IN (SELECT s.benefit_id FROM tco.benefit_share s WHERE s.org_id = $3))"
 	BENEFITS_ORDER, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
 	/* what savings plans already paid in this cycle (an earlier, narrower settlement) */
-	[PLAN_PLAN_USES] = {"SELECT u.benefit_id, b.period_start, (u.amount * 1000000)::int8 "
-		"FROM tco.benefit_use u JOIN tco.benefit p ON p.benefit_id = u.benefit_id "
+	[PLAN_PLAN_USES] = {"SELECT u.benefit_id, b.period_start, u.a "
+		"FROM tco.settled_pack sp CROSS JOIN LATERAL unnest(sp.use_benefit_ids, sp.use_line_ids, sp.use_amounts) "
+		"AS u(benefit_id, line_id, a) JOIN tco.benefit p ON p.benefit_id = u.benefit_id "
 		"JOIN tco.bill_line b ON b.line_id = u.line_id "
-		"WHERE p.kind = 'savings_plan' AND b.period_start >= $1 AND b.period_start < $2",
-	2, {TIMESTAMPTZOID, TIMESTAMPTZOID}},
+		"WHERE sp.statement_id IN (SELECT s.statement_id FROM tco.statement s "
+		"WHERE s.cycle OPERATOR(tco.=) $3::tco.billing_cycle) "
+		"AND p.kind = 'savings_plan' AND b.period_start >= $1 AND b.period_start < $2",
+	3, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID}},
 	[PLAN_STATEMENT_SEQUENCE] = {"SELECT pg_get_serial_sequence('tco.statement', 'statement_id')::regclass::oid",
 	0, {0}},
 	[PLAN_STATEMENTS_OF_CYCLE] = {"SELECT payer_account_id, statement_id FROM tco.statement "
@@ -708,7 +711,8 @@ find_discount(SettleRun *run, int kind, int64 id, const char *product_code, Time
 static void
 load_sharing(SettleRun *run, TimestampTz start, TimestampTz end)
 {
-	Datum		args[2] = {TimestampTzGetDatum(start), TimestampTzGetDatum(end)};
+	Datum		args[3] = {TimestampTzGetDatum(start), TimestampTzGetDatum(end),
+	CStringGetTextDatum(run->cycle_text)};
 	SPITupleTable *tt;
 	HASHCTL		ctl;
 	uint64		i;
