@@ -387,10 +387,9 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 		"FROM tco.settled_pack sp CROSS JOIN LATERAL unnest(sp.use_benefit_ids, sp.use_line_ids, sp.use_amounts) "
 		"AS u(benefit_id, line_id, a) JOIN tco.benefit p ON p.benefit_id = u.benefit_id "
 		"JOIN tco.bill_line b ON b.line_id = u.line_id "
-		"WHERE sp.statement_id IN (SELECT s.statement_id FROM tco.statement s "
-		"WHERE s.cycle OPERATOR(tco.=) $3::tco.billing_cycle) "
+		"WHERE sp.statement_id = ANY ($3::int8[]) "
 		"AND p.kind = 'savings_plan' AND b.period_start >= $1 AND b.period_start < $2",
-	3, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID}},
+	3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8ARRAYOID}},
 	[PLAN_STATEMENT_SEQUENCE] = {"SELECT pg_get_serial_sequence('tco.statement', 'statement_id')::regclass::oid",
 	0, {0}},
 	[PLAN_STATEMENTS_OF_CYCLE] = {"SELECT payer_account_id, statement_id FROM tco.statement "
@@ -447,6 +446,8 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 };
 
 static SPIPlanPtr plans[NUM_PLANS];
+
+static Datum int8_array(Datum *elems, bool *nulls, int n);
 
 void
 tco_settle_init(void)
@@ -711,8 +712,7 @@ find_discount(SettleRun *run, int kind, int64 id, const char *product_code, Time
 static void
 load_sharing(SettleRun *run, TimestampTz start, TimestampTz end)
 {
-	Datum		args[3] = {TimestampTzGetDatum(start), TimestampTzGetDatum(end),
-	CStringGetTextDatum(run->cycle_text)};
+	Datum		args[3] = {TimestampTzGetDatum(start), TimestampTzGetDatum(end), (Datum) 0};
 	SPITupleTable *tt;
 	HASHCTL		ctl;
 	uint64		i;
@@ -739,6 +739,27 @@ load_sharing(SettleRun *run, TimestampTz start, TimestampTz end)
 
 	run->shares = tco_share_load(run->run_ctx, start, end, run->has_org, run->org_id);
 
+	/*
+	 * Uses recorded by earlier settlements of the cycle: in the packs of the
+	 * cycle's existing statements (load_statements), found by index.
+	 */
+	{
+		long		nstatements = hash_get_num_entries(run->payers);
+		Datum	   *ids = palloc(sizeof(Datum) * Max(nstatements, 1));
+		HASH_SEQ_STATUS seq;
+		PayerStatement *ps;
+		int			k = 0;
+
+		hash_seq_init(&seq, run->payers);
+		while ((ps = hash_seq_search(&seq)) != NULL)
+			ids[k++] = Int64GetDatum(ps->statement_id);
+		args[2] = int8_array(ids, NULL, k);
+		if (run->nkind[BENEFIT_PLAN] == 0 || k == 0)
+		{
+			pfree(ids);
+			return;
+		}
+	}
 	exec_plan(PLAN_PLAN_USES, args, NULL, false, 0);
 	tt = SPI_tuptable;
 	for (i = 0; i < SPI_processed; i++)
