@@ -34,3 +34,5 @@ SELECT 1 + (g::bigint * 7919) % :accounts,
 FROM (SELECT g, '2023-01-01 00:00+08'::timestamptz + (g::float8 / :lines) * interval '90 days' AS s
       FROM generate_series(0, :lines - 1) g) x;
 VACUUM ANALYZE;
+-- write out the load now, not during the measured runs
+CHECKPOINT;
