@@ -1181,7 +1181,7 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 			if (discount == NULL)
 			{
 				discount = find_discount(run, OWNER_ACCOUNT, account_id, product_code, at);
-				source = "own";
+				source = "own_new_trusteeship";
 			}
 		}
 	}

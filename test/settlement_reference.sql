@@ -25,7 +25,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION tco CASCADE;
 RESET client_min_messages;
-SELECT plan(18);
+SELECT plan(17);
 
 SELECT tco.set_billing_timezone('Asia/Shanghai');
 -- A non-default cut-over: trusteeships of 2022-08-10 are legacy here but
@@ -299,20 +299,9 @@ SELECT results_eq(
 -- Where the rate came from (settled_line.discount_source, documented values:
 -- own, admin, manager, entity, own_new_trusteeship, none).
 SELECT results_eq(
-    $$SELECT line_id, discount_source FROM tco.settled_line WHERE discount_source <> 'own' ORDER BY line_id$$,
-    $$SELECT line_id, source FROM ref_line WHERE source NOT IN ('own', 'own_new_trusteeship') ORDER BY line_id$$,
-    'discount_source own/admin/manager/entity/none = reference (lines whose source is not own)');
--- Known discrepancy: the column comment documents own_new_trusteeship for the
--- own-rate fallback of a new trusteeship, settle.c writes own.  Both are
--- accepted here until one of them is fixed (a pgTAP todo() would break the
--- suite's "... ok" count in scripts/test.sh).
-SELECT results_eq(
-    $$SELECT s.line_id, CASE WHEN s.discount_source = 'own' AND r.source = 'own_new_trusteeship' THEN 'own_new_trusteeship'
-                             ELSE s.discount_source END
-      FROM tco.settled_line s JOIN ref_line r USING (line_id)
-      WHERE s.discount_source IN ('own', 'own_new_trusteeship') ORDER BY line_id$$,
-    $$SELECT line_id, source FROM ref_line WHERE source IN ('own', 'own_new_trusteeship') ORDER BY line_id$$,
-    'discount_source of own rates: own for self-pay, own (or own_new_trusteeship as documented) for a new trusteeship without an entity rate');
+    $$SELECT line_id, discount_source FROM tco.settled_line ORDER BY line_id$$,
+    $$SELECT line_id, source FROM ref_line ORDER BY line_id$$,
+    'discount_source of every line (own, admin, manager, entity, own_new_trusteeship, none) = reference');
 SELECT is((SELECT count(*) FROM tco.settled_line), (SELECT count(*) FROM ref_line),
           'exactly the lines of 2022-12 and 2023-01 are settled');
 SELECT is_empty(
