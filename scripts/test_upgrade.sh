@@ -32,14 +32,19 @@ INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, l
 SELECT 2 + g % 2, 'cvm', timestamptz '2023-02-01 00:00+08' + g * interval '1 hour',
        timestamptz '2023-02-01 01:00+08' + g * interval '1 hour', 1.25
 FROM generate_series(0, 99) g;
--- a cycle settled under the old version, with a discount and a coupon: its
--- record must survive.  Written as the old settle_cycle wrote it (the
--- installed library is the new version's, so the old one cannot run here).
 INSERT INTO tco.bill_line (line_id, account_id, product_code, period_start, period_end, list_amount)
 SELECT 1001 + g, 3, 'cvm', timestamptz '2023-01-10 00:00+08' + g * interval '1 hour',
        timestamptz '2023-01-10 01:00+08' + g * interval '1 hour', 2.345678
 FROM generate_series(0, 9) g;
 INSERT INTO tco.contract_discount (discount_id, account_id, rate, valid_from) VALUES (77, 3, 0.1, '-infinity');
+SQL
+    # a cycle settled under the old version, with a discount and a coupon: its
+    # record must survive the update.
+    if [ "$old" = "1.0" ]; then
+        # 1.0 stored one row per settled line; written as its settle_cycle
+        # wrote it (the installed library is the new version's, and 1.0's
+        # settle_cycle cannot run against it).
+        "${PSQL[@]}" -d "$db" >/dev/null <<'SQL'
 INSERT INTO tco.benefit (benefit_id, kind, owner_account_id, initial_amount, balance, valid_from, valid_to)
     VALUES (55, 'coupon', 3, 5, 0, '-infinity', '2024-01-01');
 INSERT INTO tco.statement (statement_id, payer_account_id, cycle, org_id, list_total, discount_total, benefit_total, due_total)
@@ -53,6 +58,16 @@ INSERT INTO tco.benefit_use (benefit_id, line_id, statement_id, amount)
     VALUES (55, 1001, 900, 2.111110), (55, 1002, 900, 2.111110), (55, 1003, 900, 0.777780);
 INSERT INTO tco.settled_cycle (cycle) VALUES ('2023-01');
 SQL
+    else
+        # from 1.1 on, the per-line record is packed (tco.settled_pack): the
+        # old version's own SQL settles the cycle (settle_cycle is C in both)
+        "${PSQL[@]}" -d "$db" >/dev/null <<'SQL'
+SET client_min_messages = warning;
+INSERT INTO tco.benefit (benefit_id, kind, owner_account_id, initial_amount, balance, valid_from, valid_to)
+    VALUES (55, 'coupon', 3, 5, 5, '-infinity', '2024-01-01');
+SELECT * FROM tco.settle_cycle('2023-01');
+SQL
+    fi
     settled_q="SELECT (SELECT string_agg(tco.explain_line(line_id)::text, ' ' ORDER BY line_id) FROM tco.bill_line
                        WHERE period_start < '2023-02-01 00:00+08'),
                       (SELECT count(*) || ' ' || sum(due_amount) FROM tco.settled_line),
