@@ -45,6 +45,7 @@
 #include "common/int.h"
 #include "executor/spi.h"
 #include "nodes/params.h"
+#include "portability/instr_time.h"
 #include "tcop/dest.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -57,9 +58,11 @@
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "bulk.h"
 #include "payer.h"
 #include "share.h"
 #include "tco.h"
@@ -251,6 +254,24 @@ typedef struct ProductEntry
 	int32		rank;
 } ProductEntry;
 
+/* Phases of a run, timed for the DEBUG1 report at its end. */
+typedef enum SettlePhase
+{
+	PHASE_SETUP,				/* statements, products, discounts, benefits */
+	PHASE_READ,					/* the cycle's bill lines */
+	PHASE_SORT,
+	PHASE_PRICE,				/* payer, discount, benefits per line */
+	PHASE_PACKS,				/* writing tco.settled_pack */
+	PHASE_STATEMENTS,			/* statements, statement lines, balances */
+	NUM_PHASES
+} SettlePhase;
+
+static const char *const phase_names[NUM_PHASES] = {
+	"setup", "read", "sort", "price", "packs", "statements"
+};
+
+#define OWNER_CACHE_SIZE	4
+
 typedef struct SettleRun
 {
 	BillingCycle cycle;
@@ -277,23 +298,59 @@ typedef struct SettleRun
 	pg_tz	   *tz;
 	HTAB	   *payers;
 	Oid			statement_seq;
+	Oid			pack_seq;
+	BulkWriter *packs;			/* open from the first flush to the end */
 	HTAB	   *statement_lines;
 	StatementLineSum *last_sum; /* of the previous line: lines come grouped */
 	AccountInfo *last_account;	/* last lookup_account */
 	AccountInfo *prev_account;	/* the one before */
-	int			last_discount_kind; /* last find_discount owner (-1: none) */
-	int64		last_discount_id;
-	struct DiscountOwner *last_discount_owner;
+	/*
+	 * Lines come grouped by consumer, so each line asks for the same few
+	 * owners as the line before (its own account, its admin, its payer):
+	 * the last lookups of discount owners and benefit owners are kept in
+	 * small caches that spare a hash lookup per line and owner.
+	 */
+	struct
+	{
+		int			kind;		/* -1: empty slot */
+		int64		id;
+		struct DiscountOwner *owner;
+	}			discount_cache[OWNER_CACHE_SIZE];
+	struct
+	{
+		bool		valid;
+		int64		id;
+		struct BenefitOwner *owner;
+	}			benefit_cache[OWNER_CACHE_SIZE];
+	int			discount_cache_next;	/* slot to replace next */
+	int			benefit_cache_next;
 	struct PayerStatement *last_payer;	/* last statement_for_payer */
 	LineBatch	batch;
 	uint64		nlines;
 	/* read path */
 	int			nproducts;
 	char	  (*products)[PRODUCT_CODE_LEN];	/* in collation order */
+	int		   *product_len;	/* strlen of each */
 	HTAB	   *product_ranks;
 	int64	   *settled_ids;	/* skip mode: settled lines of the current group */
 	int			nsettled_ids;
+	/* where the time went, reported at DEBUG1 */
+	instr_time	phase_mark;
+	double		phase_ms[NUM_PHASES];
+	int			radix_sorts;	/* passes ordered by order_lines' radix sort */
+	int			comparison_sorts;	/* and by the comparison sort */
 } SettleRun;
+
+/* Charge the time since the last mark to phase p. */
+static inline void
+phase_done(SettleRun *run, SettlePhase p)
+{
+	instr_time	now;
+
+	INSTR_TIME_SET_CURRENT(now);
+	run->phase_ms[p] += INSTR_TIME_GET_MILLISEC(now) - INSTR_TIME_GET_MILLISEC(run->phase_mark);
+	run->phase_mark = now;
+}
 
 /*
  * Plans kept for the life of the backend.  Parameters are base types only
@@ -315,10 +372,10 @@ typedef enum SettlePlan
 	PLAN_BENEFITS,
 	PLAN_BENEFITS_ORG,
 	PLAN_PLAN_USES,
-	PLAN_STATEMENT_SEQUENCE,
+	PLAN_SEQUENCES,
+	PLAN_LOCK_ACCOUNTS,
+	PLAN_LOCK_ORGS,
 	PLAN_STATEMENTS_OF_CYCLE,
-	PLAN_INSERT_STATEMENTS,
-	PLAN_INSERT_PACKS,
 	PLAN_INSERT_STATEMENT_LINES,
 	PLAN_STATEMENT_TOTALS,
 	PLAN_BENEFIT_BALANCES,
@@ -333,7 +390,7 @@ typedef enum SettlePlan
  * whole aggregate of the benchmark), from account $3 on.
  */
 #define LINES_SELECT \
-	"SELECT line_id, account_id, product_code, period_start, (list_amount * 1000000)::int8 " \
+	"SELECT line_id, account_id, product_code, period_start, list_amount " \
 	"FROM tco.bill_line b WHERE period_start >= $1 AND period_start < $2 AND account_id >= $3"
 #define LINES_IN_ORG " AND account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $4)"
 #define BENEFITS_SELECT \
@@ -390,30 +447,20 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 		"WHERE sp.statement_id = ANY ($3::int8[]) "
 		"AND p.kind = 'savings_plan' AND b.period_start >= $1 AND b.period_start < $2",
 	3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8ARRAYOID}},
-	[PLAN_STATEMENT_SEQUENCE] = {"SELECT pg_get_serial_sequence('tco.statement', 'statement_id')::regclass::oid",
+	[PLAN_SEQUENCES] = {"SELECT pg_get_serial_sequence('tco.statement', 'statement_id')::regclass::oid, "
+		"pg_get_serial_sequence('tco.settled_pack', 'pack_id')::regclass::oid",
 	0, {0}},
+	/*
+	 * The references of the statements and statement lines written in bulk
+	 * (bulk.c): as their foreign keys would, check that the rows exist and
+	 * lock them against deletion until commit, in one query per table.
+	 */
+	[PLAN_LOCK_ACCOUNTS] = {"SELECT account_id FROM tco.account WHERE account_id = ANY ($1) FOR KEY SHARE",
+	1, {INT8ARRAYOID}},
+	[PLAN_LOCK_ORGS] = {"SELECT org_id FROM tco.organization WHERE org_id = ANY ($1) FOR KEY SHARE",
+	1, {INT8ARRAYOID}},
 	[PLAN_STATEMENTS_OF_CYCLE] = {"SELECT payer_account_id, statement_id FROM tco.statement "
 		"WHERE cycle OPERATOR(tco.=) $1::tco.billing_cycle", 1, {TEXTOID}},
-	/* new statements, with ids taken from the identity sequence during the run */
-	/* with their totals, in cents (see statement_totals) */
-	[PLAN_INSERT_STATEMENTS] = {"INSERT INTO tco.statement (statement_id, payer_account_id, cycle, org_id, "
-		"list_total, discount_total, benefit_total, due_total) "
-		"SELECT s, p, $4::tco.billing_cycle, nullif(o, 0), li * 0.01, di * 0.01, be * 0.01, du * 0.01 "
-		"FROM unnest($1::int8[], $2::int8[], $3::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[]) "
-		"AS u(s, p, o, li, di, be, du)",
-	8, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
-	[PLAN_INSERT_PACKS] = {"INSERT INTO tco.settled_pack (statement_id, payer_account_id, account_id, "
-		"product_code, cycle, line_ids, list_amounts, discount_rates, discount_sources, discount_ids, "
-		"discount_amounts, benefit_amounts, use_line_ids, use_benefit_ids, use_amounts) "
-		"SELECT $1[i], $2[i], $3[i], $4[i], $7::tco.billing_cycle, "
-		"tco.settle_slice($8, l, m), tco.settle_slice($9, l, m), tco.settle_slice($10, l, m), "
-		"tco.settle_slice($11, l, m), tco.settle_slice($12, l, m), tco.settle_slice($13, l, m), "
-		"tco.settle_slice($14, l, m), tco.settle_slice($15, u, v), tco.settle_slice($16, u, v), "
-		"tco.settle_slice($17, u, v) FROM generate_subscripts($1, 1) AS i, "
-		"LATERAL (SELECT $5[i] AS l, $5[i + 1] - 1 AS m, $6[i] AS u, $6[i + 1] - 1 AS v) AS o",
-	17, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID, TEXTOID,
-		INT8ARRAYOID, INT8ARRAYOID, INT4ARRAYOID, INT2ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
-	INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
 	[PLAN_INSERT_STATEMENT_LINES] = {"INSERT INTO tco.statement_line AS t (statement_id, account_id, product_code, "
 		"list_amount, discount_amount, benefit_amount, due_amount, lines) "
 		"SELECT s, a, p, li * 0.000001, di * 0.000001, be * 0.000001, du * 0.000001, n "
@@ -676,17 +723,22 @@ find_discount(SettleRun *run, int kind, int64 id, const char *product_code, Time
 	if (id == 0)
 		return NULL;
 	/* lines come grouped by consumer: the same owners again and again */
-	if (run->last_discount_kind == kind && run->last_discount_id == id)
-		owner = run->last_discount_owner;
+	for (i = 0; i < OWNER_CACHE_SIZE; i++)
+		if (run->discount_cache[i].kind == kind && run->discount_cache[i].id == id)
+			break;
+	if (i < OWNER_CACHE_SIZE)
+		owner = run->discount_cache[i].owner;
 	else
 	{
 		memset(&key, 0, sizeof(key));
 		key.kind = kind;
 		key.id = id;
 		owner = hash_search(run->discounts, &key, HASH_FIND, NULL);
-		run->last_discount_kind = kind;
-		run->last_discount_id = id;
-		run->last_discount_owner = owner;
+		i = run->discount_cache_next;
+		run->discount_cache_next = (i + 1) % OWNER_CACHE_SIZE;
+		run->discount_cache[i].kind = kind;
+		run->discount_cache[i].id = id;
+		run->discount_cache[i].owner = owner;
 	}
 	if (owner == NULL)
 		return NULL;
@@ -887,12 +939,15 @@ load_statements(SettleRun *run)
 	uint64		i;
 	bool		isnull;
 
-	exec_plan(PLAN_STATEMENT_SEQUENCE, NULL, NULL, true, 1);
+	exec_plan(PLAN_SEQUENCES, NULL, NULL, true, 1);
 	if (SPI_processed != 1)
 		elog(ERROR, "tco.statement has no identity sequence");
 	run->statement_seq = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull)
 		elog(ERROR, "tco.statement has no identity sequence");
+	run->pack_seq = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (isnull)
+		elog(ERROR, "tco.settled_pack has no identity sequence");
 	SPI_freetuptable(SPI_tuptable);
 
 	exec_plan(PLAN_STATEMENTS_OF_CYCLE, &arg, NULL, false, 0);
@@ -1061,7 +1116,22 @@ use_benefits(SettleRun *run, int64 owner_id, int owner_kind, int64 consumer_id, 
 	if (run->nkind[owner_kind] == 0 && (shared_kind < 0 || run->nkind[shared_kind] == 0))
 		return;
 	if (owner_id != 0 && run->nkind[owner_kind] > 0)
-		owner = hash_search(run->benefit_owners, &owner_id, HASH_FIND, NULL);
+	{
+		for (i = 0; i < OWNER_CACHE_SIZE; i++)
+			if (run->benefit_cache[i].valid && run->benefit_cache[i].id == owner_id)
+				break;
+		if (i < OWNER_CACHE_SIZE)
+			owner = run->benefit_cache[i].owner;
+		else
+		{
+			owner = hash_search(run->benefit_owners, &owner_id, HASH_FIND, NULL);
+			i = run->benefit_cache_next;
+			run->benefit_cache_next = (i + 1) % OWNER_CACHE_SIZE;
+			run->benefit_cache[i].valid = true;
+			run->benefit_cache[i].id = owner_id;
+			run->benefit_cache[i].owner = owner;
+		}
+	}
 	if (consumer_id != 0 && shared_kind >= 0 && run->nkind[shared_kind] > 0)
 	{
 		if (!run->grants_valid || run->grants_account != consumer_id)
@@ -1272,13 +1342,6 @@ text_array(Datum *elems, int n)
 	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
-static Datum
-int_array(Datum *elems, int n, Oid type, int len)
-{
-	return PointerGetDatum(construct_array(elems, n, type, len, true, len == 8 ? TYPALIGN_DOUBLE :
-										   len == 4 ? TYPALIGN_INT : TYPALIGN_SHORT));
-}
-
 /* Allocated once per run (run_ctx); emptied by each flush. */
 static void
 batch_start(SettleRun *run)
@@ -1306,112 +1369,240 @@ batch_start(SettleRun *run)
 	b->use_amount = palloc(sizeof(Datum) * b->use_cap);
 }
 
+/* The columns of tco.settled_pack, in the order batch_flush gives them. */
+static const char *const pack_columns[] = {
+	"pack_id", "statement_id", "payer_account_id", "account_id", "product_code", "cycle",
+	"settled_at", "line_ids", "list_amounts", "discount_rates", "discount_sources", "discount_ids",
+	"discount_amounts", "benefit_amounts", "use_line_ids", "use_benefit_ids", "use_amounts"
+};
+
 /*
- * Write the batch's packs with one INSERT (each pack a slice of the flat
- * per-line and per-use arrays), in memory_ctx, and empty the batch.
+ * elems[lo .. lo + n - 1] as a one-dimensional array of an integer type of
+ * len bytes (no NULLs), built in place.
+ */
+static Datum
+int_slice(const Datum *elems, int lo, int n, Oid type, int len)
+{
+	ArrayType  *a;
+	char	   *p;
+	int			i;
+
+	if (n == 0)
+		return PointerGetDatum(construct_empty_array(type));
+	a = (ArrayType *) palloc(ARR_OVERHEAD_NONULLS(1) + (Size) n * len);
+	SET_VARSIZE(a, ARR_OVERHEAD_NONULLS(1) + (Size) n * len);
+	a->ndim = 1;
+	a->dataoffset = 0;
+	a->elemtype = type;
+	ARR_DIMS(a)[0] = n;
+	ARR_LBOUND(a)[0] = 1;
+	p = (char *) a + ARR_OVERHEAD_NONULLS(1);	/* no NULLs: data right after the header */
+	for (i = 0; i < n; i++)
+	{
+		switch (len)
+		{
+			case 8:
+				((int64 *) p)[i] = DatumGetInt64(elems[lo + i]);
+				break;
+			case 4:
+				((int32 *) p)[i] = DatumGetInt32(elems[lo + i]);
+				break;
+			default:
+				((int16 *) p)[i] = DatumGetInt16(elems[lo + i]);
+				break;
+		}
+	}
+	return PointerGetDatum(a);
+}
+
+/*
+ * Write the batch's packs (each a slice of the flat per-line and per-use
+ * arrays) in bulk, and empty the batch.
  */
 static void
 batch_flush(SettleRun *run, MemoryContext memory_ctx)
 {
 	LineBatch  *b = &run->batch;
-	MemoryContext oldcxt;
-	Datum		args[17];
+	MemoryContext rowcxt;
+	Datum		v[lengthof(pack_columns)];
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	int			k;
 
 	if (b->npacks == 0)
 		return;
-	oldcxt = MemoryContextSwitchTo(memory_ctx);
+	if (run->packs == NULL)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(run->run_ctx);
+
+		run->packs = tco_bulk_begin("settled_pack", lengthof(pack_columns), pack_columns);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	rowcxt = tco_bulk_row_context(run->packs);
 	b->pack_line_lo[b->npacks] = Int32GetDatum(b->n + 1);
 	b->pack_use_lo[b->npacks] = Int32GetDatum(b->nuse + 1);
-	args[0] = int_array(b->pack_statement, b->npacks, INT8OID, 8);
-	args[1] = int_array(b->pack_payer, b->npacks, INT8OID, 8);
-	args[2] = int_array(b->pack_account, b->npacks, INT8OID, 8);
 	for (k = 0; k < b->npacks; k++)
-		b->pack_product[k] = CStringGetTextDatum(b->pack_code[k]);
-	args[3] = PointerGetDatum(construct_array(b->pack_product, b->npacks, TEXTOID, -1, false, TYPALIGN_INT));
-	args[4] = int_array(b->pack_line_lo, b->npacks + 1, INT4OID, 4);
-	args[5] = int_array(b->pack_use_lo, b->npacks + 1, INT4OID, 4);
-	args[6] = CStringGetTextDatum(run->cycle_text);
-	args[7] = int_array(b->line_id, b->n, INT8OID, 8);
-	args[8] = int_array(b->list, b->n, INT8OID, 8);
-	args[9] = int_array(b->rate, b->n, INT4OID, 4);
-	args[10] = int_array(b->source, b->n, INT2OID, 2);
-	args[11] = int_array(b->discount_id, b->n, INT8OID, 8);
-	args[12] = int_array(b->discount, b->n, INT8OID, 8);
-	args[13] = int_array(b->benefit, b->n, INT8OID, 8);
-	args[14] = int_array(b->use_line, b->nuse, INT8OID, 8);
-	args[15] = int_array(b->use_benefit, b->nuse, INT8OID, 8);
-	args[16] = int_array(b->use_amount, b->nuse, INT8OID, 8);
-	exec_plan(PLAN_INSERT_PACKS, args, NULL, false, 0);
-	MemoryContextSwitchTo(oldcxt);
-	MemoryContextReset(memory_ctx);
+	{
+		int			l = DatumGetInt32(b->pack_line_lo[k]) - 1;
+		int			nl = DatumGetInt32(b->pack_line_lo[k + 1]) - 1 - l;
+		int			u = DatumGetInt32(b->pack_use_lo[k]) - 1;
+		int			nu = DatumGetInt32(b->pack_use_lo[k + 1]) - 1 - u;
+		MemoryContext oldcxt = MemoryContextSwitchTo(rowcxt);
+
+		v[0] = Int64GetDatum(nextval_internal(run->pack_seq, false));
+		v[1] = b->pack_statement[k];
+		v[2] = b->pack_payer[k];
+		v[3] = b->pack_account[k];
+		v[4] = CStringGetTextDatum(b->pack_code[k]);
+		v[5] = BillingCycleGetDatum(run->cycle);
+		v[6] = TimestampTzGetDatum(now);
+		v[7] = int_slice(b->line_id, l, nl, INT8OID, 8);
+		v[8] = int_slice(b->list, l, nl, INT8OID, 8);
+		v[9] = int_slice(b->rate, l, nl, INT4OID, 4);
+		v[10] = int_slice(b->source, l, nl, INT2OID, 2);
+		v[11] = int_slice(b->discount_id, l, nl, INT8OID, 8);
+		v[12] = int_slice(b->discount, l, nl, INT8OID, 8);
+		v[13] = int_slice(b->benefit, l, nl, INT8OID, 8);
+		v[14] = int_slice(b->use_line, u, nu, INT8OID, 8);
+		v[15] = int_slice(b->use_benefit, u, nu, INT8OID, 8);
+		v[16] = int_slice(b->use_amount, u, nu, INT8OID, 8);
+		MemoryContextSwitchTo(oldcxt);
+		tco_bulk_insert(run->packs, v, NULL);
+	}
 	b->npacks = 0;
 	b->n = 0;
 	b->nuse = 0;
 }
 
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/*
+ * Check that the rows with these keys (n of them, duplicates allowed) exist
+ * and lock them FOR KEY SHARE, as the foreign keys of rows written in bulk
+ * would: one query for all.
+ */
+static void
+lock_references(SettlePlan which, const char *what, int64 *ids, long n)
+{
+	Datum	   *keys;
+	long		ndistinct = 0;
+	long		i;
+	Datum		arg;
+
+	if (n == 0)
+		return;
+	qsort(ids, n, sizeof(int64), cmp_int64);
+	keys = palloc(sizeof(Datum) * n);
+	for (i = 0; i < n; i++)
+		if (i == 0 || ids[i] != ids[i - 1])
+			keys[ndistinct++] = Int64GetDatum(ids[i]);
+	arg = int8_array(keys, NULL, (int) ndistinct);
+	exec_plan(which, &arg, NULL, false, 0);
+	if (SPI_processed != (uint64) ndistinct)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("%s referenced by the settlement no longer exists", what),
+				 errdetail("%ld referenced, " UINT64_FORMAT " found.", ndistinct, SPI_processed)));
+	SPI_freetuptable(SPI_tuptable);
+	pfree(keys);
+}
+
+/* The columns of tco.statement and tco.statement_line, in the order written. */
+static const char *const statement_columns[] = {
+	"statement_id", "payer_account_id", "cycle", "org_id", "list_total", "discount_total",
+	"benefit_total", "due_total", "created_at", "paid_at"
+};
+static const char *const statement_line_columns[] = {
+	"statement_id", "account_id", "product_code", "list_amount", "discount_amount",
+	"benefit_amount", "due_amount", "lines"
+};
+
+/*
+ * Statements and statement lines of the run, then the benefit balances.
+ * New statements and their lines are written in bulk; lines for statements
+ * that existed before (an earlier settlement of a narrower scope) are added
+ * to them with INSERT ... ON CONFLICT, and those statements' totals are
+ * recomputed from their lines.
+ */
 static void
 write_statements(SettleRun *run)
 {
 	long		n = hash_get_num_entries(run->statement_lines);
 	long		npayers = hash_get_num_entries(run->payers);
-	Datum	   *sid,
-			   *acct,
-			   *prod,
-			   *li,
-			   *di,
-			   *be,
-			   *du,
-			   *cnt;
-	Datum		args[8];
 	HASH_SEQ_STATUS seq;
 	StatementLineSum *sum;
 	PayerStatement *ps;
-	Datum	   *statement_ids;
+	Datum		args[8];
 	Datum	   *bid,
 			   *bamount;
-	long		i = 0;
+	int64	   *accounts = palloc(sizeof(int64) * (n + npayers + 1));
+	int64	   *orgs = palloc(sizeof(int64) * (npayers + 1));
+	long		naccounts = 0,
+				norgs = 0,
+				nold = 0;
 	int			j,
 				nused = 0;
-	int			dims[1];
-	int			lbs[1] = {1};
+
+	/*
+	 * Totals of the new statements: every line of theirs is from this run.
+	 * Rounding rule: the exact sum rounded half-up to 2 decimals (amounts are
+	 * not negative), as round(sum, 2) does in SQL.
+	 */
+	hash_seq_init(&seq, run->statement_lines);
+	while ((sum = hash_seq_search(&seq)) != NULL)
+	{
+		ps = hash_search(run->payers, &sum->key.payer_account_id, HASH_FIND, NULL);
+		if (ps == NULL)
+			elog(ERROR, "statement line without a statement");
+		accounts[naccounts++] = sum->key.account_id;
+		if (!ps->is_new)
+		{
+			nold++;
+			continue;
+		}
+		add_money(&ps->totals[0], sum->list);
+		add_money(&ps->totals[1], sum->discount);
+		add_money(&ps->totals[2], sum->benefit);
+		add_money(&ps->totals[3], sum->due);
+	}
+	hash_seq_init(&seq, run->payers);
+	while ((ps = hash_seq_search(&seq)) != NULL)
+	{
+		if (!ps->is_new)
+			continue;
+		accounts[naccounts++] = ps->payer_account_id;
+		if (ps->org_id != 0)
+			orgs[norgs++] = ps->org_id;
+	}
+	lock_references(PLAN_LOCK_ACCOUNTS, "an account", accounts, naccounts);
+	lock_references(PLAN_LOCK_ORGS, "an organization", orgs, norgs);
 
 	if (npayers > 0)
 	{
-		Datum	   *ns = palloc(sizeof(Datum) * npayers);
-		Datum	   *np = palloc(sizeof(Datum) * npayers);
-		Datum	   *no = palloc(sizeof(Datum) * npayers);
-		Datum	   *tot[4];
-		int			nnew = 0;
+		BulkWriter *w = tco_bulk_begin("statement", lengthof(statement_columns), statement_columns);
+		MemoryContext rowcxt = tco_bulk_row_context(w);
+		Datum		v[lengthof(statement_columns)];
+		bool		isnull[lengthof(statement_columns)] = {false};
 
-		for (j = 0; j < 4; j++)
-			tot[j] = palloc(sizeof(Datum) * npayers);
-		/*
-		 * Totals of the new statements: every line of theirs is from this
-		 * run.  Rounding rule: the exact sum rounded half-up to 2 decimals
-		 * (amounts are not negative), as round(sum, 2) does in SQL.
-		 */
-		hash_seq_init(&seq, run->statement_lines);
-		while ((sum = hash_seq_search(&seq)) != NULL)
-		{
-			ps = hash_search(run->payers, &sum->key.payer_account_id, HASH_FIND, NULL);
-			if (ps == NULL)
-				elog(ERROR, "statement line without a statement");
-			if (!ps->is_new)
-				continue;
-			add_money(&ps->totals[0], sum->list);
-			add_money(&ps->totals[1], sum->discount);
-			add_money(&ps->totals[2], sum->benefit);
-			add_money(&ps->totals[3], sum->due);
-		}
 		hash_seq_init(&seq, run->payers);
 		while ((ps = hash_seq_search(&seq)) != NULL)
 		{
+			MemoryContext oldcxt;
+
 			if (!ps->is_new)
 				continue;
-			ns[nnew] = Int64GetDatum(ps->statement_id);
-			np[nnew] = Int64GetDatum(ps->payer_account_id);
-			no[nnew] = Int64GetDatum(ps->org_id);
+			oldcxt = MemoryContextSwitchTo(rowcxt);
+			v[0] = Int64GetDatum(ps->statement_id);
+			v[1] = Int64GetDatum(ps->payer_account_id);
+			v[2] = BillingCycleGetDatum(run->cycle);
+			v[3] = Int64GetDatum(ps->org_id);
+			isnull[3] = ps->org_id == 0;
 			for (j = 0; j < 4; j++)
 			{
 				int64		cents = ps->totals[j];
@@ -1419,71 +1610,93 @@ write_statements(SettleRun *run)
 				if (cents < 0)
 					elog(ERROR, "negative settlement total");
 				add_money(&cents, 5000);
-				tot[j][nnew] = Int64GetDatum(cents / 10000);
+				v[4 + j] = NumericGetDatum(int64_div_fast_to_numeric(cents / 10000, 2));
 			}
-			nnew++;
+			v[8] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+			v[9] = (Datum) 0;
+			isnull[9] = true;
+			MemoryContextSwitchTo(oldcxt);
+			tco_bulk_insert(w, v, isnull);
 		}
-		if (nnew > 0)
-		{
-			args[0] = int8_array(ns, NULL, nnew);
-			args[1] = int8_array(np, NULL, nnew);
-			args[2] = int8_array(no, NULL, nnew);
-			args[3] = CStringGetTextDatum(run->cycle_text);
-			for (j = 0; j < 4; j++)
-				args[4 + j] = int8_array(tot[j], NULL, nnew);
-			exec_plan(PLAN_INSERT_STATEMENTS, args, NULL, false, 0);
-		}
+		tco_bulk_end(w);
 	}
 
-	if (n > 0)
+	if (n > nold)
 	{
-		sid = palloc(sizeof(Datum) * n);
-		acct = palloc(sizeof(Datum) * n);
-		prod = palloc(sizeof(Datum) * n);
-		li = palloc(sizeof(Datum) * n);
-		di = palloc(sizeof(Datum) * n);
-		be = palloc(sizeof(Datum) * n);
-		du = palloc(sizeof(Datum) * n);
-		cnt = palloc(sizeof(Datum) * n);
+		BulkWriter *w = tco_bulk_begin("statement_line", lengthof(statement_line_columns),
+									   statement_line_columns);
+		MemoryContext rowcxt = tco_bulk_row_context(w);
+		Datum		v[lengthof(statement_line_columns)];
+
 		hash_seq_init(&seq, run->statement_lines);
 		while ((sum = hash_seq_search(&seq)) != NULL)
 		{
+			MemoryContext oldcxt;
+
+			ps = hash_search(run->payers, &sum->key.payer_account_id, HASH_FIND, NULL);
+			if (!ps->is_new)
+				continue;
+			oldcxt = MemoryContextSwitchTo(rowcxt);
+			v[0] = Int64GetDatum(sum->statement_id);
+			v[1] = Int64GetDatum(sum->key.account_id);
+			v[2] = CStringGetTextDatum(sum->key.product_code);
+			v[3] = NumericGetDatum(int64_div_fast_to_numeric(sum->list, 6));
+			v[4] = NumericGetDatum(int64_div_fast_to_numeric(sum->discount, 6));
+			v[5] = NumericGetDatum(int64_div_fast_to_numeric(sum->benefit, 6));
+			v[6] = NumericGetDatum(int64_div_fast_to_numeric(sum->due, 6));
+			v[7] = Int32GetDatum(sum->lines);
+			MemoryContextSwitchTo(oldcxt);
+			tco_bulk_insert(w, v, NULL);
+		}
+		tco_bulk_end(w);
+	}
+
+	if (nold > 0)
+	{
+		Datum	   *sid = palloc(sizeof(Datum) * nold);
+		Datum	   *acct = palloc(sizeof(Datum) * nold);
+		Datum	   *prod = palloc(sizeof(Datum) * nold);
+		Datum	   *amounts[4];
+		Datum	   *cnt = palloc(sizeof(Datum) * nold);
+		Datum	   *statement_ids = palloc(sizeof(Datum) * npayers);
+		int			dims[1] = {(int) nold};
+		int			lbs[1] = {1};
+		long		i = 0;
+
+		for (j = 0; j < 4; j++)
+			amounts[j] = palloc(sizeof(Datum) * nold);
+		hash_seq_init(&seq, run->statement_lines);
+		while ((sum = hash_seq_search(&seq)) != NULL)
+		{
+			ps = hash_search(run->payers, &sum->key.payer_account_id, HASH_FIND, NULL);
+			if (ps->is_new)
+				continue;
 			sid[i] = Int64GetDatum(sum->statement_id);
 			acct[i] = Int64GetDatum(sum->key.account_id);
 			prod[i] = CStringGetTextDatum(sum->key.product_code);
-			li[i] = Int64GetDatum(sum->list);
-			di[i] = Int64GetDatum(sum->discount);
-			be[i] = Int64GetDatum(sum->benefit);
-			du[i] = Int64GetDatum(sum->due);
+			amounts[0][i] = Int64GetDatum(sum->list);
+			amounts[1][i] = Int64GetDatum(sum->discount);
+			amounts[2][i] = Int64GetDatum(sum->benefit);
+			amounts[3][i] = Int64GetDatum(sum->due);
 			cnt[i] = Int32GetDatum(sum->lines);
 			i++;
 		}
-		args[0] = int8_array(sid, NULL, n);
-		args[1] = int8_array(acct, NULL, n);
-		args[2] = text_array(prod, n);
-		args[3] = int8_array(li, NULL, n);
-		args[4] = int8_array(di, NULL, n);
-		args[5] = int8_array(be, NULL, n);
-		args[6] = int8_array(du, NULL, n);
-		dims[0] = n;
+		args[0] = int8_array(sid, NULL, nold);
+		args[1] = int8_array(acct, NULL, nold);
+		args[2] = text_array(prod, nold);
+		for (j = 0; j < 4; j++)
+			args[3 + j] = int8_array(amounts[j], NULL, nold);
 		args[7] = PointerGetDatum(construct_md_array(cnt, NULL, 1, dims, lbs, INT4OID, 4, true, TYPALIGN_INT));
 		exec_plan(PLAN_INSERT_STATEMENT_LINES, args, NULL, false, 0);
-	}
 
-	if (npayers > 0)
-	{
-		statement_ids = palloc(sizeof(Datum) * npayers);
+		/* statements that existed before and got lines from this run */
 		i = 0;
 		hash_seq_init(&seq, run->payers);
-		/* statements that existed before and got lines from this run */
 		while ((ps = hash_seq_search(&seq)) != NULL)
 			if (ps->used && !ps->is_new)
 				statement_ids[i++] = Int64GetDatum(ps->statement_id);
-		if (i > 0)
-		{
-			args[0] = int8_array(statement_ids, NULL, (int) i);
-			exec_plan(PLAN_STATEMENT_TOTALS, args, NULL, false, 0);
-		}
+		args[0] = int8_array(statement_ids, NULL, (int) i);
+		exec_plan(PLAN_STATEMENT_TOTALS, args, NULL, false, 0);
 	}
 
 	bid = palloc(sizeof(Datum) * Max(run->nbenefits, 1));
@@ -1531,6 +1744,123 @@ line_order(const LineRec *x, const LineRec *y)
 #define ST_DEFINE
 #include "lib/sort_template.h"
 
+/*
+ * Put the lines in settlement order (account, product, period start, line
+ * id): a stable LSD radix sort of their positions by (account, product), 11
+ * bits per pass (two passes for a few thousand accounts and products), one
+ * in-place permutation of the records, then each (account, product) run is
+ * checked and, if it is not in (period start, line id) order already, sorted.
+ * Read through the index on period_start, the runs are in order, and this is
+ * about twice as fast as one comparison sort of everything, which remains
+ * for few lines and for accounts too far apart to make a key.  idx is
+ * scratch room for 2 * n positions.  Returns whether the radix sort did it.
+ */
+#define RADIX_BITS	11
+#define RADIX_MIN_LINES	256
+
+static bool
+order_lines(LineRec *recs, Size n, int nproducts, uint32 *idx)
+{
+	int64		min_account,
+				max_account;
+	int			pbits = 0;
+	int			keybits;
+	uint64		max_key;
+	uint32	   *from = idx,
+			   *to = idx + n;
+	Size		i;
+	int			shift;
+
+	if (n < RADIX_MIN_LINES || n > PG_UINT32_MAX || idx == NULL)
+	{
+		sort_lines(recs, n);
+		return false;
+	}
+	min_account = max_account = recs[0].account_id;
+	for (i = 1; i < n; i++)
+	{
+		min_account = Min(min_account, recs[i].account_id);
+		max_account = Max(max_account, recs[i].account_id);
+	}
+	while ((1 << pbits) < nproducts)
+		pbits++;
+	if ((uint64) max_account - (uint64) min_account >= (UINT64CONST(1) << (62 - pbits)))
+	{
+		sort_lines(recs, n);
+		return false;
+	}
+#define LINE_KEY(r) ((((uint64) (r)->account_id - (uint64) min_account) << pbits) | (uint64) (r)->product)
+	max_key = (((uint64) max_account - (uint64) min_account) << pbits) | (uint64) Max(nproducts - 1, 0);
+	keybits = 1;
+	while (keybits < 64 && (max_key >> keybits) != 0)
+		keybits++;
+	for (i = 0; i < n; i++)
+		from[i] = (uint32) i;
+	for (shift = 0; shift < keybits; shift += RADIX_BITS)
+	{
+		Size		count[1 << RADIX_BITS];
+		Size		sum = 0;
+		uint32	   *swap;
+		int			d;
+
+		memset(count, 0, sizeof(count));
+		for (i = 0; i < n; i++)
+			count[(LINE_KEY(&recs[from[i]]) >> shift) & ((1 << RADIX_BITS) - 1)]++;
+		for (d = 0; d < (1 << RADIX_BITS); d++)
+		{
+			Size		c = count[d];
+
+			count[d] = sum;
+			sum += c;
+		}
+		for (i = 0; i < n; i++)
+			to[count[(LINE_KEY(&recs[from[i]]) >> shift) & ((1 << RADIX_BITS) - 1)]++] = from[i];
+		swap = from;
+		from = to;
+		to = swap;
+		CHECK_FOR_INTERRUPTS();
+	}
+#undef LINE_KEY
+	/* recs[i] = old recs[from[i]], in place: follow each cycle once */
+	for (i = 0; i < n; i++)
+	{
+		LineRec		tmp;
+		Size		j;
+
+		if (from[i] == i)
+			continue;
+		tmp = recs[i];
+		j = i;
+		while (from[j] != i)
+		{
+			Size		k = from[j];
+
+			recs[j] = recs[k];
+			from[j] = (uint32) j;
+			j = k;
+		}
+		recs[j] = tmp;
+		from[j] = (uint32) j;
+	}
+	/* each (account, product) run in (period start, line id) order */
+	for (i = 0; i < n;)
+	{
+		Size		end = i + 1;
+		bool		sorted = true;
+
+		while (end < n && recs[end].account_id == recs[i].account_id && recs[end].product == recs[i].product)
+		{
+			if (sorted && line_order(&recs[end - 1], &recs[end]) > 0)
+				sorted = false;
+			end++;
+		}
+		if (!sorted)
+			sort_lines(recs + i, end - i);
+		i = end;
+	}
+	return true;
+}
+
 /* Product codes in the collation order of ORDER BY product_code. */
 static void
 load_products(SettleRun *run)
@@ -1549,6 +1879,7 @@ load_products(SettleRun *run)
 		elog(ERROR, "too many products");
 	run->nproducts = (int) SPI_processed;
 	run->products = MemoryContextAllocHuge(run->run_ctx, (Size) PRODUCT_CODE_LEN * Max(SPI_processed, 1));
+	run->product_len = MemoryContextAllocHuge(run->run_ctx, sizeof(int) * Max(SPI_processed, 1));
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -1556,6 +1887,7 @@ load_products(SettleRun *run)
 		ProductEntry *e;
 
 		text_to_code(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull), run->products[i]);
+		run->product_len[i] = (int) strlen(run->products[i]);
 		e = hash_search(run->product_ranks, run->products[i], HASH_ENTER, &found);
 		e->rank = (int32) i;
 	}
@@ -1636,6 +1968,86 @@ collect_shutdown(DestReceiver *self)
 {
 }
 
+/*
+ * A numeric in micro-units (10^-6), exactly: what (x * 1000000)::int8 gives
+ * for a value with at most 6 decimals, read straight from the numeric's
+ * base-10000 digits (the on-disk format, stable since PostgreSQL 9.1: a
+ * 16-bit header, short or long, then the digits).  For any other value
+ * (more decimals, beyond int8, NaN or infinite, compressed) it falls back to
+ * the SQL functions, which round or raise the usual error.  This is the
+ * hottest conversion of the read: the functions cost a quarter of it.
+ */
+static int64
+numeric_to_micro(Datum d)
+{
+	static const int64 pow10[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000,
+		100000000, 1000000000, INT64CONST(10000000000), INT64CONST(100000000000),
+		INT64CONST(1000000000000), INT64CONST(10000000000000), INT64CONST(100000000000000),
+		INT64CONST(1000000000000000), INT64CONST(10000000000000000),
+	INT64CONST(100000000000000000), INT64CONST(1000000000000000000)};
+	struct varlena *v = (struct varlena *) DatumGetPointer(d);
+	const char *p;
+	Size		len;
+	uint16		header;
+	int			weight;
+	bool		negative;
+	int64		acc = 0;
+	Size		i;
+
+	if (VARATT_IS_EXTENDED(v) && !VARATT_IS_SHORT(v))
+		goto fallback;
+	p = VARDATA_ANY(v);
+	len = VARSIZE_ANY_EXHDR(v);
+	if (len < sizeof(uint16))
+		goto fallback;
+	memcpy(&header, p, sizeof(uint16));
+	if ((header & 0xC000) == 0xC000)
+		goto fallback;			/* NaN, infinity */
+	if (header & 0x8000)
+	{
+		/* short: sign 0x2000, dscale 0x1F80, weight sign 0x0040, weight 0x003F */
+		negative = (header & 0x2000) != 0;
+		weight = (header & 0x0040) ? (int) (header & 0x003F) - 64 : (int) (header & 0x003F);
+		p += sizeof(uint16);
+		len -= sizeof(uint16);
+	}
+	else
+	{
+		int16		w;
+
+		if (len < 2 * sizeof(uint16))
+			goto fallback;
+		negative = (header & 0xC000) == 0x4000;
+		memcpy(&w, p + sizeof(uint16), sizeof(int16));
+		weight = w;
+		p += 2 * sizeof(uint16);
+		len -= 2 * sizeof(uint16);
+	}
+	for (i = 0; i < len / sizeof(int16); i++)
+	{
+		int16		digit;
+		int			exp = 4 * (weight - (int) i) + 6;	/* its power of ten, in micro-units */
+		int64		term;
+
+		memcpy(&digit, p + i * sizeof(int16), sizeof(int16));
+		if (digit == 0)
+			continue;
+		if (exp == -2 && digit % 100 == 0)
+			term = digit / 100;
+		else if (exp < 0 || exp >= (int) lengthof(pow10) ||
+				 pg_mul_s64_overflow(digit, pow10[exp], &term))
+			goto fallback;
+		if (pg_add_s64_overflow(acc, term, &acc))
+			goto fallback;
+	}
+	return negative ? -acc : acc;
+
+fallback:
+	return DatumGetInt64(DirectFunctionCall1(numeric_int8,
+											 DirectFunctionCall2(numeric_mul, d,
+																 NumericGetDatum(int64_to_numeric(1000000)))));
+}
+
 static bool
 collect_line(TupleTableSlot *slot, DestReceiver *self)
 {
@@ -1655,32 +2067,42 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 		return true;
 	if (lc->n == lc->cap)
 	{
-		/* full: keep the accounts below the middle one */
+		/*
+		 * Full: keep the accounts below about the middle one (the median of
+		 * a sample of the accounts), in the order they were read.
+		 */
 		LineRec    *recs = lc->recs;
 		Size		n = lc->n;
-		Size		keep;
+		int64		sample[1024];
+		int			nsample = (int) Min(n, (Size) lengthof(sample));
+		int64		below;
+		Size		keep = 0;
+		Size		i;
 
-		sort_lines(recs, n);
-		keep = n / 2;
-		while (keep > 0 && recs[keep - 1].account_id == recs[keep].account_id)
-			keep--;
-		if (keep == 0)
-		{
-			/* one account fills the array: keep all its lines */
-			keep = n / 2;
-			while (keep < n && recs[keep].account_id == recs[0].account_id)
+		for (i = 0; i < (Size) nsample; i++)
+			sample[i] = recs[i * (n / nsample)].account_id;
+		qsort(sample, nsample, sizeof(int64), cmp_int64);
+		below = sample[nsample / 2];
+		if (below == sample[0])
+			below = sample[0] + 1;	/* keep the first account, at least */
+		for (i = 0; i < n; i++)
+			if (recs[i].account_id < below)
 				keep++;
-		}
-		if (keep < n)
+		if (keep == 0 || keep == n)
 		{
-			lc->below_account = recs[keep].account_id;
-			lc->bounded = true;
-			lc->n = keep;
+			/* one account fills the array, or nearly: keep all of it */
+			lc->cap *= 2;
+			lc->recs = repalloc_huge(lc->recs, lc->cap * sizeof(LineRec));
 		}
 		else
 		{
-			lc->cap *= 2;
-			lc->recs = repalloc_huge(lc->recs, lc->cap * sizeof(LineRec));
+			keep = 0;
+			for (i = 0; i < n; i++)
+				if (recs[i].account_id < below)
+					recs[keep++] = recs[i];
+			lc->below_account = below;
+			lc->bounded = true;
+			lc->n = keep;
 		}
 		if (account_id >= lc->below_account)
 			return true;
@@ -1695,18 +2117,28 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 	{
 		char		buf[PRODUCT_CODE_LEN];
 		ProductEntry *e;
+		int			k;
 
-		text_to_code(slot->tts_values[2], buf);
-		e = hash_search(run->product_ranks, buf, HASH_FIND, NULL);
-		if (e == NULL)
-			elog(ERROR, "product \"%s\" of bill line " INT64_FORMAT " is not in tco.product",
-				 buf, r->line_id);
-		lc->last_rank = e->rank;
+		/* a few products: a scan of their codes beats hashing the code */
+		for (k = 0; k < run->nproducts && run->nproducts <= 16; k++)
+			if (run->product_len[k] == len && memcmp(run->products[k], VARDATA_ANY(code), len) == 0)
+				break;
+		if (k < run->nproducts && run->nproducts <= 16)
+			lc->last_rank = k;
+		else
+		{
+			text_to_code(slot->tts_values[2], buf);
+			e = hash_search(run->product_ranks, buf, HASH_FIND, NULL);
+			if (e == NULL)
+				elog(ERROR, "product \"%s\" of bill line " INT64_FORMAT " is not in tco.product",
+					 buf, r->line_id);
+			lc->last_rank = e->rank;
+		}
 		lc->last_code = run->products[lc->last_rank];
 	}
 	r->product = lc->last_rank;
 	r->period_start = DatumGetTimestampTz(slot->tts_values[3]);
-	r->list = DatumGetInt64(slot->tts_values[4]);
+	r->list = numeric_to_micro(slot->tts_values[4]);
 	if ((lc->n & 0x3FFF) == 0)
 		CHECK_FOR_INTERRUPTS();
 	return true;
@@ -1735,6 +2167,7 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 	Size		cap;
 	LineRec    *recs;
 	MemoryContext oldcxt;
+	int			k;
 
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(AccountInfo);
@@ -1747,6 +2180,9 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 	run->statement_lines = hash_create("tco settle statement lines", 1024, &ctl,
 									   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
+	for (k = 0; k < OWNER_CACHE_SIZE; k++)
+		run->discount_cache[k].kind = -1;
+	INSTR_TIME_SET_CURRENT(run->phase_mark);
 	load_statements(run);
 	load_products(run);
 	load_discounts(run, start, end);
@@ -1757,8 +2193,10 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 	batch_start(run);
 	MemoryContextSwitchTo(oldcxt);
 
-	cap = Max((Size) work_mem * 1024 / sizeof(LineRec), (Size) 16384);
+	/* records, and two positions each for order_lines */
+	cap = Max((Size) work_mem * 1024 / (sizeof(LineRec) + 2 * sizeof(uint32)), (Size) 16384);
 	recs = MemoryContextAllocHuge(run->run_ctx, cap * sizeof(LineRec));
+	phase_done(run, PHASE_SETUP);
 
 	args[0] = TimestampTzGetDatum(start);
 	args[1] = TimestampTzGetDatum(end);
@@ -1814,7 +2252,18 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 		recs = lc.recs;
 		cap = lc.cap;
 		n = lc.n;
-		sort_lines(recs, n);
+		phase_done(run, PHASE_READ);
+		{
+			uint32	   *idx = n >= RADIX_MIN_LINES ? MemoryContextAllocHuge(run->run_ctx, sizeof(uint32) * 2 * n) : NULL;
+
+			if (order_lines(recs, n, run->nproducts, idx))
+				run->radix_sorts++;
+			else
+				run->comparison_sorts++;
+			if (idx)
+				pfree(idx);
+		}
+		phase_done(run, PHASE_SORT);
 		{
 			int64	   *ids = palloc(sizeof(int64) * Min(n, (Size) 65536));
 			Size		nids = 0;
@@ -1851,23 +2300,44 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 			}
 			settle_line(run, r->line_id, r->account_id, run->products[r->product], r->period_start, r->list);
 			if (run->batch.n >= FETCH_BATCH)
+			{
+				phase_done(run, PHASE_PRICE);
 				batch_flush(run, batch_ctx);
+				phase_done(run, PHASE_PACKS);
+			}
 			run->nlines++;
 			if (progress_every > 0 && run->nlines % progress_every == 0)
 				ereport(NOTICE,
 						(errmsg("settling cycle %s: " UINT64_FORMAT " bill lines done",
 								run->cycle_text, run->nlines)));
 		}
+		phase_done(run, PHASE_PRICE);
 		batch_flush(run, batch_ctx);
+		phase_done(run, PHASE_PACKS);
 		if (!lc.bounded)
 			break;
 		from_account = lc.below_account;
 	}
 
+	if (run->packs != NULL)
+		tco_bulk_end(run->packs);
+	run->packs = NULL;
+	phase_done(run, PHASE_PACKS);
 	oldcxt = MemoryContextSwitchTo(batch_ctx);
 	write_statements(run);
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(batch_ctx);
+	phase_done(run, PHASE_STATEMENTS);
+	{
+		StringInfoData buf;
+		int			p;
+
+		initStringInfo(&buf);
+		for (p = 0; p < NUM_PHASES; p++)
+			appendStringInfo(&buf, "%s%s %.1f ms", p > 0 ? ", " : "", phase_names[p], run->phase_ms[p]);
+		elog(DEBUG1, "tco settle_cycle %s: " UINT64_FORMAT " lines; %s; sorted by radix %d, by comparison %d",
+			 run->cycle_text, run->nlines, buf.data, run->radix_sorts, run->comparison_sorts);
+	}
 }
 
 PG_FUNCTION_INFO_V1(tco_settle_slice);
