@@ -2345,9 +2345,9 @@ PG_FUNCTION_INFO_V1(tco_settle_slice);
 /*
  * tco.settle_slice(a anyarray, lo integer, hi integer): a[lo:hi] of a
  * one-dimensional array of a fixed-length type without NULLs, by one
- * memcpy.  settle_cycle writes each pack as slices of the batch's arrays;
- * the general a[lo:hi] copies element by element and cost a sixth of the
- * settlement.  lo > hi gives an empty array.
+ * memcpy.  settle_cycle of version 1.1 wrote its packs with it; 1.2 writes
+ * them in bulk and dropped the SQL function, but the install script of 1.1
+ * still declares it, so the library keeps it.  lo > hi gives an empty array.
  */
 Datum
 tco_settle_slice(PG_FUNCTION_ARGS)

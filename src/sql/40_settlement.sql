@@ -317,12 +317,6 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION tco.settle_cycle(tco.billing_cycle, bigint) IS
 'Closes a billing cycle for one organization or (NULL) everything: prices every bill line starting in it (payer, contract discount, coupons, vouchers, stored-value cards) and writes statements. Idempotent: a second call changes nothing and returns the same row. Returns the statements of the scope with their line count, list total and due total.';
 
-CREATE FUNCTION tco.settle_slice(a anyarray, lo integer, hi integer) RETURNS anyarray
-AS 'MODULE_PATHNAME', 'tco_settle_slice'
-LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION tco.settle_slice(anyarray, integer, integer) IS
-'a[lo:hi] of a one-dimensional array of a fixed-length type without NULLs, by one copy (tco.settle_cycle writes its packs with it).';
-
 -- The key of the advisory lock that serializes settlement of a cycle against
 -- other settlements and against bill line changes in that cycle (same values
 -- as settle.c: class 746371, key cycle - ''0001-01'').
