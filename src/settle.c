@@ -272,6 +272,53 @@ static const char *const phase_names[NUM_PHASES] = {
 
 #define OWNER_CACHE_SIZE	4
 
+/* The last few lookups of owners by (kind, id), NULL results included. */
+typedef struct OwnerCache
+{
+	struct
+	{
+		int			kind;		/* -1: empty slot */
+		int64		id;
+		void	   *owner;
+	}			slot[OWNER_CACHE_SIZE];
+	int			next;			/* slot to replace next */
+} OwnerCache;
+
+static void
+owner_cache_reset(OwnerCache *c)
+{
+	int			i;
+
+	for (i = 0; i < OWNER_CACHE_SIZE; i++)
+		c->slot[i].kind = -1;
+	c->next = 0;
+}
+
+static inline bool
+owner_cache_get(const OwnerCache *c, int kind, int64 id, void **owner)
+{
+	int			i;
+
+	for (i = 0; i < OWNER_CACHE_SIZE; i++)
+		if (c->slot[i].kind == kind && c->slot[i].id == id)
+		{
+			*owner = c->slot[i].owner;
+			return true;
+		}
+	return false;
+}
+
+static inline void
+owner_cache_put(OwnerCache *c, int kind, int64 id, void *owner)
+{
+	int			i = c->next;
+
+	c->next = (i + 1) % OWNER_CACHE_SIZE;
+	c->slot[i].kind = kind;
+	c->slot[i].id = id;
+	c->slot[i].owner = owner;
+}
+
 typedef struct SettleRun
 {
 	BillingCycle cycle;
@@ -310,20 +357,8 @@ typedef struct SettleRun
 	 * the last lookups of discount owners and benefit owners are kept in
 	 * small caches that spare a hash lookup per line and owner.
 	 */
-	struct
-	{
-		int			kind;		/* -1: empty slot */
-		int64		id;
-		struct DiscountOwner *owner;
-	}			discount_cache[OWNER_CACHE_SIZE];
-	struct
-	{
-		bool		valid;
-		int64		id;
-		struct BenefitOwner *owner;
-	}			benefit_cache[OWNER_CACHE_SIZE];
-	int			discount_cache_next;	/* slot to replace next */
-	int			benefit_cache_next;
+	OwnerCache	discount_cache; /* of DiscountOwner, by (kind, id) */
+	OwnerCache	benefit_cache;	/* of BenefitOwner, by (0, account id) */
 	struct PayerStatement *last_payer;	/* last statement_for_payer */
 	LineBatch	batch;
 	uint64		nlines;
@@ -723,22 +758,13 @@ find_discount(SettleRun *run, int kind, int64 id, const char *product_code, Time
 	if (id == 0)
 		return NULL;
 	/* lines come grouped by consumer: the same owners again and again */
-	for (i = 0; i < OWNER_CACHE_SIZE; i++)
-		if (run->discount_cache[i].kind == kind && run->discount_cache[i].id == id)
-			break;
-	if (i < OWNER_CACHE_SIZE)
-		owner = run->discount_cache[i].owner;
-	else
+	if (!owner_cache_get(&run->discount_cache, kind, id, (void **) &owner))
 	{
 		memset(&key, 0, sizeof(key));
 		key.kind = kind;
 		key.id = id;
 		owner = hash_search(run->discounts, &key, HASH_FIND, NULL);
-		i = run->discount_cache_next;
-		run->discount_cache_next = (i + 1) % OWNER_CACHE_SIZE;
-		run->discount_cache[i].kind = kind;
-		run->discount_cache[i].id = id;
-		run->discount_cache[i].owner = owner;
+		owner_cache_put(&run->discount_cache, kind, id, owner);
 	}
 	if (owner == NULL)
 		return NULL;
@@ -1115,22 +1141,11 @@ use_benefits(SettleRun *run, int64 owner_id, int owner_kind, int64 consumer_id, 
 	/* fast path: no benefit of these kinds in this run */
 	if (run->nkind[owner_kind] == 0 && (shared_kind < 0 || run->nkind[shared_kind] == 0))
 		return;
-	if (owner_id != 0 && run->nkind[owner_kind] > 0)
+	if (owner_id != 0 && run->nkind[owner_kind] > 0 &&
+		!owner_cache_get(&run->benefit_cache, 0, owner_id, (void **) &owner))
 	{
-		for (i = 0; i < OWNER_CACHE_SIZE; i++)
-			if (run->benefit_cache[i].valid && run->benefit_cache[i].id == owner_id)
-				break;
-		if (i < OWNER_CACHE_SIZE)
-			owner = run->benefit_cache[i].owner;
-		else
-		{
-			owner = hash_search(run->benefit_owners, &owner_id, HASH_FIND, NULL);
-			i = run->benefit_cache_next;
-			run->benefit_cache_next = (i + 1) % OWNER_CACHE_SIZE;
-			run->benefit_cache[i].valid = true;
-			run->benefit_cache[i].id = owner_id;
-			run->benefit_cache[i].owner = owner;
-		}
+		owner = hash_search(run->benefit_owners, &owner_id, HASH_FIND, NULL);
+		owner_cache_put(&run->benefit_cache, 0, owner_id, owner);
 	}
 	if (consumer_id != 0 && shared_kind >= 0 && run->nkind[shared_kind] > 0)
 	{
@@ -2167,7 +2182,6 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 	Size		cap;
 	LineRec    *recs;
 	MemoryContext oldcxt;
-	int			k;
 
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(AccountInfo);
@@ -2180,8 +2194,8 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 	run->statement_lines = hash_create("tco settle statement lines", 1024, &ctl,
 									   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
-	for (k = 0; k < OWNER_CACHE_SIZE; k++)
-		run->discount_cache[k].kind = -1;
+	owner_cache_reset(&run->discount_cache);
+	owner_cache_reset(&run->benefit_cache);
 	INSTR_TIME_SET_CURRENT(run->phase_mark);
 	load_statements(run);
 	load_products(run);
