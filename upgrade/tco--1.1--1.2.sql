@@ -7,3 +7,135 @@
 -- slicing helper its INSERT used is gone.  (The library keeps the C symbol
 -- for the 1.1 install script.)
 DROP FUNCTION tco.settle_slice(anyarray, integer, integer);
+
+-- ==== one check for benefit terms: tco.require_benefit_terms() holds the
+-- amount, validity and product checks that tco.grant_benefit,
+-- tco.issue_pool_voucher, tco.grant_resource_pack and tco.grant_savings_plan
+-- each repeated (same SQLSTATEs, messages and hints).  Internal: not
+-- executable by PUBLIC (99_grants.sql).
+-- Validate the terms shared by every benefit grant (what names the benefit in
+-- the messages: 'benefit', 'voucher', 'resource pack' or 'savings plan'): the
+-- amount is positive, has at most 2 decimals and is below 1e12 (22023), the
+-- validity [valid_from, valid_to) is not empty (22023), and the product, when
+-- given, exists (23503).  The callers refuse NULL arguments first.  STABLE,
+-- not IMMUTABLE like the other require_* helpers: it reads tco.product.
+CREATE FUNCTION tco.require_benefit_terms(what text, amount numeric, valid_from timestamptz,
+                                          valid_to timestamptz, product_code text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF amount <= 0 OR amount <> round(amount, 2) OR amount >= 1000000000000 THEN
+        RAISE EXCEPTION '% % must be positive, below 1e12 and have at most 2 decimals',
+                        CASE what WHEN 'savings plan' THEN 'hourly commitment' ELSE what || ' amount' END, amount
+            USING ERRCODE = '22023',
+                  HINT = CASE what WHEN 'voucher' THEN 'Issue an amount such as 100.00.'
+                                   WHEN 'resource pack' THEN 'Grant an amount such as 500.00.'
+                                   WHEN 'savings plan' THEN 'Commit an amount per hour such as 10.00.'
+                                   ELSE 'Grant an amount such as 100.00.' END;
+    END IF;
+    IF valid_to <= valid_from THEN
+        RAISE EXCEPTION '% validity [%, %) is empty', what, valid_from, valid_to
+            USING ERRCODE = '22023',
+                  HINT = CASE what WHEN 'savings plan' THEN 'valid_to (the end of the term) must be after valid_from.'
+                                   ELSE 'valid_to (the expiry) must be after valid_from.' END;
+    END IF;
+    IF product_code IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM tco.product p WHERE p.product_code = require_benefit_terms.product_code) THEN
+        RAISE EXCEPTION 'product "%" does not exist', product_code
+            USING ERRCODE = '23503',
+                  HINT = CASE what WHEN 'resource pack' THEN 'A resource pack is for one product listed in tco.product.'
+                                   WHEN 'savings plan' THEN 'List products in tco.product, or pass NULL for all products.'
+                                   ELSE 'List products in tco.product, or pass NULL for any product.' END;
+    END IF;
+END $$;
+COMMENT ON FUNCTION tco.require_benefit_terms(text, numeric, timestamptz, timestamptz, text) IS
+'Raises 22023 for a benefit amount that is not positive, has more than 2 decimals or is not below 1e12, 22023 for an empty validity [valid_from, valid_to), and 23503 for a product_code (when not NULL) missing from tco.product; what names the benefit in the messages.';
+REVOKE EXECUTE ON FUNCTION tco.require_benefit_terms(text, numeric, timestamptz, timestamptz, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tco.require_benefit_terms(text, numeric, timestamptz, timestamptz, text) TO tco_admin;
+
+CREATE OR REPLACE FUNCTION tco.grant_benefit(kind text, owner_account_id bigint, amount numeric,
+                                  valid_from timestamptz, valid_to timestamptz,
+                                  product_code text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    PERFORM tco.require_arg(kind, 'kind');
+    PERFORM tco.require_arg(owner_account_id, 'owner_account_id');
+    PERFORM tco.require_arg(amount, 'amount');
+    PERFORM tco.require_arg(valid_from, 'valid_from');
+    PERFORM tco.require_arg(valid_to, 'valid_to');
+    IF kind NOT IN ('coupon', 'voucher', 'stored_value_card') THEN
+        RAISE EXCEPTION 'unknown benefit kind "%"', kind
+            USING ERRCODE = '22023', HINT = 'Use coupon, voucher or stored_value_card.';
+    END IF;
+    PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = owner_account_id), 'account', owner_account_id);
+    PERFORM tco.require_benefit_terms('benefit', amount, valid_from, valid_to, product_code);
+    INSERT INTO tco.benefit (kind, owner_account_id, product_code, initial_amount, balance, valid_from, valid_to)
+        VALUES (kind, owner_account_id, product_code, amount, amount, valid_from, valid_to)
+        RETURNING benefit_id INTO new_id;
+    RETURN new_id;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.issue_pool_voucher(org_id bigint, amount numeric, valid_from timestamptz, valid_to timestamptz,
+                                       product_code text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    admin  bigint;
+    new_id bigint;
+BEGIN
+    PERFORM tco.require_arg(org_id, 'org_id');
+    PERFORM tco.require_arg(amount, 'amount');
+    PERFORM tco.require_arg(valid_from, 'valid_from');
+    PERFORM tco.require_arg(valid_to, 'valid_to');
+    SELECT o.admin_account_id INTO admin FROM tco.organization o WHERE o.org_id = issue_pool_voucher.org_id;
+    PERFORM tco.require_exists(FOUND, 'organization', org_id);
+    PERFORM tco.require_benefit_terms('voucher', amount, valid_from, valid_to, product_code);
+    INSERT INTO tco.benefit (kind, owner_account_id, product_code, initial_amount, balance, valid_from, valid_to, pool_org_id)
+        VALUES ('voucher', admin, product_code, amount, amount, valid_from, valid_to, issue_pool_voucher.org_id)
+        RETURNING benefit_id INTO new_id;
+    RETURN new_id;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.grant_resource_pack(owner_account_id bigint, product_code text, amount numeric,
+                                        valid_from timestamptz, valid_to timestamptz) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    PERFORM tco.require_arg(owner_account_id, 'owner_account_id');
+    PERFORM tco.require_arg(product_code, 'product_code');
+    PERFORM tco.require_arg(amount, 'amount');
+    PERFORM tco.require_arg(valid_from, 'valid_from');
+    PERFORM tco.require_arg(valid_to, 'valid_to');
+    PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = owner_account_id), 'account', owner_account_id);
+    PERFORM tco.require_benefit_terms('resource pack', amount, valid_from, valid_to, product_code);
+    INSERT INTO tco.benefit (kind, owner_account_id, product_code, initial_amount, balance, valid_from, valid_to)
+        VALUES ('resource_pack', owner_account_id, product_code, amount, amount, valid_from, valid_to)
+        RETURNING benefit_id INTO new_id;
+    RETURN new_id;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.grant_savings_plan(owner_account_id bigint, hourly_commitment numeric, discount_rate numeric,
+                                       valid_from timestamptz, valid_to timestamptz,
+                                       product_code text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    PERFORM tco.require_arg(owner_account_id, 'owner_account_id');
+    PERFORM tco.require_arg(hourly_commitment, 'hourly_commitment');
+    PERFORM tco.require_arg(discount_rate, 'discount_rate');
+    PERFORM tco.require_arg(valid_from, 'valid_from');
+    PERFORM tco.require_arg(valid_to, 'valid_to');
+    PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = owner_account_id), 'account', owner_account_id);
+    IF discount_rate < 0 OR discount_rate >= 1 OR discount_rate <> round(discount_rate, 6) THEN
+        RAISE EXCEPTION 'savings plan rate % is not in [0, 1) with at most 6 decimals', discount_rate
+            USING ERRCODE = '22023', HINT = 'A rate of 0.30 makes the hourly fee 70% of the commitment.';
+    END IF;
+    PERFORM tco.require_benefit_terms('savings plan', hourly_commitment, valid_from, valid_to, product_code);
+    INSERT INTO tco.benefit (kind, owner_account_id, product_code, initial_amount, balance, valid_from, valid_to, plan_discount_rate)
+        VALUES ('savings_plan', owner_account_id, product_code, hourly_commitment, hourly_commitment, valid_from, valid_to, discount_rate)
+        RETURNING benefit_id INTO new_id;
+    RETURN new_id;
+END $$;

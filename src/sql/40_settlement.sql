@@ -252,6 +252,43 @@ END $$;
 COMMENT ON FUNCTION tco.set_contract_discount(bigint, bigint, numeric, text, timestamptz, timestamptz) IS
 'Sets a contract discount for an account (entity_id NULL) or an entity (account_id NULL), for one product or all (NULL), valid in [valid_from, valid_to). Returns its id.';
 
+-- Validate the terms shared by every benefit grant (what names the benefit in
+-- the messages: 'benefit', 'voucher', 'resource pack' or 'savings plan'): the
+-- amount is positive, has at most 2 decimals and is below 1e12 (22023), the
+-- validity [valid_from, valid_to) is not empty (22023), and the product, when
+-- given, exists (23503).  The callers refuse NULL arguments first.  STABLE,
+-- not IMMUTABLE like the other require_* helpers: it reads tco.product.
+CREATE FUNCTION tco.require_benefit_terms(what text, amount numeric, valid_from timestamptz,
+                                          valid_to timestamptz, product_code text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF amount <= 0 OR amount <> round(amount, 2) OR amount >= 1000000000000 THEN
+        RAISE EXCEPTION '% % must be positive, below 1e12 and have at most 2 decimals',
+                        CASE what WHEN 'savings plan' THEN 'hourly commitment' ELSE what || ' amount' END, amount
+            USING ERRCODE = '22023',
+                  HINT = CASE what WHEN 'voucher' THEN 'Issue an amount such as 100.00.'
+                                   WHEN 'resource pack' THEN 'Grant an amount such as 500.00.'
+                                   WHEN 'savings plan' THEN 'Commit an amount per hour such as 10.00.'
+                                   ELSE 'Grant an amount such as 100.00.' END;
+    END IF;
+    IF valid_to <= valid_from THEN
+        RAISE EXCEPTION '% validity [%, %) is empty', what, valid_from, valid_to
+            USING ERRCODE = '22023',
+                  HINT = CASE what WHEN 'savings plan' THEN 'valid_to (the end of the term) must be after valid_from.'
+                                   ELSE 'valid_to (the expiry) must be after valid_from.' END;
+    END IF;
+    IF product_code IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM tco.product p WHERE p.product_code = require_benefit_terms.product_code) THEN
+        RAISE EXCEPTION 'product "%" does not exist', product_code
+            USING ERRCODE = '23503',
+                  HINT = CASE what WHEN 'resource pack' THEN 'A resource pack is for one product listed in tco.product.'
+                                   WHEN 'savings plan' THEN 'List products in tco.product, or pass NULL for all products.'
+                                   ELSE 'List products in tco.product, or pass NULL for any product.' END;
+    END IF;
+END $$;
+COMMENT ON FUNCTION tco.require_benefit_terms(text, numeric, timestamptz, timestamptz, text) IS
+'Raises 22023 for a benefit amount that is not positive, has more than 2 decimals or is not below 1e12, 22023 for an empty validity [valid_from, valid_to), and 23503 for a product_code (when not NULL) missing from tco.product; what names the benefit in the messages.';
+
 CREATE FUNCTION tco.grant_benefit(kind text, owner_account_id bigint, amount numeric,
                                   valid_from timestamptz, valid_to timestamptz,
                                   product_code text DEFAULT NULL)
@@ -269,19 +306,8 @@ BEGIN
         RAISE EXCEPTION 'unknown benefit kind "%"', kind
             USING ERRCODE = '22023', HINT = 'Use coupon, voucher or stored_value_card.';
     END IF;
-    IF amount <= 0 OR amount <> round(amount, 2) OR amount >= 1000000000000 THEN
-        RAISE EXCEPTION 'benefit amount % must be positive, below 1e12 and have at most 2 decimals', amount
-            USING ERRCODE = '22023', HINT = 'Grant an amount such as 100.00.';
-    END IF;
-    IF valid_to <= valid_from THEN
-        RAISE EXCEPTION 'benefit validity [%, %) is empty', valid_from, valid_to
-            USING ERRCODE = '22023', HINT = 'valid_to (the expiry) must be after valid_from.';
-    END IF;
     PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = owner_account_id), 'account', owner_account_id);
-    IF product_code IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tco.product p WHERE p.product_code = grant_benefit.product_code) THEN
-        RAISE EXCEPTION 'product "%" does not exist', product_code
-            USING ERRCODE = '23503', HINT = 'List products in tco.product, or pass NULL for any product.';
-    END IF;
+    PERFORM tco.require_benefit_terms('benefit', amount, valid_from, valid_to, product_code);
     INSERT INTO tco.benefit (kind, owner_account_id, product_code, initial_amount, balance, valid_from, valid_to)
         VALUES (kind, owner_account_id, product_code, amount, amount, valid_from, valid_to)
         RETURNING benefit_id INTO new_id;

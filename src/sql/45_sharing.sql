@@ -330,18 +330,7 @@ BEGIN
     PERFORM tco.require_arg(valid_to, 'valid_to');
     SELECT o.admin_account_id INTO admin FROM tco.organization o WHERE o.org_id = issue_pool_voucher.org_id;
     PERFORM tco.require_exists(FOUND, 'organization', org_id);
-    IF amount <= 0 OR amount <> round(amount, 2) OR amount >= 1000000000000 THEN
-        RAISE EXCEPTION 'voucher amount % must be positive, below 1e12 and have at most 2 decimals', amount
-            USING ERRCODE = '22023', HINT = 'Issue an amount such as 100.00.';
-    END IF;
-    IF valid_to <= valid_from THEN
-        RAISE EXCEPTION 'voucher validity [%, %) is empty', valid_from, valid_to
-            USING ERRCODE = '22023', HINT = 'valid_to (the expiry) must be after valid_from.';
-    END IF;
-    IF product_code IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tco.product p WHERE p.product_code = issue_pool_voucher.product_code) THEN
-        RAISE EXCEPTION 'product "%" does not exist', product_code
-            USING ERRCODE = '23503', HINT = 'List products in tco.product, or pass NULL for any product.';
-    END IF;
+    PERFORM tco.require_benefit_terms('voucher', amount, valid_from, valid_to, product_code);
     INSERT INTO tco.benefit (kind, owner_account_id, product_code, initial_amount, balance, valid_from, valid_to, pool_org_id)
         VALUES ('voucher', admin, product_code, amount, amount, valid_from, valid_to, issue_pool_voucher.org_id)
         RETURNING benefit_id INTO new_id;
@@ -362,18 +351,7 @@ BEGIN
     PERFORM tco.require_arg(valid_from, 'valid_from');
     PERFORM tco.require_arg(valid_to, 'valid_to');
     PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = owner_account_id), 'account', owner_account_id);
-    IF NOT EXISTS (SELECT 1 FROM tco.product p WHERE p.product_code = grant_resource_pack.product_code) THEN
-        RAISE EXCEPTION 'product "%" does not exist', product_code
-            USING ERRCODE = '23503', HINT = 'A resource pack is for one product listed in tco.product.';
-    END IF;
-    IF amount <= 0 OR amount <> round(amount, 2) OR amount >= 1000000000000 THEN
-        RAISE EXCEPTION 'resource pack amount % must be positive, below 1e12 and have at most 2 decimals', amount
-            USING ERRCODE = '22023', HINT = 'Grant an amount such as 500.00.';
-    END IF;
-    IF valid_to <= valid_from THEN
-        RAISE EXCEPTION 'resource pack validity [%, %) is empty', valid_from, valid_to
-            USING ERRCODE = '22023', HINT = 'valid_to (the expiry) must be after valid_from.';
-    END IF;
+    PERFORM tco.require_benefit_terms('resource pack', amount, valid_from, valid_to, product_code);
     INSERT INTO tco.benefit (kind, owner_account_id, product_code, initial_amount, balance, valid_from, valid_to)
         VALUES ('resource_pack', owner_account_id, product_code, amount, amount, valid_from, valid_to)
         RETURNING benefit_id INTO new_id;
@@ -395,22 +373,11 @@ BEGIN
     PERFORM tco.require_arg(valid_from, 'valid_from');
     PERFORM tco.require_arg(valid_to, 'valid_to');
     PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = owner_account_id), 'account', owner_account_id);
-    IF hourly_commitment <= 0 OR hourly_commitment <> round(hourly_commitment, 2) OR hourly_commitment >= 1000000000000 THEN
-        RAISE EXCEPTION 'hourly commitment % must be positive, below 1e12 and have at most 2 decimals', hourly_commitment
-            USING ERRCODE = '22023', HINT = 'Commit an amount per hour such as 10.00.';
-    END IF;
     IF discount_rate < 0 OR discount_rate >= 1 OR discount_rate <> round(discount_rate, 6) THEN
         RAISE EXCEPTION 'savings plan rate % is not in [0, 1) with at most 6 decimals', discount_rate
             USING ERRCODE = '22023', HINT = 'A rate of 0.30 makes the hourly fee 70% of the commitment.';
     END IF;
-    IF valid_to <= valid_from THEN
-        RAISE EXCEPTION 'savings plan validity [%, %) is empty', valid_from, valid_to
-            USING ERRCODE = '22023', HINT = 'valid_to (the end of the term) must be after valid_from.';
-    END IF;
-    IF product_code IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tco.product p WHERE p.product_code = grant_savings_plan.product_code) THEN
-        RAISE EXCEPTION 'product "%" does not exist', product_code
-            USING ERRCODE = '23503', HINT = 'List products in tco.product, or pass NULL for all products.';
-    END IF;
+    PERFORM tco.require_benefit_terms('savings plan', hourly_commitment, valid_from, valid_to, product_code);
     INSERT INTO tco.benefit (kind, owner_account_id, product_code, initial_amount, balance, valid_from, valid_to, plan_discount_rate)
         VALUES ('savings_plan', owner_account_id, product_code, hourly_commitment, hourly_commitment, valid_from, valid_to, discount_rate)
         RETURNING benefit_id INTO new_id;
