@@ -139,3 +139,19 @@ BEGIN
         RETURNING benefit_id INTO new_id;
     RETURN new_id;
 END $$;
+
+-- ==== one install-time helper for the row-level security of DESIGN section 8
+-- (the policies it creates are unchanged; it replaces two DO loops).
+CREATE FUNCTION tco.enable_reader_rls(tab text, reader_qual text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE pg_catalog.format('ALTER TABLE tco.%I ENABLE ROW LEVEL SECURITY', tab);
+    EXECUTE pg_catalog.format('CREATE POLICY %I ON tco.%I TO tco_admin USING (true) WITH CHECK (true)',
+                              tab || '_admin_all', tab);
+    EXECUTE pg_catalog.format('CREATE POLICY %I ON tco.%I FOR SELECT TO tco_reader USING (%s)',
+                              tab || '_reader_visible', tab, reader_qual);
+END $$;
+COMMENT ON FUNCTION tco.enable_reader_rls(text, text) IS
+'Turns on row-level security on table tco.<tab> with the two policies of DESIGN section 8: <tab>_admin_all (tco_admin reads and writes every row) and <tab>_reader_visible (tco_reader selects the rows where reader_qual holds). Used by the install script.';
+REVOKE EXECUTE ON FUNCTION tco.enable_reader_rls(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tco.enable_reader_rls(text, text) TO tco_admin;

@@ -90,24 +90,23 @@ COMMENT ON FUNCTION tco.visible_organizations() IS 'The organization of the invo
 -- Row-level security.  Policies are permissive: tco_admin sees and writes
 -- everything; tco_reader only selects rows of visible accounts.  A role that
 -- is neither sees nothing even if granted SELECT.
-DO $rls$
-DECLARE
-    t record;
+CREATE FUNCTION tco.enable_reader_rls(tab text, reader_qual text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    FOR t IN SELECT * FROM (VALUES
-            ('account',      'account_id IN (SELECT tco.visible_accounts())'),
-            ('member',       'account_id IN (SELECT tco.visible_accounts())'),
-            ('trusteeship',  'member_account_id IN (SELECT tco.visible_accounts())'),
-            ('bill_line',    'account_id IN (SELECT tco.visible_accounts())'),
-            ('organization', 'org_id IN (SELECT tco.visible_organizations())'),
-            ('org_unit',     'org_id IN (SELECT tco.visible_organizations())'),
-            ('account_login','role_name = tco.invoking_role()')) AS v(tab, reader_qual)
-    LOOP
-        EXECUTE pg_catalog.format('ALTER TABLE tco.%I ENABLE ROW LEVEL SECURITY', t.tab);
-        EXECUTE pg_catalog.format('CREATE POLICY %I ON tco.%I TO tco_admin USING (true) WITH CHECK (true)',
-                                  t.tab || '_admin_all', t.tab);
-        EXECUTE pg_catalog.format('CREATE POLICY %I ON tco.%I FOR SELECT TO tco_reader USING (%s)',
-                                  t.tab || '_reader_visible', t.tab, t.reader_qual);
-    END LOOP;
-END
-$rls$;
+    EXECUTE pg_catalog.format('ALTER TABLE tco.%I ENABLE ROW LEVEL SECURITY', tab);
+    EXECUTE pg_catalog.format('CREATE POLICY %I ON tco.%I TO tco_admin USING (true) WITH CHECK (true)',
+                              tab || '_admin_all', tab);
+    EXECUTE pg_catalog.format('CREATE POLICY %I ON tco.%I FOR SELECT TO tco_reader USING (%s)',
+                              tab || '_reader_visible', tab, reader_qual);
+END $$;
+COMMENT ON FUNCTION tco.enable_reader_rls(text, text) IS
+'Turns on row-level security on table tco.<tab> with the two policies of DESIGN section 8: <tab>_admin_all (tco_admin reads and writes every row) and <tab>_reader_visible (tco_reader selects the rows where reader_qual holds). Used by the install script.';
+
+SELECT tco.enable_reader_rls(tab, reader_qual) FROM (VALUES
+    ('account',      'account_id IN (SELECT tco.visible_accounts())'),
+    ('member',       'account_id IN (SELECT tco.visible_accounts())'),
+    ('trusteeship',  'member_account_id IN (SELECT tco.visible_accounts())'),
+    ('bill_line',    'account_id IN (SELECT tco.visible_accounts())'),
+    ('organization', 'org_id IN (SELECT tco.visible_organizations())'),
+    ('org_unit',     'org_id IN (SELECT tco.visible_organizations())'),
+    ('account_login','role_name = tco.invoking_role()')) AS v(tab, reader_qual);

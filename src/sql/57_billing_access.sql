@@ -3,23 +3,10 @@
 -- rows of its visible accounts only (invoices by recipient, alerts and
 -- thresholds by account).
 
-DO $rls$
-DECLARE
-    t record;
-BEGIN
-    FOR t IN SELECT * FROM (VALUES
-            ('invoice',         'recipient_account_id IN (SELECT tco.visible_accounts())'),
-            ('alert',           'account_id IN (SELECT tco.visible_accounts())'),
-            ('alert_threshold', 'account_id IN (SELECT tco.visible_accounts())')) AS v(tab, reader_qual)
-    LOOP
-        EXECUTE pg_catalog.format('ALTER TABLE tco.%I ENABLE ROW LEVEL SECURITY', t.tab);
-        EXECUTE pg_catalog.format('CREATE POLICY %I ON tco.%I TO tco_admin USING (true) WITH CHECK (true)',
-                                  t.tab || '_admin_all', t.tab);
-        EXECUTE pg_catalog.format('CREATE POLICY %I ON tco.%I FOR SELECT TO tco_reader USING (%s)',
-                                  t.tab || '_reader_visible', t.tab, t.reader_qual);
-    END LOOP;
-END
-$rls$;
+SELECT tco.enable_reader_rls(tab, reader_qual) FROM (VALUES
+    ('invoice',         'recipient_account_id IN (SELECT tco.visible_accounts())'),
+    ('alert',           'account_id IN (SELECT tco.visible_accounts())'),
+    ('alert_threshold', 'account_id IN (SELECT tco.visible_accounts())')) AS v(tab, reader_qual);
 
 -- The lines of each invoice.  The view runs with its owner's rights (it reads
 -- tco.statement_line), so it filters rows itself: tco_admin sees all, anyone
