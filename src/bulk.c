@@ -36,7 +36,6 @@ struct BulkWriter
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
 	BulkInsertState bistate;
-	CommandId	cid;
 	int			ncolumns;
 	AttrNumber *attnums;		/* value i goes to attribute attnums[i] */
 };
@@ -89,7 +88,6 @@ tco_bulk_begin(const char *relname, int ncolumns, const char *const *columns)
 	ExecOpenIndices(w->rri, false);
 	w->slot = table_slot_create(w->rel, NULL);
 	w->bistate = GetBulkInsertState();
-	w->cid = GetCurrentCommandId(true);
 	return w;
 }
 
@@ -124,7 +122,7 @@ tco_bulk_insert(BulkWriter *w, const Datum *values, const bool *isnull)
 	oldcxt = MemoryContextSwitchTo(GetPerTupleMemoryContext(w->estate));
 	if (w->rel->rd_att->constr)
 		ExecConstraints(w->rri, slot, w->estate);
-	table_tuple_insert(w->rel, slot, w->cid, 0, w->bistate);
+	table_tuple_insert(w->rel, slot, GetCurrentCommandId(true), 0, w->bistate);
 	if (w->rri->ri_NumIndices > 0)
 	{
 #if PG_VERSION_NUM >= 160000

@@ -198,6 +198,7 @@ typedef struct StatementLineSum
 {
 	StatementLineKey key;
 	int64		statement_id;
+	struct PayerStatement *statement;	/* its entry in SettleRun.payers */
 	int64		list;
 	int64		discount;
 	int64		benefit;
@@ -217,7 +218,6 @@ typedef struct LineBatch
 	Datum	   *pack_statement;
 	Datum	   *pack_payer;
 	Datum	   *pack_account;
-	Datum	   *pack_product;
 	Datum	   *pack_line_lo;	/* int4, 1-based index of its first line */
 	Datum	   *pack_use_lo;	/* int4, 1-based index of its first use */
 	char		(*pack_code)[PRODUCT_CODE_LEN];
@@ -1310,6 +1310,7 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 		if (!found)
 		{
 			sum->statement_id = statement_id;
+			sum->statement = run->last_payer;	/* set by statement_for_payer */
 			sum->list = sum->discount = sum->benefit = sum->due = 0;
 			sum->lines = 0;
 		}
@@ -1367,7 +1368,6 @@ batch_start(SettleRun *run)
 	b->pack_statement = palloc(sizeof(Datum) * (FETCH_BATCH + 1));
 	b->pack_payer = palloc(sizeof(Datum) * (FETCH_BATCH + 1));
 	b->pack_account = palloc(sizeof(Datum) * (FETCH_BATCH + 1));
-	b->pack_product = palloc(sizeof(Datum) * (FETCH_BATCH + 1));
 	b->pack_code = palloc(PRODUCT_CODE_LEN * (FETCH_BATCH + 1));
 	b->pack_line_lo = palloc(sizeof(Datum) * (FETCH_BATCH + 1));
 	b->pack_use_lo = palloc(sizeof(Datum) * (FETCH_BATCH + 1));
@@ -1432,10 +1432,11 @@ int_slice(const Datum *elems, int lo, int n, Oid type, int len)
 
 /*
  * Write the batch's packs (each a slice of the flat per-line and per-use
- * arrays) in bulk, and empty the batch.
+ * arrays) in bulk, and empty the batch.  The time since the last mark was
+ * pricing; the time in here is writing packs.
  */
 static void
-batch_flush(SettleRun *run, MemoryContext memory_ctx)
+batch_flush(SettleRun *run)
 {
 	LineBatch  *b = &run->batch;
 	MemoryContext rowcxt;
@@ -1443,6 +1444,7 @@ batch_flush(SettleRun *run, MemoryContext memory_ctx)
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	int			k;
 
+	phase_done(run, PHASE_PRICE);
 	if (b->npacks == 0)
 		return;
 	if (run->packs == NULL)
@@ -1486,6 +1488,7 @@ batch_flush(SettleRun *run, MemoryContext memory_ctx)
 	b->npacks = 0;
 	b->n = 0;
 	b->nuse = 0;
+	phase_done(run, PHASE_PACKS);
 }
 
 static int
@@ -1572,9 +1575,7 @@ write_statements(SettleRun *run)
 	hash_seq_init(&seq, run->statement_lines);
 	while ((sum = hash_seq_search(&seq)) != NULL)
 	{
-		ps = hash_search(run->payers, &sum->key.payer_account_id, HASH_FIND, NULL);
-		if (ps == NULL)
-			elog(ERROR, "statement line without a statement");
+		ps = sum->statement;
 		accounts[naccounts++] = sum->key.account_id;
 		if (!ps->is_new)
 		{
@@ -1648,8 +1649,7 @@ write_statements(SettleRun *run)
 		{
 			MemoryContext oldcxt;
 
-			ps = hash_search(run->payers, &sum->key.payer_account_id, HASH_FIND, NULL);
-			if (!ps->is_new)
+			if (!sum->statement->is_new)
 				continue;
 			oldcxt = MemoryContextSwitchTo(rowcxt);
 			v[0] = Int64GetDatum(sum->statement_id);
@@ -1683,8 +1683,7 @@ write_statements(SettleRun *run)
 		hash_seq_init(&seq, run->statement_lines);
 		while ((sum = hash_seq_search(&seq)) != NULL)
 		{
-			ps = hash_search(run->payers, &sum->key.payer_account_id, HASH_FIND, NULL);
-			if (ps->is_new)
+			if (sum->statement->is_new)
 				continue;
 			sid[i] = Int64GetDatum(sum->statement_id);
 			acct[i] = Int64GetDatum(sum->key.account_id);
@@ -2175,7 +2174,7 @@ static void
 settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled)
 {
 	HASHCTL		ctl;
-	MemoryContext batch_ctx;
+	MemoryContext statements_ctx;
 	Datum		args[4];
 	SettlePlan	which = run->has_org ? PLAN_LINES_ORG : PLAN_LINES;
 	int64		from_account = PG_INT64_MIN;
@@ -2202,7 +2201,6 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 	load_discounts(run, start, end);
 	load_benefits(run, start, end);
 
-	batch_ctx = AllocSetContextCreate(run->run_ctx, "tco settle batch", ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(run->run_ctx);
 	batch_start(run);
 	MemoryContextSwitchTo(oldcxt);
@@ -2314,20 +2312,14 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 			}
 			settle_line(run, r->line_id, r->account_id, run->products[r->product], r->period_start, r->list);
 			if (run->batch.n >= FETCH_BATCH)
-			{
-				phase_done(run, PHASE_PRICE);
-				batch_flush(run, batch_ctx);
-				phase_done(run, PHASE_PACKS);
-			}
+				batch_flush(run);
 			run->nlines++;
 			if (progress_every > 0 && run->nlines % progress_every == 0)
 				ereport(NOTICE,
 						(errmsg("settling cycle %s: " UINT64_FORMAT " bill lines done",
 								run->cycle_text, run->nlines)));
 		}
-		phase_done(run, PHASE_PRICE);
-		batch_flush(run, batch_ctx);
-		phase_done(run, PHASE_PACKS);
+		batch_flush(run);
 		if (!lc.bounded)
 			break;
 		from_account = lc.below_account;
@@ -2337,10 +2329,11 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 		tco_bulk_end(run->packs);
 	run->packs = NULL;
 	phase_done(run, PHASE_PACKS);
-	oldcxt = MemoryContextSwitchTo(batch_ctx);
+	statements_ctx = AllocSetContextCreate(run->run_ctx, "tco settle statements", ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(statements_ctx);
 	write_statements(run);
 	MemoryContextSwitchTo(oldcxt);
-	MemoryContextReset(batch_ctx);
+	MemoryContextDelete(statements_ctx);
 	phase_done(run, PHASE_STATEMENTS);
 	{
 		StringInfoData buf;
