@@ -29,10 +29,11 @@
  * end; a statement gets its id when its payer is first seen and all new
  * statements are inserted, with their totals, at the end.
  *
- * Concurrency: a transaction-level advisory lock on the cycle (class
- * SETTLE_LOCK_CLASS, key cycle - '0001-01') serializes settlements of the
- * same cycle; bill line triggers take the same lock shared, so no line can
- * slip into a cycle while it is being settled.  After the lock, a cycle
+ * Concurrency: the settlement lock of the cycle (src/guard.c: an object
+ * lock only tco's code can take, held to the end of the transaction)
+ * serializes settlements of the same cycle; bill line triggers take the
+ * same lock shared, so no line can slip into a cycle while it is being
+ * settled.  After the lock, a cycle
  * already settled for the scope returns the existing totals and writes
  * nothing.  An error or a query cancel aborts the transaction: nothing is
  * half-written.
@@ -82,7 +83,6 @@
 #define PACK_LINE_BYTES		46
 #define PACK_USE_BYTES		24
 #define PACK_MAX_BYTES		7500
-#define SETTLE_LOCK_CLASS	746371	/* also in 40_settlement.sql */
 
 /*
  * Benefit kinds (settlement order: packs, plans, coupons, vouchers with pool
@@ -2470,8 +2470,7 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 	}
 
 	/* Serialize settlements of this cycle, and bill line changes in it. */
-	DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(SETTLE_LOCK_CLASS),
-						Int32GetDatum(run.cycle - TCO_CYCLE_MIN));
+	tco_settlement_lock(run.cycle, ExclusiveLock);
 	/* Under REPEATABLE READ / SERIALIZABLE: 40001 if the snapshot is stale. */
 	tco_settle_check_snapshot(run.cycle_text, start, end);
 	/*

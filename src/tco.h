@@ -12,6 +12,7 @@
 
 #include "datatype/timestamp.h"
 #include "pgtime.h"
+#include "storage/lockdefs.h"
 
 /*
  * A billing cycle is a calendar month in the billing time zone, stored as the
@@ -56,6 +57,9 @@ extern TimestampTz tco_boundary_ceil(TimestampTz t, TcoGranularity g, pg_tz *tz)
 
 /* settle.c: settlement of billing cycles. */
 extern void tco_settle_init(void);
+
+/* guard.c: the settlement lock of a cycle (README "Security"). */
+extern void tco_settlement_lock(BillingCycle cycle, LOCKMODE mode);
 
 /* settle_snapshot.c: settle_cycle under REPEATABLE READ / SERIALIZABLE. */
 extern void tco_settle_check_snapshot(const char *cycle_text, TimestampTz start, TimestampTz end);

@@ -343,13 +343,16 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION tco.settle_cycle(tco.billing_cycle, bigint) IS
 'Closes a billing cycle for one organization or (NULL) everything: prices every bill line starting in it (payer, contract discount, coupons, vouchers, stored-value cards) and writes statements. Idempotent: a second call changes nothing and returns the same row. Returns the statements of the scope with their line count, list total and due total.';
 
--- The key of the advisory lock that serializes settlement of a cycle against
--- other settlements and against bill line changes in that cycle (same values
--- as settle.c: class 746371, key cycle - ''0001-01'').
+-- The settlement lock of a cycle, in share mode: taken by every change of
+-- bill lines or trusteeships that touches the cycle, so that it waits for a
+-- settlement of that cycle in progress and no settlement starts under it.
+-- An object lock only tco's code can take (src/guard.c), not an advisory
+-- lock any role could take to block settlement.  Internal: executable by
+-- tco_admin, not by PUBLIC (its callers are tco's triggers).
 CREATE FUNCTION tco.settlement_lock_shared(c tco.billing_cycle) RETURNS void
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    SELECT pg_catalog.pg_advisory_xact_lock_shared(746371, c OPERATOR(tco.-) '0001-01'::tco.billing_cycle)
-$$;
+AS 'MODULE_PATHNAME', 'tco_settlement_lock_shared'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION tco.settlement_lock_shared(tco.billing_cycle) IS 'Takes the settlement lock of a cycle in share mode, to the end of the transaction (conflicts only with tco.settle_cycle of that cycle).';
 
 -- The end of the latest settled cycle that covers an organization (NULL: none).
 CREATE FUNCTION tco.settled_until(p_org_id bigint) RETURNS timestamptz
@@ -576,6 +579,33 @@ CREATE TRIGGER r14_statement_line_append_only BEFORE DELETE ON tco.statement_lin
     FOR EACH ROW EXECUTE FUNCTION tco.r14_append_only();
 CREATE TRIGGER r14_statement_append_only BEFORE DELETE ON tco.statement
     FOR EACH ROW EXECUTE FUNCTION tco.r14_append_only();
+-- TRUNCATE skips row triggers: without these, a truncate followed by a new
+-- settlement would rewrite a settled cycle.  (test/security_catalog.sql
+-- checks that every table guarded against DELETE is guarded against
+-- TRUNCATE too.)
+CREATE TRIGGER r14_settled_pack_no_truncate BEFORE TRUNCATE ON tco.settled_pack
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.r14_append_only();
+CREATE TRIGGER r14_settled_cycle_no_truncate BEFORE TRUNCATE ON tco.settled_cycle
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.r14_append_only();
+CREATE TRIGGER r14_statement_line_no_truncate BEFORE TRUNCATE ON tco.statement_line
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.r14_append_only();
+CREATE TRIGGER r14_statement_no_truncate BEFORE TRUNCATE ON tco.statement
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.r14_append_only();
+
+-- Bill lines may be deleted while their cycle is open, so TRUNCATE is
+-- refused only once some cycle is settled (its lines would go with it).
+CREATE FUNCTION tco.r14_bill_line_truncate_check() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM tco.settled_cycle) THEN
+        RAISE EXCEPTION 'R14: tco.bill_line cannot be truncated once a billing cycle is settled'
+            USING ERRCODE = 'TC008',
+                  HINT = 'Delete the lines of open cycles with DELETE; the lines of settled cycles are never removed.';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER r14_bill_line_no_truncate BEFORE TRUNCATE ON tco.bill_line
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.r14_bill_line_truncate_check();
 
 -- ---------------------------------------------------------------------------
 -- Payment

@@ -15,9 +15,9 @@
 --
 -- Once per cycle: a threshold fires at most once per billing cycle (UNIQUE
 -- (threshold_id, cycle)); it is armed again in the next cycle.  A fired alert
--- is a row of tco.alert and a NOTIFY on channel tco_alerts with a JSON payload
--- {alert_id, threshold_id, kind, account_id, threshold, value, cycle}, sent
--- when the transaction commits (nothing is sent for a rolled-back one).
+-- is a row of tco.alert, announced with NOTIFY when the transaction commits
+-- (nothing is sent for a rolled-back one) on two channels: its payer's and
+-- the admin channel (see "Channels" below).
 --
 -- When thresholds are evaluated (all in the transaction that made the change):
 --   * tco.account UPDATE that changes balance or credit_limit (every ledger
@@ -58,7 +58,7 @@ CREATE TABLE tco.alert (
     CONSTRAINT alert_once_per_cycle UNIQUE (threshold_id, cycle)
 );
 CREATE INDEX alert_account ON tco.alert (account_id, cycle);
-COMMENT ON TABLE tco.alert IS 'R11: fired alerts, append-only; each insert is also sent with NOTIFY tco_alerts (JSON payload). A threshold fires at most once per cycle.';
+COMMENT ON TABLE tco.alert IS 'R11: fired alerts, append-only; each insert is also announced with NOTIFY on its payer''s channel and the admin channel (payload: the alert id; see tco.alert_channels()). A threshold fires at most once per cycle.';
 COMMENT ON COLUMN tco.alert.account_id IS 'The payer the alert is addressed to.';
 COMMENT ON COLUMN tco.alert.value IS 'The available credit or the cycle spending that crossed the threshold.';
 COMMENT ON COLUMN tco.alert.cycle IS 'available_credit: the cycle it fired in; cycle_spending: the cycle whose spending it measures.';
@@ -221,7 +221,8 @@ END $$;
 CREATE TRIGGER alert_threshold_evaluate AFTER INSERT OR UPDATE ON tco.alert_threshold
     FOR EACH ROW EXECUTE FUNCTION tco.alert_threshold_evaluate();
 
--- The JSON payload sent for an alert.
+-- The JSON form of an alert, for client code (no longer the NOTIFY payload:
+-- see "Channels" below).
 CREATE FUNCTION tco.alert_payload(a tco.alert) RETURNS json
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT pg_catalog.json_build_object(
@@ -229,19 +230,128 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         'account_id', a.account_id, 'threshold', a.threshold, 'value', a.value,
         'cycle', a.cycle::text)
 $$;
-COMMENT ON FUNCTION tco.alert_payload(tco.alert) IS 'R11: the JSON payload of an alert as sent on channel tco_alerts: alert_id, threshold_id, kind, account_id, threshold, value, cycle.';
+COMMENT ON FUNCTION tco.alert_payload(tco.alert) IS 'R11: an alert as JSON: alert_id, threshold_id, kind, account_id, threshold, value, cycle.';
 
--- Every fired alert is sent on channel tco_alerts (delivered at commit).
+-- Channels (README "Alerts in client code").  PostgreSQL has no privileges
+-- on LISTEN or NOTIFY: any role that can connect may listen on any channel
+-- and send on any channel.  So tco
+--   * never announces on a channel whose name others can guess: each payer
+--     account has a channel named tco_alerts_<32 random hex digits> and
+--     tco_admin one named tco_alerts_admin_<32 random hex digits>, stored
+--     in tco.alert_channel, which only tco_admin reads; a reader learns the
+--     channels of the accounts whose alerts it may read (the same rule as
+--     tco.alert) from tco.alert_channels();
+--   * puts nothing in the payload but the alert id: what the alert says is
+--     read from tco.alert, under row-level security, so a listener learns
+--     nothing it could not read, and a forged notification (anyone who knows
+--     a channel's name can send on it) names an alert id that does not exist
+--     or that the listener cannot read, or repeats a real one;
+--   * changes an account's channel name when the account joins, leaves or
+--     changes organization (a reader that saw it no longer hears it), and on
+--     demand with tco.rotate_alert_channels().
+CREATE TABLE tco.alert_channel (
+    channel    text PRIMARY KEY CONSTRAINT alert_channel_name CHECK (channel ~ '^tco_alerts_(admin_)?[0-9a-f]{32}$'),
+    account_id bigint UNIQUE REFERENCES tco.account ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX alert_channel_one_admin ON tco.alert_channel ((true)) WHERE account_id IS NULL;
+COMMENT ON TABLE tco.alert_channel IS 'R11: the NOTIFY channel of each payer account (account_id) and of tco_admin (account_id NULL), with unguessable names. Readers get theirs from tco.alert_channels().';
+COMMENT ON COLUMN tco.alert_channel.account_id IS 'The payer whose alerts are announced on the channel; NULL for the admin channel (every alert).';
+SELECT pg_catalog.pg_extension_config_dump('tco.alert_channel', '');
+
+-- The channel of an account (NULL: the admin channel), created on first use.
+CREATE FUNCTION tco.alert_channel_of(account_id bigint) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ch text;
+BEGIN
+    SELECT c.channel INTO ch FROM tco.alert_channel c
+     WHERE c.account_id = alert_channel_of.account_id
+        OR (alert_channel_of.account_id IS NULL AND c.account_id IS NULL);
+    IF ch IS NULL THEN
+        INSERT INTO tco.alert_channel (channel, account_id)
+        VALUES ('tco_alerts_' || CASE WHEN alert_channel_of.account_id IS NULL THEN 'admin_' ELSE '' END
+                || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', ''),
+                alert_channel_of.account_id)
+        ON CONFLICT DO NOTHING
+        RETURNING channel INTO ch;
+    END IF;
+    IF ch IS NULL THEN
+        -- another session created it concurrently and has committed
+        SELECT c.channel INTO ch FROM tco.alert_channel c
+         WHERE c.account_id = alert_channel_of.account_id
+            OR (alert_channel_of.account_id IS NULL AND c.account_id IS NULL);
+    END IF;
+    IF ch IS NULL THEN
+        RAISE EXCEPTION 'could not create the alert channel of account %', alert_channel_of.account_id
+            USING ERRCODE = '40001', HINT = 'Retry the transaction.';
+    END IF;
+    RETURN ch;
+END $$;
+COMMENT ON FUNCTION tco.alert_channel_of(bigint) IS 'Internal: the NOTIFY channel of a payer account (NULL: the admin channel), created on first use.';
+
+-- The channels the invoking role may LISTEN on: the admin channel for a
+-- member of tco_admin, and one per account whose alerts it may read in
+-- tco.alert (tco.visible_accounts()).
+CREATE FUNCTION tco.alert_channels() RETURNS TABLE (account_id bigint, channel text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF pg_catalog.pg_has_role(tco.invoking_role(), 'tco_admin', 'USAGE') THEN
+        account_id := NULL;
+        channel := tco.alert_channel_of(NULL);
+        RETURN NEXT;
+    END IF;
+    FOR account_id IN SELECT v FROM tco.visible_accounts() v ORDER BY 1 LOOP
+        channel := tco.alert_channel_of(alert_channels.account_id);
+        RETURN NEXT;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION tco.alert_channels() IS 'R11: the channels to LISTEN on for alerts: the admin channel (account_id NULL, every alert) for tco_admin, and the channel of each account whose alerts the invoking role may read. Each notification''s payload is an alert id: read the alert from tco.alert (a forged or stale id reads nothing).';
+
+-- A new channel name for an account (NULL: every channel, the admin one
+-- included); listeners must read tco.alert_channels() again.
+CREATE FUNCTION tco.rotate_alert_channels(account_id bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    DELETE FROM tco.alert_channel c
+     WHERE rotate_alert_channels.account_id IS NULL OR c.account_id = rotate_alert_channels.account_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION tco.rotate_alert_channels(bigint) IS 'R11: forgets the channel of an account (NULL: every channel); a new, unguessable name is made on next use. Returns the number of channels forgotten.';
+
+-- An account that joins, leaves or changes organization gets a new channel
+-- name, so readers that could see it before no longer hear its alerts.
+CREATE FUNCTION tco.alert_channel_member_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.org_id = OLD.org_id THEN
+        RETURN NULL;
+    END IF;
+    DELETE FROM tco.alert_channel c
+     WHERE c.account_id = CASE TG_OP WHEN 'DELETE' THEN OLD.account_id ELSE NEW.account_id END;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER alert_channel_member AFTER INSERT OR DELETE OR UPDATE OF org_id ON tco.member
+    FOR EACH ROW EXECUTE FUNCTION tco.alert_channel_member_trigger();
+
+-- Every fired alert is announced on its payer's channel and on the admin
+-- channel (delivered at commit), with the alert id alone as payload.
 CREATE FUNCTION tco.alert_notify() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM pg_catalog.pg_notify('tco_alerts', tco.alert_payload(NEW)::text);
+    PERFORM pg_catalog.pg_notify(tco.alert_channel_of(NEW.account_id), NEW.alert_id::text);
+    PERFORM pg_catalog.pg_notify(tco.alert_channel_of(NULL), NEW.alert_id::text);
     RETURN NULL;
 END $$;
 CREATE TRIGGER alert_notify AFTER INSERT ON tco.alert
     FOR EACH ROW EXECUTE FUNCTION tco.alert_notify();
 CREATE TRIGGER alert_append_only BEFORE UPDATE OR DELETE ON tco.alert
     FOR EACH ROW EXECUTE FUNCTION tco.r14_append_only();
+CREATE TRIGGER alert_no_truncate BEFORE TRUNCATE ON tco.alert
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.r14_append_only();
 
 -- Available credit: after balance or credit-limit changes.
 CREATE FUNCTION tco.alert_account_trigger() RETURNS trigger

@@ -14,8 +14,12 @@
 --     since it paid for them then -- unless that account is now a member of an
 --     organization other than the manager's own;
 --   * nobody sees an account of another organization.
--- Visibility is per account, decided by the current membership: an account
--- that changes organization takes its whole history of bill lines with it.
+-- Visibility of these tables (accounts, memberships, trusteeships, bill
+-- lines) is per account, decided by the current membership: an account that
+-- changes organization takes its bill lines with it.  Settled history
+-- (statements, settled lines, benefit uses, pool shares) is decided by the
+-- organization it was settled or shared in instead (51_access_settlement.sql,
+-- 51_sharing_access.sql).
 --
 -- Writes: only tco_admin has write policies (and write privileges); a mapped
 -- reader can write nothing.  Superusers and the tables' owner bypass RLS.
@@ -86,6 +90,12 @@ LANGUAGE sql STABLE SECURITY DEFINER ROWS 1 SET search_path = pg_catalog, pg_tem
     SELECT m.org_id FROM tco.member m WHERE m.account_id = tco.current_account_id()
 $$;
 COMMENT ON FUNCTION tco.visible_organizations() IS 'The organization of the invoking role''s account (empty if none): its organization row and unit tree are readable.';
+
+CREATE FUNCTION tco.administered_organizations() RETURNS SETOF bigint
+LANGUAGE sql STABLE SECURITY DEFINER ROWS 1 SET search_path = pg_catalog, pg_temp AS $$
+    SELECT o.org_id FROM tco.organization o WHERE o.admin_account_id = tco.current_account_id()
+$$;
+COMMENT ON FUNCTION tco.administered_organizations() IS 'The organization whose admin account the invoking role is mapped to (empty if none).';
 
 -- Row-level security.  Policies are permissive: tco_admin sees and writes
 -- everything; tco_reader only selects rows of visible accounts.  A role that

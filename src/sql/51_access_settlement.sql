@@ -6,24 +6,33 @@
 -- security_invoker views (40_settlement.sql), so these policies apply to a
 -- reader querying them.
 --
--- Who sees which statement (tco.visible_payers):
---   * a mapped account sees the statements it pays: a manager's statements
---     carry its managed members' lines (R7), so it sees those lines too;
---   * the admin of an organization sees the statements of every current
---     member of it (the same rule as bill lines: visibility follows the
---     current membership of the payer, an account that changes organization
---     takes its statements with it);
+-- Settled history belongs to the organization it was settled in, not to
+-- wherever its accounts are now (README "Roles and what each sees"): a
+-- statement records the organization of its payer at settlement
+-- (tco.statement.org_id), and that decides who sees it.
+--
+-- Who sees which statement:
+--   * a mapped account sees the statements it pays, whatever organization it
+--     is in now: a manager's statements carry its managed members' lines
+--     (R7), so it sees those lines too;
+--   * the admin of an organization sees the statements settled in that
+--     organization (statement.org_id), and no other: an account that moves
+--     to another organization does not take its old statements to the new
+--     organization's admin, and the old admin keeps seeing them;
 --   * a managed member has no statement (R7) and does not see its manager's:
 --     it sees its consumption as bill lines only.  Its lines on the manager's
 --     statement (tco.statement_line, tco.settlement_by_member) stay hidden,
 --     because they show the manager's discount and benefit use; statements it
 --     paid itself before or after the trusteeship stay visible to it;
---   * nobody sees another organization's statements; an unmapped role sees none.
--- A statement line is visible exactly when its statement is.
+--   * an unmapped role sees none.
+-- A statement line, a settled pack (so a settled line and a benefit use) and
+-- an invoice are visible exactly when their statement is: their policies
+-- ask tco.statement, whose own policy then applies.
 --
 -- Benefits: those an account owns, those owned by accounts it sees (an admin
 -- its members', a manager its managed members'), and the vouchers and
--- stored-value cards of its current manager, which pay for it (R9).
+-- stored-value cards of its current manager, which pay for it (R9); a pool
+-- voucher only to readers in the pool's organization (51_sharing_access.sql).
 -- Contract discounts: those of visible accounts and of their entities.
 -- Settled cycles: those of the reader's organization, and the global ones
 -- (org_id NULL) for any mapped role.
@@ -39,7 +48,7 @@ LANGUAGE sql STABLE SECURITY DEFINER ROWS 50 SET search_path = pg_catalog, pg_te
       FROM tco.organization o JOIN me ON o.admin_account_id = me.account_id
       JOIN tco.member m ON m.org_id = o.org_id
 $$;
-COMMENT ON FUNCTION tco.visible_payers() IS 'Payers whose statements the invoking role may read: its own account, and every current member of the organization it administers. Empty for an unmapped role.';
+COMMENT ON FUNCTION tco.visible_payers() IS 'The invoking role''s own account and every current member of the organization it administers (empty for an unmapped role). Statements are no longer filtered by it: a statement is visible to its payer and to the admin of the organization it was settled in.';
 
 CREATE FUNCTION tco.paying_managers() RETURNS SETOF bigint
 LANGUAGE sql STABLE SECURITY DEFINER ROWS 1 SET search_path = pg_catalog, pg_temp AS $$
@@ -61,13 +70,13 @@ COMMENT ON FUNCTION tco.visible_entities() IS 'Entities of the accounts the invo
 ALTER TABLE tco.statement ENABLE ROW LEVEL SECURITY;
 CREATE POLICY statement_admin_all ON tco.statement TO tco_admin USING (true) WITH CHECK (true);
 CREATE POLICY statement_reader_visible ON tco.statement FOR SELECT TO tco_reader
-    USING (payer_account_id IN (SELECT tco.visible_payers()));
+    USING (payer_account_id = tco.current_account_id()
+           OR org_id IN (SELECT tco.administered_organizations()));
 
 ALTER TABLE tco.statement_line ENABLE ROW LEVEL SECURITY;
 CREATE POLICY statement_line_admin_all ON tco.statement_line TO tco_admin USING (true) WITH CHECK (true);
 CREATE POLICY statement_line_reader_visible ON tco.statement_line FOR SELECT TO tco_reader
-    USING (statement_id IN (SELECT s.statement_id FROM tco.statement s
-                     WHERE s.payer_account_id IN (SELECT tco.visible_payers())));
+    USING (statement_id IN (SELECT s.statement_id FROM tco.statement s));
 
 ALTER TABLE tco.settled_cycle ENABLE ROW LEVEL SECURITY;
 CREATE POLICY settled_cycle_admin_all ON tco.settled_cycle TO tco_admin USING (true) WITH CHECK (true);
@@ -78,7 +87,8 @@ CREATE POLICY settled_cycle_reader_visible ON tco.settled_cycle FOR SELECT TO tc
 ALTER TABLE tco.benefit ENABLE ROW LEVEL SECURITY;
 CREATE POLICY benefit_admin_all ON tco.benefit TO tco_admin USING (true) WITH CHECK (true);
 CREATE POLICY benefit_reader_visible ON tco.benefit FOR SELECT TO tco_reader
-    USING (owner_account_id IN (SELECT tco.visible_accounts())
+    USING ((owner_account_id IN (SELECT tco.visible_accounts())
+            AND (pool_org_id IS NULL OR pool_org_id IN (SELECT tco.visible_organizations())))
            OR (kind IN ('voucher', 'stored_value_card') AND pool_org_id IS NULL
                AND owner_account_id IN (SELECT tco.paying_managers())));
 
@@ -89,8 +99,10 @@ CREATE POLICY contract_discount_reader_visible ON tco.contract_discount FOR SELE
 
 -- The packed per-line record: a pack is visible exactly when its statement
 -- is (the same rule as tco.statement_line), so tco.settled_line and
--- tco.benefit_use show a reader the lines and uses of the statements it sees.
+-- tco.benefit_use show a reader the lines and uses of the statements it sees
+-- (a benefit use of another organization's benefit is on that
+-- organization's statement).
 ALTER TABLE tco.settled_pack ENABLE ROW LEVEL SECURITY;
 CREATE POLICY settled_pack_admin_all ON tco.settled_pack TO tco_admin USING (true) WITH CHECK (true);
 CREATE POLICY settled_pack_reader_visible ON tco.settled_pack FOR SELECT TO tco_reader
-    USING (payer_account_id IN (SELECT tco.visible_payers()));
+    USING (statement_id IN (SELECT s.statement_id FROM tco.statement s));

@@ -2,13 +2,11 @@
 -- 50_access.sql: tco_admin sees and writes everything; a tco_reader sees the
 -- voucher pool (and its ledger) of the organization it administers, the
 -- shares with its visible accounts, with its unit or a unit above it, or of
--- the organization it administers, and the benefits of those shares.
-
-CREATE FUNCTION tco.administered_organizations() RETURNS SETOF bigint
-LANGUAGE sql STABLE SECURITY DEFINER ROWS 1 SET search_path = pg_catalog, pg_temp AS $$
-    SELECT o.org_id FROM tco.organization o WHERE o.admin_account_id = tco.current_account_id()
-$$;
-COMMENT ON FUNCTION tco.administered_organizations() IS 'The organization whose admin account the invoking role is mapped to (empty if none).';
+-- the organization it administers, and the benefits of those shares.  A
+-- share belongs to the organization of its pool (benefit_share.org_id): it
+-- is visible only to readers in that organization now, so a member that
+-- moves to another organization leaves its shares (and the pool vouchers
+-- they show) behind, and the new organization's admin does not see them.
 
 -- Units whose shares cover the invoking role's account: its unit and every
 -- unit above it.
@@ -35,8 +33,9 @@ CREATE POLICY voucher_pool_entry_reader_visible ON tco.voucher_pool_entry FOR SE
 ALTER TABLE tco.benefit_share ENABLE ROW LEVEL SECURITY;
 CREATE POLICY benefit_share_admin_all ON tco.benefit_share TO tco_admin USING (true) WITH CHECK (true);
 CREATE POLICY benefit_share_reader_visible ON tco.benefit_share FOR SELECT TO tco_reader
-    USING (account_id IN (SELECT tco.visible_accounts()) OR org_id IN (SELECT tco.administered_organizations())
-           OR unit_id IN (SELECT tco.shared_units_of_current_account()));
+    USING (org_id IN (SELECT tco.visible_organizations())
+           AND (account_id IN (SELECT tco.visible_accounts()) OR org_id IN (SELECT tco.administered_organizations())
+                OR unit_id IN (SELECT tco.shared_units_of_current_account())));
 
 -- A reader also sees the benefits shared with it (through the shares it may
 -- see), besides those tco.benefit_reader_visible (51_access_settlement.sql)

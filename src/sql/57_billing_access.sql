@@ -1,25 +1,28 @@
 -- Access to invoices and alerts (DESIGN section 8, same scheme as
--- 50_access.sql): tco_admin sees and writes every row; tco_reader reads the
--- rows of its visible accounts only (invoices by recipient, alerts and
--- thresholds by account).
+-- 50_access.sql): tco_admin sees and writes every row; tco_reader reads an
+-- invoice exactly when it may read its statement (51_access_settlement.sql:
+-- its payer, and the admin of the organization it was settled in), and the
+-- alerts and thresholds of its visible accounts.
 
 SELECT tco.enable_reader_rls(tab, reader_qual) FROM (VALUES
-    ('invoice',         'recipient_account_id IN (SELECT tco.visible_accounts())'),
+    ('invoice',         'statement_id IN (SELECT s.statement_id FROM tco.statement s)'),
     ('alert',           'account_id IN (SELECT tco.visible_accounts())'),
     ('alert_threshold', 'account_id IN (SELECT tco.visible_accounts())')) AS v(tab, reader_qual);
 
--- The lines of each invoice.  The view runs with its owner's rights (it reads
--- tco.statement_line), so it filters rows itself: tco_admin sees all, anyone
--- else the invoices of its visible accounts.
-CREATE VIEW tco.invoice_line AS
+-- The lines of each invoice.  Like every view a reader may select, it runs
+-- with the caller's rights (security_invoker): the row-level security of
+-- tco.invoice and tco.statement_line decides what a reader sees, and a
+-- reader's own conditions (a leaky function, a failing cast) only ever see
+-- rows those policies let through.  Until 1.2 the view ran with its owner's
+-- rights and filtered in its own WHERE clause, which a reader's condition
+-- could run before (README "Security").
+CREATE VIEW tco.invoice_line WITH (security_invoker = true) AS
 SELECT i.invoice_id, i.statement_id, i.cycle, i.recipient_account_id, sl.account_id, sl.product_code,
        sl.account_id <> i.recipient_account_id AS for_member,
        sl.list_amount, sl.discount_amount, sl.benefit_amount, sl.due_amount, sl.lines
 FROM tco.invoice i
-JOIN tco.statement_line sl ON sl.statement_id = i.statement_id
-WHERE pg_catalog.pg_has_role(tco.invoking_role(), 'tco_admin', 'USAGE')
-   OR i.recipient_account_id IN (SELECT tco.visible_accounts());
-COMMENT ON VIEW tco.invoice_line IS 'Lines of each invoice: its statement''s lines per consuming account and product (a manager''s invoice lists its managed members'' consumption). A tco_reader sees the invoices of its visible accounts only.';
+JOIN tco.statement_line sl ON sl.statement_id = i.statement_id;
+COMMENT ON VIEW tco.invoice_line IS 'Lines of each invoice: its statement''s lines per consuming account and product (a manager''s invoice lists its managed members'' consumption). A tco_reader sees the lines of the invoices and statements row-level security lets it see.';
 COMMENT ON COLUMN tco.invoice_line.recipient_account_id IS 'Account billed (the statement''s payer).';
 COMMENT ON COLUMN tco.invoice_line.account_id IS 'Consuming account of the line.';
 COMMENT ON COLUMN tco.invoice_line.for_member IS 'True when the consumption is another account''s (a managed member on its manager''s invoice).';

@@ -8,15 +8,79 @@
 -- (input/output, operators, casts, index support) stay executable by PUBLIC:
 -- without them a role granted a table could not compare its column values.
 
+--
+-- tco_admin gets SELECT, INSERT, UPDATE and DELETE on the tables, never
+-- TRIGGER, REFERENCES or TRUNCATE: tco's SECURITY DEFINER functions write
+-- its tables with the extension owner's (a superuser's) rights, and a
+-- trigger a tco_admin member attached to such a table would run with them;
+-- a foreign key from a table of its own could block or observe deletes;
+-- TRUNCATE skips the row triggers that keep history append-only (R14).
+-- test/security_catalog.sql checks this for every table, now and future.
+
+-- Start from nothing: default privileges the installing role may have set
+-- (ALTER DEFAULT PRIVILEGES ... GRANT ... TO someone) are revoked from every
+-- table, sequence, view and function of the extension, and what a schema
+-- tco left behind by an earlier DROP EXTENSION still grants is revoked.
+DO $reset$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT pg_catalog.format('%s %s', CASE WHEN c.relkind OPERATOR(pg_catalog.=) 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+                                 c.oid::pg_catalog.regclass) AS obj, a.grantee
+          FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+         WHERE c.relnamespace OPERATOR(pg_catalog.=) 'tco'::pg_catalog.regnamespace
+           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+        UNION
+        SELECT 'SCHEMA tco', a.grantee
+          FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+         WHERE n.nspname OPERATOR(pg_catalog.=) 'tco' AND a.grantee OPERATOR(pg_catalog.<>) n.nspowner
+        UNION
+        SELECT pg_catalog.format('FUNCTION %s', p.oid::pg_catalog.regprocedure), a.grantee
+          FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+         WHERE p.pronamespace OPERATOR(pg_catalog.=) 'tco'::pg_catalog.regnamespace
+           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %s', r.obj,
+                                  CASE WHEN r.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                                       ELSE r.grantee::pg_catalog.regrole::text END);
+    END LOOP;
+END
+$reset$;
+
 REVOKE ALL ON SCHEMA tco FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA tco FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA tco FROM PUBLIC;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA tco FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA tco TO tco_admin, tco_reader;
-GRANT ALL ON ALL TABLES IN SCHEMA tco TO tco_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tco TO tco_admin;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA tco TO tco_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tco TO tco_admin;
+
+-- The writer guard (src/guard.c): on every table, before any row trigger,
+-- a write by a role that is not a superuser, the owner or a member of
+-- tco_admin is refused with 42501 naming the table only, so that a write
+-- granted by mistake never reaches a trigger whose message names other
+-- organizations' rows.
+CREATE FUNCTION tco.writer_guard() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'tco_writer_guard' LANGUAGE C SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION tco.writer_guard() IS 'BEFORE statement trigger on every table of tco: refuses writes (42501) by roles that are neither superuser, the table owner nor a member of tco_admin.';
+GRANT EXECUTE ON FUNCTION tco.writer_guard() TO tco_admin;
+DO $writer_guard$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN
+        SELECT c.oid::pg_catalog.regclass FROM pg_catalog.pg_class c
+         WHERE c.relnamespace OPERATOR(pg_catalog.=) 'tco'::pg_catalog.regnamespace AND c.relkind IN ('r', 'p')
+         ORDER BY c.relname
+    LOOP
+        EXECUTE pg_catalog.format('CREATE TRIGGER tco_writer_guard BEFORE INSERT OR UPDATE OR DELETE ON %s '
+                                  'FOR EACH STATEMENT EXECUTE FUNCTION tco.writer_guard()', t);
+    END LOOP;
+END
+$writer_guard$;
 
 GRANT SELECT ON tco.account, tco.member, tco.trusteeship, tco.bill_line,
                 tco.organization, tco.org_unit, tco.account_login, tco.product
@@ -28,7 +92,11 @@ GRANT SELECT ON tco.settled_pack, tco.settled_line, tco.benefit_use TO tco_reade
 GRANT EXECUTE ON FUNCTION tco.invoking_role(), tco.current_account_id(), tco.visible_accounts(),
                           tco.can_see_account(bigint), tco.visible_organizations(),
                           tco.billing_timezone(), tco.cycle_of(timestamptz), tco.cycle_range(tco.billing_cycle),
-                          tco.org_chart(bigint, text)
+                          tco.org_chart(bigint, text),
+                          -- what org_chart calls (it runs with the caller's rights)
+                          tco.require_arg(anyelement, text), tco.require_exists(boolean, text, bigint),
+                          tco.dot_escape(text), tco.mermaid_escape(text),
+                          tco.alert_channels()
     TO tco_reader;
 -- Settlement data, filtered by row-level security (51_access_settlement.sql);
 -- the BI views are security_invoker, so the reader's policies apply.
@@ -65,7 +133,6 @@ $type_support$;
 ALTER FUNCTION tco.r14_bill_line_insert_check() SECURITY DEFINER;
 ALTER FUNCTION tco.r14_bill_line_update_check() SECURITY DEFINER;
 ALTER FUNCTION tco.r14_bill_line_delete_check() SECURITY DEFINER;
-GRANT EXECUTE ON FUNCTION tco.settlement_lock_shared(tco.billing_cycle) TO PUBLIC;
 
 -- Sharing (45_sharing.sql, 51_sharing_access.sql): readers see what
 -- row-level security lets them of the pools and shares.
