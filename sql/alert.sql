@@ -93,14 +93,28 @@ DELETE FROM tco.alert;
 DELETE FROM tco.alert_threshold WHERE threshold_id = :th_spend;
 SELECT count(*) AS alerts FROM tco.alert;
 
--- LISTEN: psql prints each notification, with the PID of the backend that
--- sent it; the PID changes from run to run, so this part of the output goes
--- through sed.
+-- LISTEN: each alert is announced on its payer's channel and on the admin
+-- channel, with unguessable names (32 random hex digits): a reader gets its
+-- accounts' channels from tco.alert_channels() (this superuser session is
+-- mapped to no account, so it reads 101's from tco.alert_channel); the
+-- payload is the alert id alone, to be read from tco.alert.  The names are
+-- random, so this part of the output goes through sed, with the PID of the
+-- backend that sent each notification.
+SELECT channel AS payer_channel FROM tco.alert_channel WHERE account_id = 101 \gset
+SELECT channel AS admin_channel FROM tco.alert_channels() WHERE account_id IS NULL \gset
+SELECT :'payer_channel' ~ '^tco_alerts_[0-9a-f]{32}$' AS payer_channel_ok,
+       :'admin_channel' ~ '^tco_alerts_admin_[0-9a-f]{32}$' AS admin_channel_ok;
+LISTEN :"payer_channel";
+LISTEN :"admin_channel";
 LISTEN tco_alerts;
-\o | sed -e 's/PID [0-9][0-9]*/PID (pid)/'
+\o | sed -e 's/PID [0-9][0-9]*/PID (pid)/' -e 's/tco_alerts_admin_[0-9a-f]\{32\}/(admin channel)/' -e 's/tco_alerts_[0-9a-f]\{32\}/(channel of 101)/'
 SELECT tco.set_alert_threshold(101, 'cycle_spending', 30) AS th_30;
 INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount, issued_at) VALUES
     (103, 'cvm', '2023-04-06 10:00+08', '2023-04-06 11:00+08', 31, '2023-04-06 12:00+08');
+SELECT alert_id, kind, account_id, threshold, value, cycle FROM tco.alert WHERE alert_id = 6;
 \o
-UNLISTEN tco_alerts;
+UNLISTEN *;
+-- nothing is sent on the old, guessable channel tco_alerts (above: no
+-- notification for it), and a forged notification names no readable alert:
+-- a client reads the alert by id under row-level security.
 SELECT count(*) AS april_alerts FROM tco.alert WHERE cycle::text = '2023-04';

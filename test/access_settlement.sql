@@ -6,7 +6,7 @@ BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION tco CASCADE;
 SET timezone = 'UTC';
-SELECT plan(78);
+SELECT plan(79);
 
 \ir fixtures/access.inc
 -- one line of 10.00 per account in 2024-02, and one for 202 in 2024-03

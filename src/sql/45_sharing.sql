@@ -93,7 +93,7 @@ SELECT pg_catalog.pg_extension_config_dump('tco.voucher_pool', '');
 SELECT pg_catalog.pg_extension_config_dump('tco.voucher_pool_entry', '');
 SELECT pg_catalog.pg_extension_config_dump('tco.benefit_share', '');
 
-CREATE VIEW tco.voucher_pool_balance AS
+CREATE VIEW tco.voucher_pool_balance WITH (security_invoker = true) AS
 SELECT p.org_id,
        coalesce(sum(e.amount) FILTER (WHERE e.event = 'fund'), 0) AS funded,
        coalesce(-sum(e.amount) FILTER (WHERE e.event = 'issue'), 0) AS issued,
@@ -101,7 +101,7 @@ SELECT p.org_id,
        coalesce(sum(e.amount), 0) AS balance
 FROM tco.voucher_pool p LEFT JOIN tco.voucher_pool_entry e USING (org_id)
 GROUP BY p.org_id;
-COMMENT ON VIEW tco.voucher_pool_balance IS 'Per voucher pool: money funded, issued as vouchers, reclaimed, and the balance available to issue (funded - issued + reclaimed).';
+COMMENT ON VIEW tco.voucher_pool_balance IS 'Per voucher pool: money funded, issued as vouchers, reclaimed, and the balance available to issue (funded - issued + reclaimed). Runs with the caller''s rights: a reader sees the pool of the organization it administers.';
 COMMENT ON COLUMN tco.voucher_pool_balance.balance IS 'Available to issue as new pool vouchers.';
 
 -- ---------------------------------------------------------------------------

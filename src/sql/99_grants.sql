@@ -7,7 +7,6 @@
 -- call the functions listed below.  Functions that only support a data type
 -- (input/output, operators, casts, index support) stay executable by PUBLIC:
 -- without them a role granted a table could not compare its column values.
-
 --
 -- tco_admin gets SELECT, INSERT, UPDATE and DELETE on the tables, never
 -- TRIGGER, REFERENCES or TRUNCATE: tco's SECURITY DEFINER functions write
@@ -16,6 +15,19 @@
 -- a foreign key from a table of its own could block or observe deletes;
 -- TRUNCATE skips the row triggers that keep history append-only (R14).
 -- test/security_catalog.sql checks this for every table, now and future.
+
+-- The trigger functions of the two loops at the end of this file (created
+-- here, before the privileges are reset and granted).
+CREATE FUNCTION tco.refuse_truncate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'TRUNCATE of tco.% is not allowed: it would skip the rules that DELETE enforces', TG_TABLE_NAME
+        USING ERRCODE = '55000', HINT = 'Delete the rows with DELETE, which checks each of them.';
+END $$;
+COMMENT ON FUNCTION tco.refuse_truncate() IS 'BEFORE TRUNCATE trigger on every table of tco whose deletes are checked by a row trigger: refuses TRUNCATE (55000).';
+CREATE FUNCTION tco.writer_guard() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'tco_writer_guard' LANGUAGE C SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION tco.writer_guard() IS 'BEFORE statement trigger on every table of tco: refuses writes (42501) by roles that are neither superuser, the table owner nor a member of tco_admin.';
 
 -- Start from nothing: default privileges the installing role may have set
 -- (ALTER DEFAULT PRIVILEGES ... GRANT ... TO someone) are revoked from every
@@ -58,15 +70,36 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tco TO tco_admin;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA tco TO tco_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tco TO tco_admin;
 
+-- TRUNCATE fires no row trigger.  Every table whose rows are guarded by a
+-- BEFORE DELETE row trigger (history kept append-only, a member that may not
+-- leave while in trusteeship, a used benefit) and that has no TRUNCATE rule
+-- of its own refuses TRUNCATE, for every role, the owner included.
+DO $no_truncate$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN
+        SELECT c.oid::pg_catalog.regclass FROM pg_catalog.pg_class c
+         WHERE c.relnamespace OPERATOR(pg_catalog.=) 'tco'::pg_catalog.regnamespace AND c.relkind IN ('r', 'p')
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g   -- BEFORE DELETE FOR EACH ROW
+                        WHERE g.tgrelid OPERATOR(pg_catalog.=) c.oid AND NOT g.tgisinternal
+                          AND (g.tgtype::integer OPERATOR(pg_catalog.&) 11) OPERATOR(pg_catalog.=) 11)
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g  -- BEFORE TRUNCATE
+                            WHERE g.tgrelid OPERATOR(pg_catalog.=) c.oid AND NOT g.tgisinternal
+                              AND (g.tgtype::integer OPERATOR(pg_catalog.&) 34) OPERATOR(pg_catalog.=) 34)
+         ORDER BY c.relname
+    LOOP
+        EXECUTE pg_catalog.format('CREATE TRIGGER tco_no_truncate BEFORE TRUNCATE ON %s '
+                                  'FOR EACH STATEMENT EXECUTE FUNCTION tco.refuse_truncate()', t);
+    END LOOP;
+END
+$no_truncate$;
+
 -- The writer guard (src/guard.c): on every table, before any row trigger,
 -- a write by a role that is not a superuser, the owner or a member of
 -- tco_admin is refused with 42501 naming the table only, so that a write
 -- granted by mistake never reaches a trigger whose message names other
 -- organizations' rows.
-CREATE FUNCTION tco.writer_guard() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'tco_writer_guard' LANGUAGE C SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION tco.writer_guard() IS 'BEFORE statement trigger on every table of tco: refuses writes (42501) by roles that are neither superuser, the table owner nor a member of tco_admin.';
-GRANT EXECUTE ON FUNCTION tco.writer_guard() TO tco_admin;
 DO $writer_guard$
 DECLARE
     t regclass;
@@ -136,5 +169,5 @@ ALTER FUNCTION tco.r14_bill_line_delete_check() SECURITY DEFINER;
 
 -- Sharing (45_sharing.sql, 51_sharing_access.sql): readers see what
 -- row-level security lets them of the pools and shares.
-GRANT SELECT ON tco.voucher_pool, tco.voucher_pool_entry, tco.benefit_share TO tco_reader;
+GRANT SELECT ON tco.voucher_pool, tco.voucher_pool_entry, tco.voucher_pool_balance, tco.benefit_share TO tco_reader;
 GRANT EXECUTE ON FUNCTION tco.administered_organizations(), tco.shared_units_of_current_account() TO tco_reader;
