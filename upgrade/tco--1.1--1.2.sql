@@ -3,6 +3,10 @@
 -- install (scripts/test_upgrade.sh compares the two catalogs fact by fact).
 \echo Use "ALTER EXTENSION tco UPDATE TO '1.2'" to load this file. \quit
 
+-- Names resolve in pg_catalog only while this script runs (src/sql/00_guard.sql
+-- says why); every tco object below is schema-qualified.
+SET LOCAL search_path = pg_catalog, pg_temp;
+
 -- ==== settle_cycle writes its packs in bulk from C (src/bulk.c): the
 -- slicing helper its INSERT used is gone.  (The library keeps the C symbol
 -- for the 1.1 install script.)
@@ -155,3 +159,269 @@ COMMENT ON FUNCTION tco.enable_reader_rls(text, text) IS
 'Turns on row-level security on table tco.<tab> with the two policies of DESIGN section 8: <tab>_admin_all (tco_admin reads and writes every row) and <tab>_reader_visible (tco_reader selects the rows where reader_qual holds). Used by the install script.';
 REVOKE EXECUTE ON FUNCTION tco.enable_reader_rls(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tco.enable_reader_rls(text, text) TO tco_admin;
+
+-- ==== security (README "Security").  Everything below repeats the 1.2
+-- changes of src/sql: the settlement lock becomes an object lock only tco's
+-- code can take (src/guard.c); TRUNCATE is refused where DELETE is checked;
+-- tco.invoice_line and tco.voucher_pool_balance run with the caller's
+-- rights; settled history is visible by the organization it was settled
+-- in; alerts go to channels with unguessable names, with the alert id as
+-- payload; tco_admin loses TRIGGER, REFERENCES and TRUNCATE; every table
+-- gets the writer guard.
+-- The settlement lock of a cycle, in share mode: taken by every change of
+-- bill lines or trusteeships that touches the cycle, so that it waits for a
+-- settlement of that cycle in progress and no settlement starts under it.
+-- An object lock only tco's code can take (src/guard.c), not an advisory
+-- lock any role could take to block settlement.  Internal: executable by
+-- tco_admin, not by PUBLIC (its callers are tco's triggers).
+CREATE OR REPLACE FUNCTION tco.settlement_lock_shared(c tco.billing_cycle) RETURNS void
+AS 'MODULE_PATHNAME', 'tco_settlement_lock_shared'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION tco.settlement_lock_shared(tco.billing_cycle) IS 'Takes the settlement lock of a cycle in share mode, to the end of the transaction (conflicts only with tco.settle_cycle of that cycle).';
+
+REVOKE EXECUTE ON FUNCTION tco.settlement_lock_shared(tco.billing_cycle) FROM PUBLIC;
+
+-- TRUNCATE skips row triggers: without these, a truncate followed by a new
+-- settlement would rewrite a settled cycle.  (test/security_catalog.sql
+-- checks that every table guarded against DELETE is guarded against
+-- TRUNCATE too.)
+CREATE TRIGGER r14_settled_pack_no_truncate BEFORE TRUNCATE ON tco.settled_pack
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.r14_append_only();
+CREATE TRIGGER r14_settled_cycle_no_truncate BEFORE TRUNCATE ON tco.settled_cycle
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.r14_append_only();
+CREATE TRIGGER r14_statement_line_no_truncate BEFORE TRUNCATE ON tco.statement_line
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.r14_append_only();
+CREATE TRIGGER r14_statement_no_truncate BEFORE TRUNCATE ON tco.statement
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.r14_append_only();
+
+-- Bill lines may be deleted while their cycle is open, so TRUNCATE is
+-- refused only once some cycle is settled (its lines would go with it).
+CREATE FUNCTION tco.r14_bill_line_truncate_check() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM tco.settled_cycle) THEN
+        RAISE EXCEPTION 'R14: tco.bill_line cannot be truncated once a billing cycle is settled'
+            USING ERRCODE = 'TC008',
+                  HINT = 'Delete the lines of open cycles with DELETE; the lines of settled cycles are never removed.';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER r14_bill_line_no_truncate BEFORE TRUNCATE ON tco.bill_line
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.r14_bill_line_truncate_check();
+
+REVOKE EXECUTE ON FUNCTION tco.r14_bill_line_truncate_check() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tco.r14_bill_line_truncate_check() TO tco_admin;
+
+CREATE TRIGGER alert_no_truncate BEFORE TRUNCATE ON tco.alert
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.r14_append_only();
+COMMENT ON TABLE tco.alert IS 'R11: fired alerts, append-only; each insert is also announced with NOTIFY on its payer''s channel and the admin channel (payload: the alert id; see tco.alert_channels()). A threshold fires at most once per cycle.';
+COMMENT ON FUNCTION tco.alert_payload(tco.alert) IS 'R11: an alert as JSON: alert_id, threshold_id, kind, account_id, threshold, value, cycle.';
+
+-- Channels (README "Alerts in client code").  PostgreSQL has no privileges
+-- on LISTEN or NOTIFY: any role that can connect may listen on any channel
+-- and send on any channel.  So tco
+--   * never announces on a channel whose name others can guess: each payer
+--     account has a channel named tco_alerts_<32 random hex digits> and
+--     tco_admin one named tco_alerts_admin_<32 random hex digits>, stored
+--     in tco.alert_channel, which only tco_admin reads; a reader learns the
+--     channels of the accounts whose alerts it may read (the same rule as
+--     tco.alert) from tco.alert_channels();
+--   * puts nothing in the payload but the alert id: what the alert says is
+--     read from tco.alert, under row-level security, so a listener learns
+--     nothing it could not read, and a forged notification (anyone who knows
+--     a channel's name can send on it) names an alert id that does not exist
+--     or that the listener cannot read, or repeats a real one;
+--   * changes an account's channel name when the account joins, leaves or
+--     changes organization (a reader that saw it no longer hears it), and on
+--     demand with tco.rotate_alert_channels().
+CREATE TABLE tco.alert_channel (
+    channel    text PRIMARY KEY CONSTRAINT alert_channel_name CHECK (channel ~ '^tco_alerts_(admin_)?[0-9a-f]{32}$'),
+    account_id bigint UNIQUE REFERENCES tco.account ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX alert_channel_one_admin ON tco.alert_channel ((true)) WHERE account_id IS NULL;
+COMMENT ON TABLE tco.alert_channel IS 'R11: the NOTIFY channel of each payer account (account_id) and of tco_admin (account_id NULL), with unguessable names. Readers get theirs from tco.alert_channels().';
+COMMENT ON COLUMN tco.alert_channel.account_id IS 'The payer whose alerts are announced on the channel; NULL for the admin channel (every alert).';
+SELECT pg_catalog.pg_extension_config_dump('tco.alert_channel', '');
+
+-- The channel of an account (NULL: the admin channel), created on first use.
+CREATE FUNCTION tco.alert_channel_of(account_id bigint) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ch text;
+BEGIN
+    SELECT c.channel INTO ch FROM tco.alert_channel c
+     WHERE c.account_id = alert_channel_of.account_id
+        OR (alert_channel_of.account_id IS NULL AND c.account_id IS NULL);
+    IF ch IS NULL THEN
+        INSERT INTO tco.alert_channel (channel, account_id)
+        VALUES ('tco_alerts_' || CASE WHEN alert_channel_of.account_id IS NULL THEN 'admin_' ELSE '' END
+                || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', ''),
+                alert_channel_of.account_id)
+        ON CONFLICT DO NOTHING
+        RETURNING channel INTO ch;
+    END IF;
+    IF ch IS NULL THEN
+        -- another session created it concurrently and has committed
+        SELECT c.channel INTO ch FROM tco.alert_channel c
+         WHERE c.account_id = alert_channel_of.account_id
+            OR (alert_channel_of.account_id IS NULL AND c.account_id IS NULL);
+    END IF;
+    IF ch IS NULL THEN
+        RAISE EXCEPTION 'could not create the alert channel of account %', alert_channel_of.account_id
+            USING ERRCODE = '40001', HINT = 'Retry the transaction.';
+    END IF;
+    RETURN ch;
+END $$;
+COMMENT ON FUNCTION tco.alert_channel_of(bigint) IS 'Internal: the NOTIFY channel of a payer account (NULL: the admin channel), created on first use.';
+
+-- The channels the invoking role may LISTEN on: the admin channel for a
+-- member of tco_admin, and one per account whose alerts it may read in
+-- tco.alert (tco.visible_accounts()).
+CREATE FUNCTION tco.alert_channels() RETURNS TABLE (account_id bigint, channel text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF pg_catalog.pg_has_role(tco.invoking_role(), 'tco_admin', 'USAGE') THEN
+        account_id := NULL;
+        channel := tco.alert_channel_of(NULL);
+        RETURN NEXT;
+    END IF;
+    FOR account_id IN SELECT v FROM tco.visible_accounts() v ORDER BY 1 LOOP
+        channel := tco.alert_channel_of(alert_channels.account_id);
+        RETURN NEXT;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION tco.alert_channels() IS 'R11: the channels to LISTEN on for alerts: the admin channel (account_id NULL, every alert) for tco_admin, and the channel of each account whose alerts the invoking role may read. Each notification''s payload is an alert id: read the alert from tco.alert (a forged or stale id reads nothing).';
+
+-- A new channel name for an account (NULL: every channel, the admin one
+-- included); listeners must read tco.alert_channels() again.
+CREATE FUNCTION tco.rotate_alert_channels(account_id bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    DELETE FROM tco.alert_channel c
+     WHERE rotate_alert_channels.account_id IS NULL OR c.account_id = rotate_alert_channels.account_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION tco.rotate_alert_channels(bigint) IS 'R11: forgets the channel of an account (NULL: every channel); a new, unguessable name is made on next use. Returns the number of channels forgotten.';
+
+-- An account that joins, leaves or changes organization gets a new channel
+-- name, so readers that could see it before no longer hear its alerts.
+CREATE FUNCTION tco.alert_channel_member_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.org_id = OLD.org_id THEN
+        RETURN NULL;
+    END IF;
+    DELETE FROM tco.alert_channel c
+     WHERE c.account_id = CASE TG_OP WHEN 'DELETE' THEN OLD.account_id ELSE NEW.account_id END;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER alert_channel_member AFTER INSERT OR DELETE OR UPDATE OF org_id ON tco.member
+    FOR EACH ROW EXECUTE FUNCTION tco.alert_channel_member_trigger();
+
+-- Every fired alert is announced on its payer's channel and on the admin
+-- channel (delivered at commit), with the alert id alone as payload.
+CREATE OR REPLACE FUNCTION tco.alert_notify() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_catalog.pg_notify(tco.alert_channel_of(NEW.account_id), NEW.alert_id::text);
+    PERFORM pg_catalog.pg_notify(tco.alert_channel_of(NULL), NEW.alert_id::text);
+    RETURN NULL;
+END $$;
+
+REVOKE EXECUTE ON FUNCTION tco.alert_channel_of(bigint), tco.alert_channels(), tco.rotate_alert_channels(bigint),
+                          tco.alert_channel_member_trigger() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tco.alert_channel_of(bigint), tco.alert_channels(), tco.rotate_alert_channels(bigint),
+                          tco.alert_channel_member_trigger() TO tco_admin;
+GRANT EXECUTE ON FUNCTION tco.alert_channels() TO tco_reader;
+GRANT SELECT, INSERT, UPDATE, DELETE ON tco.alert_channel TO tco_admin;
+
+ALTER VIEW tco.voucher_pool_balance SET (security_invoker = true);
+COMMENT ON VIEW tco.voucher_pool_balance IS 'Per voucher pool: money funded, issued as vouchers, reclaimed, and the balance available to issue (funded - issued + reclaimed). Runs with the caller''s rights: a reader sees the pool of the organization it administers.';
+GRANT SELECT ON tco.voucher_pool_balance TO tco_reader;
+
+COMMENT ON FUNCTION tco.visible_payers() IS 'The invoking role''s own account and every current member of the organization it administers (empty for an unmapped role). Statements are no longer filtered by it: a statement is visible to its payer and to the admin of the organization it was settled in.';
+ALTER POLICY statement_reader_visible ON tco.statement
+    USING (payer_account_id = tco.current_account_id()
+           OR org_id IN (SELECT tco.administered_organizations()));
+ALTER POLICY statement_line_reader_visible ON tco.statement_line
+    USING (statement_id IN (SELECT s.statement_id FROM tco.statement s));
+ALTER POLICY settled_pack_reader_visible ON tco.settled_pack
+    USING (statement_id IN (SELECT s.statement_id FROM tco.statement s));
+ALTER POLICY benefit_reader_visible ON tco.benefit
+    USING ((owner_account_id IN (SELECT tco.visible_accounts())
+            AND (pool_org_id IS NULL OR pool_org_id IN (SELECT tco.visible_organizations())))
+           OR (kind IN ('voucher', 'stored_value_card') AND pool_org_id IS NULL
+               AND owner_account_id IN (SELECT tco.paying_managers())));
+ALTER POLICY benefit_share_reader_visible ON tco.benefit_share
+    USING (org_id IN (SELECT tco.visible_organizations())
+           AND (account_id IN (SELECT tco.visible_accounts()) OR org_id IN (SELECT tco.administered_organizations())
+                OR unit_id IN (SELECT tco.shared_units_of_current_account())));
+ALTER POLICY invoice_reader_visible ON tco.invoice
+    USING (statement_id IN (SELECT s.statement_id FROM tco.statement s));
+
+CREATE OR REPLACE VIEW tco.invoice_line WITH (security_invoker = true) AS
+SELECT i.invoice_id, i.statement_id, i.cycle, i.recipient_account_id, sl.account_id, sl.product_code,
+       sl.account_id <> i.recipient_account_id AS for_member,
+       sl.list_amount, sl.discount_amount, sl.benefit_amount, sl.due_amount, sl.lines
+FROM tco.invoice i
+JOIN tco.statement_line sl ON sl.statement_id = i.statement_id;
+COMMENT ON VIEW tco.invoice_line IS 'Lines of each invoice: its statement''s lines per consuming account and product (a manager''s invoice lists its managed members'' consumption). A tco_reader sees the lines of the invoices and statements row-level security lets it see.';
+GRANT EXECUTE ON FUNCTION tco.require_arg(anyelement, text), tco.require_exists(boolean, text, bigint),
+                          tco.dot_escape(text), tco.mermaid_escape(text)
+    TO tco_reader;
+
+-- tco_admin: no TRIGGER, REFERENCES or TRUNCATE on any table (99_grants.sql)
+REVOKE TRIGGER, REFERENCES, TRUNCATE ON ALL TABLES IN SCHEMA tco FROM tco_admin;
+
+CREATE FUNCTION tco.refuse_truncate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'TRUNCATE of tco.% is not allowed: it would skip the rules that DELETE enforces', TG_TABLE_NAME
+        USING ERRCODE = '55000', HINT = 'Delete the rows with DELETE, which checks each of them.';
+END $$;
+COMMENT ON FUNCTION tco.refuse_truncate() IS 'BEFORE TRUNCATE trigger on every table of tco whose deletes are checked by a row trigger: refuses TRUNCATE (55000).';
+CREATE FUNCTION tco.writer_guard() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'tco_writer_guard' LANGUAGE C SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION tco.writer_guard() IS 'BEFORE statement trigger on every table of tco: refuses writes (42501) by roles that are neither superuser, the table owner nor a member of tco_admin.';
+REVOKE EXECUTE ON FUNCTION tco.refuse_truncate(), tco.writer_guard() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tco.refuse_truncate(), tco.writer_guard() TO tco_admin;
+
+DO $no_truncate$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN
+        SELECT c.oid::pg_catalog.regclass FROM pg_catalog.pg_class c
+         WHERE c.relnamespace OPERATOR(pg_catalog.=) 'tco'::pg_catalog.regnamespace AND c.relkind IN ('r', 'p')
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g   -- BEFORE DELETE FOR EACH ROW
+                        WHERE g.tgrelid OPERATOR(pg_catalog.=) c.oid AND NOT g.tgisinternal
+                          AND (g.tgtype::integer OPERATOR(pg_catalog.&) 11) OPERATOR(pg_catalog.=) 11)
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g  -- BEFORE TRUNCATE
+                            WHERE g.tgrelid OPERATOR(pg_catalog.=) c.oid AND NOT g.tgisinternal
+                              AND (g.tgtype::integer OPERATOR(pg_catalog.&) 34) OPERATOR(pg_catalog.=) 34)
+         ORDER BY c.relname
+    LOOP
+        EXECUTE pg_catalog.format('CREATE TRIGGER tco_no_truncate BEFORE TRUNCATE ON %s '
+                                  'FOR EACH STATEMENT EXECUTE FUNCTION tco.refuse_truncate()', t);
+    END LOOP;
+END
+$no_truncate$;
+
+DO $writer_guard$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN
+        SELECT c.oid::pg_catalog.regclass FROM pg_catalog.pg_class c
+         WHERE c.relnamespace OPERATOR(pg_catalog.=) 'tco'::pg_catalog.regnamespace AND c.relkind IN ('r', 'p')
+         ORDER BY c.relname
+    LOOP
+        EXECUTE pg_catalog.format('CREATE TRIGGER tco_writer_guard BEFORE INSERT OR UPDATE OR DELETE ON %s '
+                                  'FOR EACH STATEMENT EXECUTE FUNCTION tco.writer_guard()', t);
+    END LOOP;
+END
+$writer_guard$;
