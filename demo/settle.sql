@@ -3,7 +3,10 @@
 \pset footer off
 SET timezone = 'Asia/Shanghai';
 SET search_path = tco, public;           -- the billing_cycle operators
-LISTEN tco_alerts;                       -- psql prints each alert as it arrives (at commit)
+-- psql prints each alert as it arrives (at commit), on the admin channel,
+-- whose name (random, secret) tco.alert_channels() gives; the payload is the id
+SELECT channel AS admin_channel FROM tco.alert_channels() WHERE account_id IS NULL \gset
+LISTEN :"admin_channel";
 
 \echo
 \echo '== Alert thresholds (R11): spending per cycle, managed members included; available credit'
@@ -100,5 +103,5 @@ SELECT attempt, pg_temp.attempt(sql) AS outcome FROM (VALUES
 SELECT tco.withdraw(1, 200000.00) AS acme_admin_balance;
 SELECT tco.available_credit(1) AS available_credit;
 
-\echo '== Alerts fired (tco.alert; the same JSON went out with NOTIFY tco_alerts)'
+\echo '== Alerts fired (tco.alert; each id went out with NOTIFY on the payer''s and the admin channel)'
 SELECT alert_id, kind, account_id, threshold, round(value, 2) AS value, cycle FROM tco.alert ORDER BY alert_id;
