@@ -389,39 +389,30 @@ CREATE FUNCTION tco.writer_guard() RETURNS trigger
 COMMENT ON FUNCTION tco.writer_guard() IS 'BEFORE statement trigger on every table of tco: refuses writes (42501) by roles that are neither superuser, the table owner nor a member of tco_admin.';
 REVOKE EXECUTE ON FUNCTION tco.refuse_truncate(), tco.writer_guard() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tco.refuse_truncate(), tco.writer_guard() TO tco_admin;
-
-DO $no_truncate$
+-- both guards on every table (99_grants.sql)
+DO $table_guards$
 DECLARE
-    t regclass;
+    t record;
 BEGIN
     FOR t IN
-        SELECT c.oid::pg_catalog.regclass FROM pg_catalog.pg_class c
-         WHERE c.relnamespace OPERATOR(pg_catalog.=) 'tco'::pg_catalog.regnamespace AND c.relkind IN ('r', 'p')
-           AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g   -- BEFORE DELETE FOR EACH ROW
+        SELECT c.oid::pg_catalog.regclass AS rel,
+               EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g   -- a BEFORE DELETE FOR EACH ROW trigger
                         WHERE g.tgrelid OPERATOR(pg_catalog.=) c.oid AND NOT g.tgisinternal
                           AND (g.tgtype::integer OPERATOR(pg_catalog.&) 11) OPERATOR(pg_catalog.=) 11)
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g  -- BEFORE TRUNCATE
-                            WHERE g.tgrelid OPERATOR(pg_catalog.=) c.oid AND NOT g.tgisinternal
-                              AND (g.tgtype::integer OPERATOR(pg_catalog.&) 34) OPERATOR(pg_catalog.=) 34)
-         ORDER BY c.relname
-    LOOP
-        EXECUTE pg_catalog.format('CREATE TRIGGER tco_no_truncate BEFORE TRUNCATE ON %s '
-                                  'FOR EACH STATEMENT EXECUTE FUNCTION tco.refuse_truncate()', t);
-    END LOOP;
-END
-$no_truncate$;
-
-DO $writer_guard$
-DECLARE
-    t regclass;
-BEGIN
-    FOR t IN
-        SELECT c.oid::pg_catalog.regclass FROM pg_catalog.pg_class c
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g  -- and no BEFORE TRUNCATE one
+                                WHERE g.tgrelid OPERATOR(pg_catalog.=) c.oid AND NOT g.tgisinternal
+                                  AND (g.tgtype::integer OPERATOR(pg_catalog.&) 34) OPERATOR(pg_catalog.=) 34)
+               AS refuse_truncate
+          FROM pg_catalog.pg_class c
          WHERE c.relnamespace OPERATOR(pg_catalog.=) 'tco'::pg_catalog.regnamespace AND c.relkind IN ('r', 'p')
          ORDER BY c.relname
     LOOP
+        IF t.refuse_truncate THEN
+            EXECUTE pg_catalog.format('CREATE TRIGGER tco_no_truncate BEFORE TRUNCATE ON %s '
+                                      'FOR EACH STATEMENT EXECUTE FUNCTION tco.refuse_truncate()', t.rel);
+        END IF;
         EXECUTE pg_catalog.format('CREATE TRIGGER tco_writer_guard BEFORE INSERT OR UPDATE OR DELETE ON %s '
-                                  'FOR EACH STATEMENT EXECUTE FUNCTION tco.writer_guard()', t);
+                                  'FOR EACH STATEMENT EXECUTE FUNCTION tco.writer_guard()', t.rel);
     END LOOP;
 END
-$writer_guard$;
+$table_guards$;

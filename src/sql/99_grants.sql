@@ -70,50 +70,41 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tco TO tco_admin;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA tco TO tco_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tco TO tco_admin;
 
--- TRUNCATE fires no row trigger.  Every table whose rows are guarded by a
--- BEFORE DELETE row trigger (history kept append-only, a member that may not
--- leave while in trusteeship, a used benefit) and that has no TRUNCATE rule
--- of its own refuses TRUNCATE, for every role, the owner included.
-DO $no_truncate$
+-- Two guards on every table.  TRUNCATE fires no row trigger: every table
+-- whose rows are guarded by a BEFORE DELETE row trigger (history kept
+-- append-only, a member that may not leave while in trusteeship, a used
+-- benefit) and that has no TRUNCATE rule of its own refuses TRUNCATE, for
+-- every role, the owner included.  And the writer guard (src/guard.c), on
+-- every table before any row trigger: a write by a role that is not a
+-- superuser, the owner or a member of tco_admin is refused with 42501
+-- naming the table only, so that a write granted by mistake never reaches a
+-- trigger whose message names other organizations' rows.
+DO $table_guards$
 DECLARE
-    t regclass;
+    t record;
 BEGIN
     FOR t IN
-        SELECT c.oid::pg_catalog.regclass FROM pg_catalog.pg_class c
-         WHERE c.relnamespace OPERATOR(pg_catalog.=) 'tco'::pg_catalog.regnamespace AND c.relkind IN ('r', 'p')
-           AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g   -- BEFORE DELETE FOR EACH ROW
+        SELECT c.oid::pg_catalog.regclass AS rel,
+               EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g   -- a BEFORE DELETE FOR EACH ROW trigger
                         WHERE g.tgrelid OPERATOR(pg_catalog.=) c.oid AND NOT g.tgisinternal
                           AND (g.tgtype::integer OPERATOR(pg_catalog.&) 11) OPERATOR(pg_catalog.=) 11)
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g  -- BEFORE TRUNCATE
-                            WHERE g.tgrelid OPERATOR(pg_catalog.=) c.oid AND NOT g.tgisinternal
-                              AND (g.tgtype::integer OPERATOR(pg_catalog.&) 34) OPERATOR(pg_catalog.=) 34)
-         ORDER BY c.relname
-    LOOP
-        EXECUTE pg_catalog.format('CREATE TRIGGER tco_no_truncate BEFORE TRUNCATE ON %s '
-                                  'FOR EACH STATEMENT EXECUTE FUNCTION tco.refuse_truncate()', t);
-    END LOOP;
-END
-$no_truncate$;
-
--- The writer guard (src/guard.c): on every table, before any row trigger,
--- a write by a role that is not a superuser, the owner or a member of
--- tco_admin is refused with 42501 naming the table only, so that a write
--- granted by mistake never reaches a trigger whose message names other
--- organizations' rows.
-DO $writer_guard$
-DECLARE
-    t regclass;
-BEGIN
-    FOR t IN
-        SELECT c.oid::pg_catalog.regclass FROM pg_catalog.pg_class c
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g  -- and no BEFORE TRUNCATE one
+                                WHERE g.tgrelid OPERATOR(pg_catalog.=) c.oid AND NOT g.tgisinternal
+                                  AND (g.tgtype::integer OPERATOR(pg_catalog.&) 34) OPERATOR(pg_catalog.=) 34)
+               AS refuse_truncate
+          FROM pg_catalog.pg_class c
          WHERE c.relnamespace OPERATOR(pg_catalog.=) 'tco'::pg_catalog.regnamespace AND c.relkind IN ('r', 'p')
          ORDER BY c.relname
     LOOP
+        IF t.refuse_truncate THEN
+            EXECUTE pg_catalog.format('CREATE TRIGGER tco_no_truncate BEFORE TRUNCATE ON %s '
+                                      'FOR EACH STATEMENT EXECUTE FUNCTION tco.refuse_truncate()', t.rel);
+        END IF;
         EXECUTE pg_catalog.format('CREATE TRIGGER tco_writer_guard BEFORE INSERT OR UPDATE OR DELETE ON %s '
-                                  'FOR EACH STATEMENT EXECUTE FUNCTION tco.writer_guard()', t);
+                                  'FOR EACH STATEMENT EXECUTE FUNCTION tco.writer_guard()', t.rel);
     END LOOP;
 END
-$writer_guard$;
+$table_guards$;
 
 GRANT SELECT ON tco.account, tco.member, tco.trusteeship, tco.bill_line,
                 tco.organization, tco.org_unit, tco.account_login, tco.product
