@@ -7,7 +7,7 @@ BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION tco CASCADE;
 SET timezone = 'UTC';
-SELECT plan(29);
+SELECT plan(30);
 
 \ir fixtures/access.inc
 
@@ -200,6 +200,16 @@ SELECT is(array(SELECT DISTINCT f.oid::regprocedure::text || ' calls tco.' || m[
                                       AND has_function_privilege('tco_reader', g.oid, 'EXECUTE'))
                  ORDER BY 1),
           '{}', 'every tco function a reader''s function calls is executable by the reader');
+SELECT is(array(SELECT DISTINCT v.oid::regclass::text || ' calls ' || f.oid::regprocedure::text
+                  FROM pg_class v
+                  JOIN pg_rewrite r ON r.ev_class = v.oid
+                  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_proc'::regclass
+                  JOIN pg_proc f ON f.oid = d.refobjid
+                 WHERE v.relnamespace = 'tco'::regnamespace AND v.relkind = 'v'
+                   AND has_table_privilege('tco_reader', v.oid, 'SELECT')
+                   AND NOT has_function_privilege('tco_reader', f.oid, 'EXECUTE')
+                 ORDER BY 1),
+          '{}', 'every function a reader-visible view calls is executable by the reader');
 SELECT is(pg_temp.as_role('tco_t_admin1', $q$SELECT length(tco.org_chart(1)) > 0$q$), 'true', 'tco.org_chart works for a reader');
 
 -- 8. The settlement lock cannot be taken by a role with no rights: an

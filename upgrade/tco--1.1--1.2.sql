@@ -416,3 +416,96 @@ BEGIN
     END LOOP;
 END
 $table_guards$;
+
+-- ==== what BI tools send works under the default search_path (README "BI
+-- tools"): the cast from tco.billing_cycle to text is implicit, and the BI
+-- views have built-in column types only (the cycle as text, with date
+-- bounds beside it).
+DROP CAST (tco.billing_cycle AS text);
+-- Implicit to text, so that what BI tools and drivers send works without tco
+-- on the search_path (DESIGN section 6): `cycle = '2023-02'`, ranges, IN
+-- lists and text parameters compare as text, and the text form YYYY-MM
+-- orders exactly as the cycles do (years are four digits).  With tco on the
+-- path, a literal still resolves to the type's own operators (an unknown
+-- literal takes the other operand's type first).  README "BI tools".
+CREATE CAST (tco.billing_cycle AS text) WITH INOUT AS IMPLICIT;
+COMMENT ON CAST (tco.billing_cycle AS text) IS 'Formats as YYYY-MM; implicit, so a cycle compares with text literals and parameters under any search_path.';
+DROP VIEW tco.settlement_by_payer, tco.settlement_by_member, tco.settlement_by_unit;
+-- Views for BI tools (40_settlement.sql).  Their columns have built-in types
+-- only, so that a BI tool or driver needs nothing of tco on its search_path:
+-- the cycle is text YYYY-MM, with its first and last day beside it as dates
+-- for date pickers.
+
+CREATE VIEW tco.settlement_by_payer WITH (security_invoker = true) AS
+SELECT s.cycle::text AS cycle, s.payer_account_id, s.org_id, s.list_total, s.discount_total, s.benefit_total,
+       s.due_total, coalesce(l.lines, 0) AS lines, s.statement_id, s.paid_at,
+       tco.cycle_start_date(s.cycle) AS cycle_start, tco.cycle_end_date(s.cycle) AS cycle_end
+FROM tco.statement s
+LEFT JOIN (SELECT statement_id, sum(lines)::bigint AS lines FROM tco.statement_line GROUP BY 1) l
+       USING (statement_id);
+COMMENT ON VIEW tco.settlement_by_payer IS 'One row per statement: what each payer owes per cycle (totals rounded half-up to 2 decimals).';
+COMMENT ON COLUMN tco.settlement_by_payer.cycle IS 'Billing cycle as text YYYY-MM (text orders it chronologically); compare it with text: cycle = ''2023-02''.';
+COMMENT ON COLUMN tco.settlement_by_payer.payer_account_id IS 'The paying account (a manager pays for its managed members).';
+COMMENT ON COLUMN tco.settlement_by_payer.org_id IS 'The payer''s organization at settlement.';
+COMMENT ON COLUMN tco.settlement_by_payer.list_total IS 'List amount, rounded to 2 decimals.';
+COMMENT ON COLUMN tco.settlement_by_payer.discount_total IS 'Contract discounts, rounded to 2 decimals.';
+COMMENT ON COLUMN tco.settlement_by_payer.benefit_total IS 'Paid by coupons, vouchers and stored-value cards, rounded to 2 decimals.';
+COMMENT ON COLUMN tco.settlement_by_payer.due_total IS 'Owed by the payer, rounded to 2 decimals.';
+COMMENT ON COLUMN tco.settlement_by_payer.lines IS 'Number of bill lines on the statement.';
+COMMENT ON COLUMN tco.settlement_by_payer.statement_id IS 'The statement.';
+COMMENT ON COLUMN tco.settlement_by_payer.paid_at IS 'When the statement was paid (NULL: unpaid).';
+COMMENT ON COLUMN tco.settlement_by_payer.cycle_start IS 'First day of the cycle.';
+COMMENT ON COLUMN tco.settlement_by_payer.cycle_end IS 'Last day of the cycle.';
+
+CREATE VIEW tco.settlement_by_member WITH (security_invoker = true) AS
+SELECT s.cycle::text AS cycle, s.payer_account_id, sl.account_id, sl.product_code, s.org_id,
+       sl.list_amount, sl.discount_amount, sl.benefit_amount, sl.due_amount, sl.lines, s.statement_id,
+       tco.cycle_start_date(s.cycle) AS cycle_start, tco.cycle_end_date(s.cycle) AS cycle_end
+FROM tco.statement_line sl JOIN tco.statement s USING (statement_id);
+COMMENT ON VIEW tco.settlement_by_member IS 'Per cycle, payer, consuming account and product: exact amounts (6 decimals). A managed member''s consumption shows its real list and due amounts on its manager''s statement.';
+COMMENT ON COLUMN tco.settlement_by_member.cycle IS 'Billing cycle as text YYYY-MM (text orders it chronologically); compare it with text: cycle = ''2023-02''.';
+COMMENT ON COLUMN tco.settlement_by_member.payer_account_id IS 'The paying account.';
+COMMENT ON COLUMN tco.settlement_by_member.account_id IS 'The consuming account.';
+COMMENT ON COLUMN tco.settlement_by_member.product_code IS 'The product consumed.';
+COMMENT ON COLUMN tco.settlement_by_member.org_id IS 'The payer''s organization at settlement.';
+COMMENT ON COLUMN tco.settlement_by_member.list_amount IS 'List amount (exact).';
+COMMENT ON COLUMN tco.settlement_by_member.discount_amount IS 'Contract discount (exact).';
+COMMENT ON COLUMN tco.settlement_by_member.benefit_amount IS 'Paid by benefits (exact).';
+COMMENT ON COLUMN tco.settlement_by_member.due_amount IS 'Owed by the payer for this consumption (exact).';
+COMMENT ON COLUMN tco.settlement_by_member.lines IS 'Number of bill lines.';
+COMMENT ON COLUMN tco.settlement_by_member.statement_id IS 'The statement the amounts are on.';
+COMMENT ON COLUMN tco.settlement_by_member.cycle_start IS 'First day of the cycle.';
+COMMENT ON COLUMN tco.settlement_by_member.cycle_end IS 'Last day of the cycle.';
+
+CREATE VIEW tco.settlement_by_unit WITH (security_invoker = true) AS
+WITH RECURSIVE subtree (unit_id, descendant_id) AS (
+    SELECT u.unit_id, u.unit_id FROM tco.org_unit u
+    UNION ALL
+    SELECT t.unit_id, c.unit_id FROM subtree t JOIN tco.org_unit c ON c.parent_unit_id = t.descendant_id
+)
+SELECT s.cycle::text AS cycle, u.unit_id, u.org_id,
+       sum(sl.list_amount) AS list_total, sum(sl.discount_amount) AS discount_total,
+       sum(sl.benefit_amount) AS benefit_total, sum(sl.due_amount) AS due_total,
+       sum(sl.lines)::bigint AS lines,
+       tco.cycle_start_date(s.cycle) AS cycle_start, tco.cycle_end_date(s.cycle) AS cycle_end
+FROM tco.org_unit u
+JOIN subtree t ON t.unit_id = u.unit_id
+JOIN tco.member m ON m.unit_id = t.descendant_id
+JOIN tco.statement_line sl ON sl.account_id = m.account_id
+JOIN tco.statement s ON s.statement_id = sl.statement_id
+GROUP BY s.cycle, u.unit_id, u.org_id;
+COMMENT ON VIEW tco.settlement_by_unit IS 'Per cycle and unit: consumption of the members currently placed in the unit or any unit below it (exact sums, 6 decimals), whoever paid it.';
+COMMENT ON COLUMN tco.settlement_by_unit.cycle IS 'Billing cycle as text YYYY-MM (text orders it chronologically); compare it with text: cycle = ''2023-02''.';
+COMMENT ON COLUMN tco.settlement_by_unit.unit_id IS 'The unit; its totals cover its whole subtree.';
+COMMENT ON COLUMN tco.settlement_by_unit.org_id IS 'The unit''s organization.';
+COMMENT ON COLUMN tco.settlement_by_unit.list_total IS 'List amount (exact).';
+COMMENT ON COLUMN tco.settlement_by_unit.discount_total IS 'Contract discounts (exact).';
+COMMENT ON COLUMN tco.settlement_by_unit.benefit_total IS 'Paid by benefits (exact).';
+COMMENT ON COLUMN tco.settlement_by_unit.due_total IS 'Owed for this consumption (exact).';
+COMMENT ON COLUMN tco.settlement_by_unit.lines IS 'Number of bill lines.';
+COMMENT ON COLUMN tco.settlement_by_unit.cycle_start IS 'First day of the cycle.';
+COMMENT ON COLUMN tco.settlement_by_unit.cycle_end IS 'Last day of the cycle.';
+REVOKE ALL ON tco.settlement_by_payer, tco.settlement_by_member, tco.settlement_by_unit FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON tco.settlement_by_payer, tco.settlement_by_member, tco.settlement_by_unit TO tco_admin;
+GRANT SELECT ON tco.settlement_by_payer, tco.settlement_by_member, tco.settlement_by_unit TO tco_reader;
+GRANT EXECUTE ON FUNCTION tco.cycle_end_date(tco.billing_cycle) TO tco_reader;

@@ -151,11 +151,17 @@ COMMENT ON FUNCTION tco.cycle_start_date(tco.billing_cycle) IS 'The first day of
 COMMENT ON FUNCTION tco.cycle_end_date(tco.billing_cycle) IS 'The last day of a billing cycle.';
 
 CREATE CAST (text AS tco.billing_cycle) WITH INOUT AS ASSIGNMENT;
-CREATE CAST (tco.billing_cycle AS text) WITH INOUT AS ASSIGNMENT;
+-- Implicit to text, so that what BI tools and drivers send works without tco
+-- on the search_path (DESIGN section 6): `cycle = '2023-02'`, ranges, IN
+-- lists and text parameters compare as text, and the text form YYYY-MM
+-- orders exactly as the cycles do (years are four digits).  With tco on the
+-- path, a literal still resolves to the type's own operators (an unknown
+-- literal takes the other operand's type first).  README "BI tools".
+CREATE CAST (tco.billing_cycle AS text) WITH INOUT AS IMPLICIT;
 CREATE CAST (date AS tco.billing_cycle) WITH FUNCTION tco.billing_cycle(date);
 CREATE CAST (tco.billing_cycle AS date) WITH FUNCTION tco.cycle_start_date(tco.billing_cycle);
 COMMENT ON CAST (text AS tco.billing_cycle) IS 'Parses YYYY-MM.';
-COMMENT ON CAST (tco.billing_cycle AS text) IS 'Formats as YYYY-MM.';
+COMMENT ON CAST (tco.billing_cycle AS text) IS 'Formats as YYYY-MM; implicit, so a cycle compares with text literals and parameters under any search_path.';
 COMMENT ON CAST (date AS tco.billing_cycle) IS 'The calendar month containing the date.';
 COMMENT ON CAST (tco.billing_cycle AS date) IS 'The first day of the month.';
 

@@ -706,16 +706,20 @@ COMMENT ON FUNCTION tco.explain_line(bigint) IS
 'Why a bill line costs what it costs: its statement and payer (with tco.explain_payer), the discount rate and its source, every benefit used and how much, and the due amount. An unsettled line gives {"settled": false, ...} with its payer; an unknown line is error 23503.';
 
 -- ---------------------------------------------------------------------------
--- Views for BI tools (DESIGN section 8)
+-- Views for BI tools (DESIGN section 8).  Their columns have built-in types
+-- only, so that a BI tool or driver needs nothing of tco on its search_path:
+-- the cycle is text YYYY-MM, with its first and last day beside it as dates
+-- for date pickers.
 
 CREATE VIEW tco.settlement_by_payer WITH (security_invoker = true) AS
-SELECT s.cycle, s.payer_account_id, s.org_id, s.list_total, s.discount_total, s.benefit_total,
-       s.due_total, coalesce(l.lines, 0) AS lines, s.statement_id, s.paid_at
+SELECT s.cycle::text AS cycle, s.payer_account_id, s.org_id, s.list_total, s.discount_total, s.benefit_total,
+       s.due_total, coalesce(l.lines, 0) AS lines, s.statement_id, s.paid_at,
+       tco.cycle_start_date(s.cycle) AS cycle_start, tco.cycle_end_date(s.cycle) AS cycle_end
 FROM tco.statement s
 LEFT JOIN (SELECT statement_id, sum(lines)::bigint AS lines FROM tco.statement_line GROUP BY 1) l
        USING (statement_id);
 COMMENT ON VIEW tco.settlement_by_payer IS 'One row per statement: what each payer owes per cycle (totals rounded half-up to 2 decimals).';
-COMMENT ON COLUMN tco.settlement_by_payer.cycle IS 'Billing cycle (YYYY-MM).';
+COMMENT ON COLUMN tco.settlement_by_payer.cycle IS 'Billing cycle as text YYYY-MM (text orders it chronologically); compare it with text: cycle = ''2023-02''.';
 COMMENT ON COLUMN tco.settlement_by_payer.payer_account_id IS 'The paying account (a manager pays for its managed members).';
 COMMENT ON COLUMN tco.settlement_by_payer.org_id IS 'The payer''s organization at settlement.';
 COMMENT ON COLUMN tco.settlement_by_payer.list_total IS 'List amount, rounded to 2 decimals.';
@@ -725,13 +729,16 @@ COMMENT ON COLUMN tco.settlement_by_payer.due_total IS 'Owed by the payer, round
 COMMENT ON COLUMN tco.settlement_by_payer.lines IS 'Number of bill lines on the statement.';
 COMMENT ON COLUMN tco.settlement_by_payer.statement_id IS 'The statement.';
 COMMENT ON COLUMN tco.settlement_by_payer.paid_at IS 'When the statement was paid (NULL: unpaid).';
+COMMENT ON COLUMN tco.settlement_by_payer.cycle_start IS 'First day of the cycle.';
+COMMENT ON COLUMN tco.settlement_by_payer.cycle_end IS 'Last day of the cycle.';
 
 CREATE VIEW tco.settlement_by_member WITH (security_invoker = true) AS
-SELECT s.cycle, s.payer_account_id, sl.account_id, sl.product_code, s.org_id,
-       sl.list_amount, sl.discount_amount, sl.benefit_amount, sl.due_amount, sl.lines, s.statement_id
+SELECT s.cycle::text AS cycle, s.payer_account_id, sl.account_id, sl.product_code, s.org_id,
+       sl.list_amount, sl.discount_amount, sl.benefit_amount, sl.due_amount, sl.lines, s.statement_id,
+       tco.cycle_start_date(s.cycle) AS cycle_start, tco.cycle_end_date(s.cycle) AS cycle_end
 FROM tco.statement_line sl JOIN tco.statement s USING (statement_id);
 COMMENT ON VIEW tco.settlement_by_member IS 'Per cycle, payer, consuming account and product: exact amounts (6 decimals). A managed member''s consumption shows its real list and due amounts on its manager''s statement.';
-COMMENT ON COLUMN tco.settlement_by_member.cycle IS 'Billing cycle (YYYY-MM).';
+COMMENT ON COLUMN tco.settlement_by_member.cycle IS 'Billing cycle as text YYYY-MM (text orders it chronologically); compare it with text: cycle = ''2023-02''.';
 COMMENT ON COLUMN tco.settlement_by_member.payer_account_id IS 'The paying account.';
 COMMENT ON COLUMN tco.settlement_by_member.account_id IS 'The consuming account.';
 COMMENT ON COLUMN tco.settlement_by_member.product_code IS 'The product consumed.';
@@ -742,6 +749,8 @@ COMMENT ON COLUMN tco.settlement_by_member.benefit_amount IS 'Paid by benefits (
 COMMENT ON COLUMN tco.settlement_by_member.due_amount IS 'Owed by the payer for this consumption (exact).';
 COMMENT ON COLUMN tco.settlement_by_member.lines IS 'Number of bill lines.';
 COMMENT ON COLUMN tco.settlement_by_member.statement_id IS 'The statement the amounts are on.';
+COMMENT ON COLUMN tco.settlement_by_member.cycle_start IS 'First day of the cycle.';
+COMMENT ON COLUMN tco.settlement_by_member.cycle_end IS 'Last day of the cycle.';
 
 CREATE VIEW tco.settlement_by_unit WITH (security_invoker = true) AS
 WITH RECURSIVE subtree (unit_id, descendant_id) AS (
@@ -749,10 +758,11 @@ WITH RECURSIVE subtree (unit_id, descendant_id) AS (
     UNION ALL
     SELECT t.unit_id, c.unit_id FROM subtree t JOIN tco.org_unit c ON c.parent_unit_id = t.descendant_id
 )
-SELECT s.cycle, u.unit_id, u.org_id,
+SELECT s.cycle::text AS cycle, u.unit_id, u.org_id,
        sum(sl.list_amount) AS list_total, sum(sl.discount_amount) AS discount_total,
        sum(sl.benefit_amount) AS benefit_total, sum(sl.due_amount) AS due_total,
-       sum(sl.lines)::bigint AS lines
+       sum(sl.lines)::bigint AS lines,
+       tco.cycle_start_date(s.cycle) AS cycle_start, tco.cycle_end_date(s.cycle) AS cycle_end
 FROM tco.org_unit u
 JOIN subtree t ON t.unit_id = u.unit_id
 JOIN tco.member m ON m.unit_id = t.descendant_id
@@ -760,7 +770,7 @@ JOIN tco.statement_line sl ON sl.account_id = m.account_id
 JOIN tco.statement s ON s.statement_id = sl.statement_id
 GROUP BY s.cycle, u.unit_id, u.org_id;
 COMMENT ON VIEW tco.settlement_by_unit IS 'Per cycle and unit: consumption of the members currently placed in the unit or any unit below it (exact sums, 6 decimals), whoever paid it.';
-COMMENT ON COLUMN tco.settlement_by_unit.cycle IS 'Billing cycle (YYYY-MM).';
+COMMENT ON COLUMN tco.settlement_by_unit.cycle IS 'Billing cycle as text YYYY-MM (text orders it chronologically); compare it with text: cycle = ''2023-02''.';
 COMMENT ON COLUMN tco.settlement_by_unit.unit_id IS 'The unit; its totals cover its whole subtree.';
 COMMENT ON COLUMN tco.settlement_by_unit.org_id IS 'The unit''s organization.';
 COMMENT ON COLUMN tco.settlement_by_unit.list_total IS 'List amount (exact).';
@@ -768,3 +778,5 @@ COMMENT ON COLUMN tco.settlement_by_unit.discount_total IS 'Contract discounts (
 COMMENT ON COLUMN tco.settlement_by_unit.benefit_total IS 'Paid by benefits (exact).';
 COMMENT ON COLUMN tco.settlement_by_unit.due_total IS 'Owed for this consumption (exact).';
 COMMENT ON COLUMN tco.settlement_by_unit.lines IS 'Number of bill lines.';
+COMMENT ON COLUMN tco.settlement_by_unit.cycle_start IS 'First day of the cycle.';
+COMMENT ON COLUMN tco.settlement_by_unit.cycle_end IS 'Last day of the cycle.';

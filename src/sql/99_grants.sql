@@ -116,6 +116,7 @@ GRANT SELECT ON tco.settled_pack, tco.settled_line, tco.benefit_use TO tco_reade
 GRANT EXECUTE ON FUNCTION tco.invoking_role(), tco.current_account_id(), tco.visible_accounts(),
                           tco.can_see_account(bigint), tco.visible_organizations(),
                           tco.billing_timezone(), tco.cycle_of(timestamptz), tco.cycle_range(tco.billing_cycle),
+                          tco.cycle_end_date(tco.billing_cycle),  -- cycle_start_date is PUBLIC (a cast)
                           tco.org_chart(bigint, text),
                           -- what org_chart calls (it runs with the caller's rights)
                           tco.require_arg(anyelement, text), tco.require_exists(boolean, text, bigint),
