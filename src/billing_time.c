@@ -88,6 +88,54 @@ local_midnight(int y, int m, int d, pg_tz *tz, TimestampTz *earliest, TimestampT
 	tm.tm_mday = d;
 	offset = DetermineTimeZoneOffset(&tm, tz);
 	result = instant_at(&tm, offset);
+
+	/*
+	 * In a DST gap that swallows midnight, DetermineTimeZoneOffset() resolves
+	 * 00:00 under one of the two offsets, an instant at which the clock reads
+	 * another time: under the offset before the gap it is after the gap's end
+	 * (America/Toronto, 1919-03-30 23:30 EST -> 1919-03-31 00:30 EDT: "00:00
+	 * EST" reads 01:00 EDT), under the one after it the day before.  The day
+	 * then begins at the end of the gap: the first instant whose wall clock
+	 * reads y-m-d or later, found by bisection on whole seconds
+	 * (transitions are on whole seconds) within a day either side.
+	 */
+	{
+		struct pg_tm now;
+		fsec_t		fsec;
+		int			now_offset;
+		int			target = date2j(y, m, d);
+
+		if (timestamp2tm(result, &now_offset, &now, &fsec, NULL, tz) == 0 &&
+			!(date2j(now.tm_year, now.tm_mon, now.tm_mday) == target &&
+			  now.tm_hour == 0 && now.tm_min == 0 && now.tm_sec == 0 && fsec == 0))
+		{
+			TimestampTz lo = result - USECS_PER_DAY;
+			TimestampTz hi = result + USECS_PER_DAY;
+			struct pg_tm lo_tm,
+						hi_tm;
+
+			if (IS_VALID_TIMESTAMP(lo) && IS_VALID_TIMESTAMP(hi) &&
+				timestamp2tm(lo, &now_offset, &lo_tm, &fsec, NULL, tz) == 0 &&
+				timestamp2tm(hi, &now_offset, &hi_tm, &fsec, NULL, tz) == 0 &&
+				date2j(lo_tm.tm_year, lo_tm.tm_mon, lo_tm.tm_mday) < target &&
+				date2j(hi_tm.tm_year, hi_tm.tm_mon, hi_tm.tm_mday) >= target)
+			{
+				/* lo and hi on whole seconds of result */
+				while (hi - lo > USECS_PER_SEC)
+				{
+					TimestampTz mid = lo + ((hi - lo) / 2 / USECS_PER_SEC) * USECS_PER_SEC;
+
+					if (timestamp2tm(mid, &now_offset, &now, &fsec, NULL, tz) != 0)
+						break;
+					if (date2j(now.tm_year, now.tm_mon, now.tm_mday) >= target)
+						hi = mid;
+					else
+						lo = mid;
+				}
+				result = hi;
+			}
+		}
+	}
 	*earliest = *latest = result;
 
 	/*
@@ -242,6 +290,48 @@ tco_cycle_start(BillingCycle c, pg_tz *tz)
 	return earliest;
 }
 
+/*
+ * The start of the cycle after c: for 9999-12, the start of "10000-01",
+ * outside the type but a valid instant (so a change in 9999-12 still has an
+ * effective instant).
+ */
+TimestampTz
+tco_next_cycle_start(BillingCycle c, pg_tz *tz)
+{
+	TimestampTz earliest,
+				latest;
+
+	if (c < TCO_CYCLE_MIN || c > TCO_CYCLE_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("billing cycle out of range")));
+	if (c < TCO_CYCLE_MAX)
+		return tco_cycle_start(c + 1, tz);
+	local_midnight(10000, 1, 1, tz, &earliest, &latest);
+	return earliest;
+}
+
+/*
+ * [*start, *next): the cycle containing t.  False, without error, when t is
+ * in no cycle (its local year is outside 1..9999).
+ */
+bool
+tco_cycle_bounds(TimestampTz t, pg_tz *tz, TimestampTz *start, TimestampTz *next)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int			offset;
+	BillingCycle c;
+
+	if (TIMESTAMP_NOT_FINITE(t) || timestamp2tm(t, &offset, &tm, &fsec, NULL, tz) != 0 ||
+		tm.tm_year < 1 || tm.tm_year > 9999)
+		return false;
+	c = tm.tm_year * 12 + (tm.tm_mon - 1);
+	*start = tco_cycle_start(c, tz);
+	*next = tco_next_cycle_start(c, tz);
+	return true;
+}
+
 TimestampTz
 tco_trunc(TimestampTz t, TcoGranularity g, pg_tz *tz)
 {
@@ -357,4 +447,43 @@ tco_boundary_ceil(TimestampTz t, TcoGranularity g, pg_tz *tz)
 	}
 	elog(ERROR, "could not find the %s boundary after a timestamp", tco_granularity_name(g));
 	return t;					/* keep compiler quiet */
+}
+
+/*
+ * The zone of a name given to tco (an explicit zone argument, or the billing
+ * zone read from tco.config when billing is true).  Only region names are
+ * accepted, such as 'Asia/Shanghai' or 'UTC': a name with a digit in it is
+ * refused.  Such names are UTC offsets in POSIX notation, whose sign is the
+ * opposite of ISO 8601 ('+08', 'UTC+8' and 'Etc/GMT+8' are all UTC-8), or
+ * POSIX rules such as 'EST5EDT'; no region name of the time zone database
+ * has a digit.  A name without digits that pg_tzset() accepts is a zone of
+ * the database (a POSIX specification needs an offset).
+ */
+pg_tz *
+tco_zone_by_name(const char *name, bool billing)
+{
+	const char *p;
+	pg_tz	   *tz = NULL;
+	bool		numeric = false;
+
+	for (p = name; *p; p++)
+		if (*p >= '0' && *p <= '9')
+			numeric = true;
+	if (numeric || name[0] == '+' || name[0] == '-')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%stime zone \"%s\" is an offset or a POSIX rule, not a region name",
+						billing ? "billing " : "", name),
+				 errdetail("Numeric and POSIX-style zone names count offsets west of Greenwich: '+08' means UTC-8."),
+				 errhint("Use a region name of pg_timezone_names, such as 'Asia/Shanghai' or 'UTC'%s.",
+						 billing ? ", with tco.set_billing_timezone()" : "")));
+	if (strlen(name) <= TZ_STRLEN_MAX)
+		tz = pg_tzset(name);
+	if (tz == NULL || !pg_tz_acceptable(tz))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%stime zone \"%s\" is not recognized", billing ? "billing " : "", name),
+				 errhint("Use a name from pg_timezone_names, such as 'UTC' or 'Asia/Shanghai'%s.",
+						 billing ? ", with tco.set_billing_timezone()" : "")));
+	return tz;
 }

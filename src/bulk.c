@@ -22,9 +22,13 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "executor/executor.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "nodes/execnodes.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 #include "bulk.h"
 #include "tco.h"
@@ -40,19 +44,36 @@ struct BulkWriter
 	AttrNumber *attnums;		/* value i goes to attribute attnums[i] */
 };
 
+static void
+unsupported_shape(const char *relname, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("tco.%s was altered in a way settlement does not support", relname),
+			 errdetail("%s", detail),
+			 errhint("tco.settle_cycle writes tco.statement, tco.statement_line and tco.settled_pack in bulk: "
+					 "restore their definitions (README, \"Limits\", lists the supported DDL).")));
+}
+
 /*
  * Open tco.<relname> for bulk writing.  columns names every column of the
- * table, in the order tco_bulk_insert's values come in: a column added to
- * the table later must be added here too, so none is left NULL by mistake.
+ * table, in the order tco_bulk_insert's values come in, with the type each
+ * value has (InvalidOid: tco.billing_cycle) and the typmod the column must
+ * have (-1: any).  Rows are formed from these values as they are, so a
+ * column of another type would be read back as garbage, or crash: the shape
+ * is checked first, and a column added to the table (which would be left
+ * NULL, not given its default) is refused too.  So is a deferrable unique
+ * index: rows written here are not queued for its deferred check.
  */
 BulkWriter *
-tco_bulk_begin(const char *relname, int ncolumns, const char *const *columns)
+tco_bulk_begin(const char *relname, int ncolumns, const BulkColumn *columns)
 {
 	BulkWriter *w = palloc0(sizeof(BulkWriter));
 	Oid			relid = tco_relid(relname);
 	TupleDesc	desc;
 	int			nlive = 0;
 	int			i;
+	Oid			cycle_type = InvalidOid;
 
 	if (!OidIsValid(relid))
 		elog(ERROR, "table tco.%s does not exist", relname);
@@ -62,22 +83,36 @@ tco_bulk_begin(const char *relname, int ncolumns, const char *const *columns)
 		if (!TupleDescAttr(desc, i)->attisdropped)
 			nlive++;
 	if (nlive != ncolumns)
-		elog(ERROR, "tco.%s has %d columns, settlement writes %d", relname, nlive, ncolumns);
+		unsupported_shape(relname, psprintf("It has %d columns; settlement writes %d.", nlive, ncolumns));
 	w->ncolumns = ncolumns;
 	w->attnums = palloc(sizeof(AttrNumber) * ncolumns);
 	for (i = 0; i < ncolumns; i++)
 	{
 		int			a;
+		Form_pg_attribute att = NULL;
+		Oid			type = columns[i].type;
 
 		for (a = 0; a < desc->natts; a++)
 		{
-			Form_pg_attribute att = TupleDescAttr(desc, a);
-
-			if (!att->attisdropped && strcmp(NameStr(att->attname), columns[i]) == 0)
+			att = TupleDescAttr(desc, a);
+			if (!att->attisdropped && strcmp(NameStr(att->attname), columns[i].name) == 0)
 				break;
 		}
 		if (a == desc->natts)
-			elog(ERROR, "column \"%s\" of tco.%s does not exist", columns[i], relname);
+			unsupported_shape(relname, psprintf("Its column \"%s\" does not exist.", columns[i].name));
+		if (!OidIsValid(type))
+		{
+			if (!OidIsValid(cycle_type))
+				cycle_type = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+											 CStringGetDatum("billing_cycle"),
+											 ObjectIdGetDatum(RelationGetNamespace(w->rel)));
+			type = cycle_type;
+		}
+		if (att->atttypid != type || (columns[i].typmod != -1 && att->atttypmod != columns[i].typmod))
+			unsupported_shape(relname, psprintf("Its column \"%s\" is %s; settlement writes %s.",
+												columns[i].name,
+												format_type_with_typemod(att->atttypid, att->atttypmod),
+												format_type_with_typemod(type, columns[i].typmod)));
 		w->attnums[i] = a + 1;
 	}
 
@@ -86,6 +121,14 @@ tco_bulk_begin(const char *relname, int ncolumns, const char *const *columns)
 	/* range table index 0: no range table, constraint errors still name the row */
 	InitResultRelInfo(w->rri, w->rel, 0, NULL, 0);
 	ExecOpenIndices(w->rri, false);
+	for (i = 0; i < w->rri->ri_NumIndices; i++)
+	{
+		Relation	index = w->rri->ri_IndexRelationDescs[i];
+
+		if (index != NULL && !index->rd_index->indimmediate)
+			unsupported_shape(relname, psprintf("Its index \"%s\" is a deferrable unique or exclusion constraint.",
+												RelationGetRelationName(index)));
+	}
 	w->slot = table_slot_create(w->rel, NULL);
 	w->bistate = GetBulkInsertState();
 	return w;
@@ -130,9 +173,9 @@ tco_bulk_insert(BulkWriter *w, const Datum *values, const bool *isnull)
 #else
 		recheck = ExecInsertIndexTuples(w->rri, slot, w->estate, false, false, NULL, NIL);
 #endif
-		/* only deferrable unique indexes ask for a recheck; tco has none */
+		/* only deferrable unique indexes ask for a recheck: refused by tco_bulk_begin */
 		if (recheck != NIL)
-			elog(ERROR, "tco.%s has a deferred unique index", RelationGetRelationName(w->rel));
+			unsupported_shape(RelationGetRelationName(w->rel), "It has a deferrable unique index.");
 	}
 	MemoryContextSwitchTo(oldcxt);
 	ExecClearTuple(slot);

@@ -15,12 +15,17 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "tco.h"
 
@@ -76,4 +81,119 @@ tco_invalidate_cache(PG_FUNCTION_ARGS)
 				 errmsg("tco.invalidate_cache() must be called as a trigger")));
 	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * Accept pending invalidations once per snapshot, so that a statement of a
+ * READ COMMITTED transaction sees what other sessions committed since the
+ * previous one (every cache shares this: the first cache to ask for a new
+ * snapshot delivers the messages to all the callbacks).
+ */
+void
+tco_accept_invalidations(void)
+{
+	static Snapshot seen_snapshot = NULL;
+	static TransactionId seen_xmin = InvalidTransactionId;
+	static TransactionId seen_xmax = InvalidTransactionId;
+	static CommandId seen_curcid = InvalidCommandId;
+	Snapshot	snap = ActiveSnapshotSet() ? GetActiveSnapshot() : NULL;
+
+	if (snap == NULL)
+	{
+		AcceptInvalidationMessages();
+		return;
+	}
+	if (snap != seen_snapshot || snap->xmin != seen_xmin ||
+		snap->xmax != seen_xmax || snap->curcid != seen_curcid)
+	{
+		AcceptInvalidationMessages();
+		seen_snapshot = snap;
+		seen_xmin = snap->xmin;
+		seen_xmax = snap->xmax;
+		seen_curcid = snap->curcid;
+	}
+}
+
+/*
+ * Push the snapshot a cache is (re)built from; returns whether the result is
+ * valid for the current transaction only.
+ *
+ * Under READ COMMITTED it is a snapshot taken now, after the invalidations
+ * that made the rebuild necessary were accepted: a transaction sends its
+ * invalidations after it became visible to new snapshots, so whatever change
+ * an accepted invalidation announced is seen by this snapshot.  The active
+ * snapshot of the calling statement would not do: it can be older than the
+ * invalidation (a statement that waited, or slept, before its first call),
+ * and the cache built from it would then stay stale for every later
+ * statement, since the invalidation is consumed.  The cache may thus see
+ * commits newer than the calling statement's snapshot, never older ones.
+ *
+ * Under REPEATABLE READ and SERIALIZABLE it is the transaction snapshot:
+ * the answers stay those of the transaction, and the cache is dropped at the
+ * next one.
+ */
+bool
+tco_push_cache_snapshot(void)
+{
+	if (IsolationUsesXactSnapshot())
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		return true;
+	}
+	PushActiveSnapshot(GetLatestSnapshot());
+	return false;
+}
+
+/*
+ * Run tco's own queries under search_path = pg_catalog, pg_temp, whatever
+ * the caller set: an operator, function or type of another schema placed
+ * first on the caller's path must not change what they mean (kept plans are
+ * re-planned under the current path).  The queries also name every tco
+ * object with its schema.  Returns the GUC nest level for
+ * tco_restore_search_path; an error unwinds it with the (sub)transaction.
+ */
+int
+tco_pin_search_path(void)
+{
+	int			nestlevel = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	return nestlevel;
+}
+
+void
+tco_restore_search_path(int nestlevel)
+{
+	AtEOXact_GUC(true, nestlevel);
+}
+
+/*
+ * Check the shape of a result tco's C code reads: n columns of these types.
+ * The tables are tco's own, but a DBA may have altered them (README,
+ * "Limits", says which DDL is supported); reading a Datum as another type
+ * than it is would crash the backend, so refuse clearly instead.
+ */
+void
+tco_check_columns(TupleDesc desc, int n, const Oid *types, const char *what)
+{
+	int			i;
+
+	if (desc == NULL || desc->natts != n)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("unexpected shape of %s: %d columns, expected %d",
+						what, desc ? desc->natts : 0, n),
+				 errhint("A table of schema tco was altered in a way tco does not support (see README, \"Limits\"): restore its definition.")));
+	for (i = 0; i < n; i++)
+	{
+		Oid			t = TupleDescAttr(desc, i)->atttypid;
+
+		if (t != types[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("unexpected type of column %d of %s: %s, expected %s",
+							i + 1, what, format_type_be(t), format_type_be(types[i])),
+					 errhint("A column of a table of schema tco changed type, which tco does not support (see README, \"Limits\"): restore its original type.")));
+	}
 }

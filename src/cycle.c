@@ -72,17 +72,7 @@ cycle_to_cstring(BillingCycle c, char *buf, size_t len)
 static pg_tz *
 zone_by_name(text *zone)
 {
-	char	   *name = text_to_cstring(zone);
-	pg_tz	   *tz = NULL;
-
-	if (strlen(name) <= TZ_STRLEN_MAX)
-		tz = pg_tzset(name);
-	if (tz == NULL || !pg_tz_acceptable(tz))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("time zone \"%s\" is not recognized", name),
-				 errhint("Use a name from pg_timezone_names, such as 'UTC' or 'Asia/Shanghai'.")));
-	return tz;
+	return tco_zone_by_name(text_to_cstring(zone), false);
 }
 
 /* The granularity named by a tco.granularity enum value. */

@@ -36,6 +36,8 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "nodes/pg_list.h"
 #include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -88,11 +90,7 @@ typedef struct PayerCache
 	/* built under a transaction snapshot: valid for that transaction only */
 	bool		xact_local;
 	LocalTransactionId built_lxid;
-	/* the snapshot we last accepted invalidations for */
-	Snapshot	seen_snapshot;
-	TransactionId seen_xmin;
-	TransactionId seen_xmax;
-	CommandId	seen_curcid;
+	List	   *long_codes;		/* products whose code has PRODUCT_CODE_LEN bytes or more */
 	/* the last (account, product) answered: bill lines come grouped */
 	AccountEntry *last_account;
 	ProductEntry *last_product;
@@ -131,31 +129,6 @@ tco_payer_init(void)
 	CacheRegisterRelcacheCallback(payer_cache_invalidate, (Datum) 0);
 }
 
-/*
- * Accept invalidations once per snapshot, so a READ COMMITTED statement sees
- * trusteeship changes committed since the previous one.
- */
-static void
-accept_invalidations_for_snapshot(void)
-{
-	Snapshot	snap = ActiveSnapshotSet() ? GetActiveSnapshot() : NULL;
-
-	if (snap == NULL)
-	{
-		AcceptInvalidationMessages();
-		return;
-	}
-	if (snap != cache.seen_snapshot || snap->xmin != cache.seen_xmin ||
-		snap->xmax != cache.seen_xmax || snap->curcid != cache.seen_curcid)
-	{
-		AcceptInvalidationMessages();
-		cache.seen_snapshot = snap;
-		cache.seen_xmin = snap->xmin;
-		cache.seen_xmax = snap->xmax;
-		cache.seen_curcid = snap->curcid;
-	}
-}
-
 static int
 change_cmp(const void *a, const void *b)
 {
@@ -170,9 +143,13 @@ change_cmp(const void *a, const void *b)
 	return x->trusteeship_id < y->trusteeship_id ? -1 : (x->trusteeship_id > y->trusteeship_id ? 1 : 0);
 }
 
+static const Oid product_types[2] = {TEXTOID, TEXTOID};
+static const Oid change_types[5] = {INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+
 static void
 load_products(void)
 {
+	MemoryContext oldcxt;
 	HASHCTL		ctl;
 	uint64		i;
 	int			ret;
@@ -184,9 +161,11 @@ load_products(void)
 	cache.products = hash_create("tco payer products", 64, &ctl,
 								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
-	ret = SPI_execute("SELECT product_code, granularity::text FROM tco.product", true, 0);
+	cache.long_codes = NIL;
+	ret = SPI_execute("SELECT product_code, granularity::pg_catalog.text FROM tco.product", true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read tco.product: %s", SPI_result_code_string(ret));
+	tco_check_columns(SPI_tuptable->tupdesc, 2, product_types, "tco.product");
 	for (i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -195,8 +174,16 @@ load_products(void)
 		char	   *gran = SPI_getvalue(tup, desc, 2);
 		ProductEntry *entry;
 
-		if (code == NULL || gran == NULL || strlen(code) >= PRODUCT_CODE_LEN)
+		if (code == NULL || gran == NULL)
 			continue;
+		if (strlen(code) >= PRODUCT_CODE_LEN)
+		{
+			/* remembered to say "too long", not "does not exist" */
+			oldcxt = MemoryContextSwitchTo(cache.context);
+			cache.long_codes = lappend(cache.long_codes, pstrdup(code));
+			MemoryContextSwitchTo(oldcxt);
+			continue;
+		}
 		entry = hash_search(cache.products, code, HASH_ENTER, NULL);
 		entry->granularity = tco_granularity_from_name(gran);
 	}
@@ -222,6 +209,7 @@ load_changes(void)
 					  true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read tco.trusteeship: %s", SPI_result_code_string(ret));
+	tco_check_columns(SPI_tuptable->tupdesc, 5, change_types, "tco.trusteeship");
 
 	for (i = 0; i < SPI_processed;)
 	{
@@ -281,8 +269,10 @@ ensure_cache(void)
 {
 	uint64		generation;
 	int			i;
+	int			nestlevel;
+	bool		xact_local;
 
-	accept_invalidations_for_snapshot();
+	tco_accept_invalidations();
 
 	if (cache.valid && cache.xact_local && cache.built_lxid != MyProc->lxid)
 		cache.valid = false;
@@ -295,6 +285,7 @@ ensure_cache(void)
 	MemoryContextReset(cache.context);
 	cache.products = NULL;
 	cache.accounts = NULL;
+	cache.long_codes = NIL;
 	cache.last_account = NULL;
 	cache.last_product = NULL;
 	cache.last_effective = NULL;
@@ -304,20 +295,43 @@ ensure_cache(void)
 		cache.relids[i] = tco_relid(cache_tables[i]);
 	cache.tz = tco_billing_tz();
 
+	/*
+	 * Built under a snapshot taken after the invalidations were accepted
+	 * (cache.c, tco_push_cache_snapshot), not the calling statement's, which
+	 * can predate the change that made us rebuild.
+	 */
+	nestlevel = tco_pin_search_path();
+	xact_local = tco_push_cache_snapshot();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	load_products();
 	load_changes();
 	SPI_finish();
+	PopActiveSnapshot();
+	tco_restore_search_path(nestlevel);
 
 	/*
 	 * An invalidation that arrived while loading leaves the cache marked
 	 * invalid: what was loaded serves this call only and is reloaded on the
 	 * next one.
 	 */
-	cache.xact_local = IsolationUsesXactSnapshot();
+	cache.xact_local = xact_local;
 	cache.built_lxid = MyProc->lxid;
 	cache.valid = (generation == cache.generation);
+}
+
+/*
+ * Force the next call to rebuild the cache: settle_cycle builds its payers
+ * from its own snapshot, whatever this backend cached before.
+ */
+void
+tco_payer_reset(void)
+{
+	cache.valid = false;
+	cache.generation++;
+	cache.last_account = NULL;
+	cache.last_product = NULL;
+	cache.last_effective = NULL;
 }
 
 static AccountEntry *
@@ -333,12 +347,16 @@ lookup_account(int64 account_id)
 		Oid			argtype = INT8OID;
 		int			ret;
 
+		int			nestlevel;
+
 		/* ask first, enter after: an error in between must leave no entry */
+		nestlevel = tco_pin_search_path();
+		(void) tco_push_cache_snapshot();
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		if (cache.account_plan == NULL)
 		{
-			SPIPlanPtr	plan = SPI_prepare("SELECT 1 FROM tco.account WHERE account_id = $1",
+			SPIPlanPtr	plan = SPI_prepare("SELECT 1 FROM tco.account WHERE account_id OPERATOR(pg_catalog.=) $1",
 										   1, &argtype);
 
 			if (plan == NULL)
@@ -351,6 +369,8 @@ lookup_account(int64 account_id)
 			elog(ERROR, "could not read tco.account: %s", SPI_result_code_string(ret));
 		exists = (SPI_processed == 1);
 		SPI_finish();
+		PopActiveSnapshot();
+		tco_restore_search_path(nestlevel);
 
 		entry = hash_search(cache.accounts, &account_id, HASH_ENTER, NULL);
 		entry->nchanges = 0;
@@ -366,18 +386,47 @@ lookup_account(int64 account_id)
 	return entry;
 }
 
+/* The first bytes of a code that fit in a message, cut on a character boundary. */
+static int
+code_clip(const char *code, int len)
+{
+	return pg_mbcliplen(code, len, Min(len, 40));
+}
+
 static ProductEntry *
 lookup_product(const char *product_code)
 {
 	ProductEntry *entry = NULL;
+	int			len = (int) strlen(product_code);
 
-	if (strlen(product_code) < PRODUCT_CODE_LEN)
+	if (len < PRODUCT_CODE_LEN)
 		entry = hash_search(cache.products, product_code, HASH_FIND, NULL);
+	else
+	{
+		ListCell   *lc;
+
+		foreach(lc, cache.long_codes)
+			if (strcmp((const char *) lfirst(lc), product_code) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("product code \"%.*s...\" is longer than %d bytes",
+								code_clip(product_code, len), product_code, PRODUCT_CODE_LEN - 1),
+						 errdetail("The product exists in tco.product, but tco handles product codes of at most %d bytes.",
+								   PRODUCT_CODE_LEN - 1),
+						 errhint("Restore the CHECK constraint of tco.product.product_code and give the product a shorter code.")));
+	}
 	if (entry == NULL)
+	{
+		if (len >= PRODUCT_CODE_LEN)
+			ereport(ERROR,
+					(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+					 errmsg("product \"%.*s...\" does not exist", code_clip(product_code, len), product_code),
+					 errhint("Product codes have at most %d characters.", PRODUCT_CODE_LEN - 1)));
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
 				 errmsg("product \"%s\" does not exist", product_code),
 				 errhint("Products and their billing granularity are listed in tco.product.")));
+	}
 	return entry;
 }
 
@@ -398,15 +447,20 @@ compute_frozen(AccountEntry *account, ProductEntry *product, bool *frozen)
 	int			i;
 	int			ret;
 	uint64		r;
+	int			nestlevel;
 
 	for (i = 0; i < n; i++)
 	{
 		TimestampTz t = account->changes[i].at;
-		BillingCycle c = tco_cycle_of(t, cache.tz);
+		TimestampTz cs,
+					ce;
 
+		/* a change in no billing cycle (local year beyond 9999) freezes nothing */
+		if (!tco_cycle_bounds(t, cache.tz, &cs, &ce))
+			cs = ce = t;
 		instants[i] = TimestampTzGetDatum(t);
-		cycle_starts[i] = TimestampTzGetDatum(tco_cycle_start(c, cache.tz));
-		cycle_ends[i] = TimestampTzGetDatum(tco_cycle_start(c + 1, cache.tz));
+		cycle_starts[i] = TimestampTzGetDatum(cs);
+		cycle_ends[i] = TimestampTzGetDatum(ce);
 		frozen[i] = false;
 	}
 	args[0] = Int64GetDatum(account->account_id);
@@ -415,16 +469,23 @@ compute_frozen(AccountEntry *account, ProductEntry *product, bool *frozen)
 	args[3] = PointerGetDatum(construct_array(cycle_starts, n, TIMESTAMPTZOID, sizeof(TimestampTz), true, TYPALIGN_DOUBLE));
 	args[4] = PointerGetDatum(construct_array(cycle_ends, n, TIMESTAMPTZOID, sizeof(TimestampTz), true, TYPALIGN_DOUBLE));
 
+	/*
+	 * unnest() of several arrays is the parser's ROWS FROM form only when
+	 * unqualified: the pinned search_path makes it pg_catalog's.
+	 */
+	nestlevel = tco_pin_search_path();
+	(void) tco_push_cache_snapshot();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (cache.frozen_plan == NULL)
 	{
 		SPIPlanPtr	plan = SPI_prepare(
-									   "SELECT c.i::int4 FROM unnest($3, $4, $5) WITH ORDINALITY AS c(t, cs, ce, i) "
+									   "SELECT c.i::pg_catalog.int4 FROM unnest($3, $4, $5) WITH ORDINALITY AS c(t, cs, ce, i) "
 									   "WHERE EXISTS (SELECT 1 FROM tco.bill_line b "
-									   "  WHERE b.account_id = $1 AND b.product_code = $2 "
-									   "    AND b.period_start >= c.cs AND b.period_start < c.ce "
-									   "    AND b.issued_at < c.t AND (b.paid_at IS NULL OR b.paid_at > c.t))",
+									   "  WHERE b.account_id OPERATOR(pg_catalog.=) $1 AND b.product_code OPERATOR(pg_catalog.=) $2 "
+									   "    AND b.period_start OPERATOR(pg_catalog.>=) c.cs AND b.period_start OPERATOR(pg_catalog.<) c.ce "
+									   "    AND b.issued_at OPERATOR(pg_catalog.<) c.t "
+									   "    AND (b.paid_at IS NULL OR b.paid_at OPERATOR(pg_catalog.>) c.t))",
 									   5, argtypes);
 
 		if (plan == NULL)
@@ -444,6 +505,8 @@ compute_frozen(AccountEntry *account, ProductEntry *product, bool *frozen)
 			frozen[idx - 1] = true;
 	}
 	SPI_finish();
+	PopActiveSnapshot();
+	tco_restore_search_path(nestlevel);
 }
 
 static ProductEffective *
@@ -470,7 +533,7 @@ product_effective(AccountEntry *account, ProductEntry *product)
 
 		pe->frozen[i] = frozen[i];
 		if (frozen[i])
-			pe->effective[i] = tco_cycle_start(tco_cycle_of(t, cache.tz) + 1, cache.tz);
+			pe->effective[i] = tco_next_cycle_start(tco_cycle_of(t, cache.tz), cache.tz);
 		else
 			pe->effective[i] = tco_boundary_ceil(t, product->granularity, cache.tz);
 	}
@@ -557,16 +620,18 @@ tco_trusteeship_effective_payer(PG_FUNCTION_ARGS)
 	int64		account_id = PG_GETARG_INT64(0);
 	text	   *product = PG_GETARG_TEXT_PP(1);
 	TimestampTz at = PG_GETARG_TIMESTAMPTZ(2);
-	char		code[PRODUCT_CODE_LEN];
+	char		buf[PRODUCT_CODE_LEN];
+	char	   *code = buf;
 	int			len = VARSIZE_ANY_EXHDR(product);
 
+	/* the hot path: no allocation for codes that fit */
 	if (len >= PRODUCT_CODE_LEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
-				 errmsg("product \"%.*s...\" does not exist", 40, VARDATA_ANY(product)),
-				 errhint("Product codes have at most %d characters.", PRODUCT_CODE_LEN - 1)));
-	memcpy(code, VARDATA_ANY(product), len);
-	code[len] = '\0';
+		code = text_to_cstring(product);
+	else
+	{
+		memcpy(buf, VARDATA_ANY(product), len);
+		buf[len] = '\0';
+	}
 	PG_RETURN_INT64(tco_effective_payer(account_id, code, at));
 }
 

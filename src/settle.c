@@ -57,6 +57,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
+#include "mb/pg_wchar.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
@@ -362,6 +363,7 @@ typedef struct SettleRun
 	struct PayerStatement *last_payer;	/* last statement_for_payer */
 	LineBatch	batch;
 	uint64		nlines;
+	uint64		nskipped;		/* lines found already settled (skip mode) */
 	/* read path */
 	int			nproducts;
 	char	  (*products)[PRODUCT_CODE_LEN];	/* in collation order */
@@ -416,6 +418,8 @@ typedef enum SettlePlan
 	PLAN_BENEFIT_BALANCES,
 	PLAN_MARK_SETTLED,
 	PLAN_RESULT,
+	PLAN_COUNT_LINES,
+	PLAN_COUNT_LINES_ORG,
 	NUM_PLANS
 } SettlePlan;
 
@@ -428,6 +432,10 @@ typedef enum SettlePlan
 	"SELECT line_id, account_id, product_code, period_start, list_amount " \
 	"FROM tco.bill_line b WHERE period_start >= $1 AND period_start < $2 AND account_id >= $3"
 #define LINES_IN_ORG " AND account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $4)"
+/* the invariant check of settle_cycle: how many lines the scope has */
+#define COUNT_LINES \
+	"SELECT count(*) FROM tco.bill_line b WHERE period_start >= $1 AND period_start < $2"
+#define COUNT_IN_ORG " AND account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $3)"
 #define BENEFITS_SELECT \
 	"SELECT benefit_id, CASE kind WHEN 'coupon' THEN 0 " \
 	"WHEN 'voucher' THEN CASE WHEN pool_org_id IS NULL THEN 1 ELSE 5 END " \
@@ -525,6 +533,8 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 		"coalesce(sum(s.due_total), 0) FROM tco.statement s "
 		"WHERE s.cycle OPERATOR(tco.=) $1::tco.billing_cycle AND ($2::int8 IS NULL OR s.org_id = $2)",
 	2, {TEXTOID, INT8OID}},
+	[PLAN_COUNT_LINES] = {COUNT_LINES, 2, {TIMESTAMPTZOID, TIMESTAMPTZOID}},
+	[PLAN_COUNT_LINES_ORG] = {COUNT_LINES COUNT_IN_ORG, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
 };
 
 static SPIPlanPtr plans[NUM_PLANS];
@@ -571,12 +581,67 @@ exec_plan(SettlePlan which, Datum *values, const char *nulls, bool read_only, lo
 	return ret;
 }
 
+static void
+column_type_error(TupleDesc desc, int col, const char *expected)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_DATATYPE_MISMATCH),
+			 errmsg("settlement read column %d as %s, but it is %s", col, expected,
+					format_type_be(SPI_gettypeid(desc, col))),
+			 errhint("A column of a table of schema tco changed type, which tco does not support (see README, \"Limits\"): restore its original type.")));
+}
+
+/* An integer column (int2, int4 or int8) of an SPI result, as int64. */
 static int64
 get_int8(HeapTuple tuple, TupleDesc desc, int col, bool *isnull)
 {
 	Datum		d = SPI_getbinval(tuple, desc, col, isnull);
 
-	return *isnull ? 0 : DatumGetInt64(d);
+	if (*isnull)
+		return 0;
+	switch (SPI_gettypeid(desc, col))
+	{
+		case INT8OID:
+			return DatumGetInt64(d);
+		case INT4OID:
+			return DatumGetInt32(d);
+		case INT2OID:
+			return DatumGetInt16(d);
+		default:
+			column_type_error(desc, col, "an integer");
+	}
+	return 0;					/* keep compiler quiet */
+}
+
+static TimestampTz
+get_tstz(HeapTuple tuple, TupleDesc desc, int col, bool *isnull)
+{
+	Datum		d = SPI_getbinval(tuple, desc, col, isnull);
+
+	if (SPI_gettypeid(desc, col) != TIMESTAMPTZOID)
+		column_type_error(desc, col, "timestamp with time zone");
+	return *isnull ? 0 : DatumGetTimestampTz(d);
+}
+
+static bool
+get_bool(HeapTuple tuple, TupleDesc desc, int col, bool *isnull)
+{
+	Datum		d = SPI_getbinval(tuple, desc, col, isnull);
+
+	if (SPI_gettypeid(desc, col) != BOOLOID)
+		column_type_error(desc, col, "boolean");
+	return *isnull ? false : DatumGetBool(d);
+}
+
+/* A text column: its Datum (undefined when *isnull). */
+static Datum
+get_text(HeapTuple tuple, TupleDesc desc, int col, bool *isnull)
+{
+	Datum		d = SPI_getbinval(tuple, desc, col, isnull);
+
+	if (SPI_gettypeid(desc, col) != TEXTOID)
+		column_type_error(desc, col, "text");
+	return d;
 }
 
 static void
@@ -597,7 +662,12 @@ text_to_code(Datum d, char *buf)
 	int			len = VARSIZE_ANY_EXHDR(t);
 
 	if (len >= PRODUCT_CODE_LEN)
-		elog(ERROR, "product code longer than %d characters", PRODUCT_CODE_LEN - 1);
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("product code \"%.*s...\" is longer than %d bytes",
+						pg_mbcliplen(VARDATA_ANY(t), len, 40), VARDATA_ANY(t), PRODUCT_CODE_LEN - 1),
+				 errdetail("Settlement handles product codes of at most %d bytes.", PRODUCT_CODE_LEN - 1),
+				 errhint("Restore the CHECK constraint of tco.product.product_code and give the product a shorter code.")));
 	memset(buf, 0, PRODUCT_CODE_LEN);
 	memcpy(buf, VARDATA_ANY(t), len);
 }
@@ -639,7 +709,7 @@ lookup_account(SettleRun *run, int64 account_id)
 		if (SPI_processed == 1)
 		{
 			info->entity_id = get_int8(tt->vals[0], tt->tupdesc, 1, &isnull);
-			info->verified = DatumGetBool(SPI_getbinval(tt->vals[0], tt->tupdesc, 2, &isnull));
+			info->verified = get_bool(tt->vals[0], tt->tupdesc, 2, &isnull);
 			info->org_id = get_int8(tt->vals[0], tt->tupdesc, 3, &isnull);
 			info->admin_account_id = get_int8(tt->vals[0], tt->tupdesc, 4, &isnull);
 		}
@@ -680,7 +750,7 @@ preload_accounts(SettleRun *run, const int64 *ids, Size n)
 		AccountInfo *info = hash_search(run->accounts, &id, HASH_ENTER, &found);
 
 		info->entity_id = get_int8(tt->vals[i], tt->tupdesc, 1, &isnull);
-		info->verified = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+		info->verified = get_bool(tt->vals[i], tt->tupdesc, 2, &isnull);
 		info->org_id = get_int8(tt->vals[i], tt->tupdesc, 3, &isnull);
 		info->admin_account_id = get_int8(tt->vals[i], tt->tupdesc, 4, &isnull);
 	}
@@ -730,15 +800,15 @@ load_discounts(SettleRun *run, TimestampTz start, TimestampTz end)
 		}
 		row = &owner->rows[owner->n++];
 		row->discount_id = get_int8(tup, tt->tupdesc, 1, &isnull);
-		product = SPI_getbinval(tup, tt->tupdesc, 4, &isnull);
+		product = get_text(tup, tt->tupdesc, 4, &isnull);
 		row->all_products = isnull;
 		if (isnull)
 			memset(row->product_code, 0, PRODUCT_CODE_LEN);
 		else
 			text_to_code(product, row->product_code);
 		row->rate_micro = get_int8(tup, tt->tupdesc, 5, &isnull);
-		row->valid_from = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 6, &isnull));
-		row->valid_to = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 7, &isnull));
+		row->valid_from = get_tstz(tup, tt->tupdesc, 6, &isnull);
+		row->valid_to = get_tstz(tup, tt->tupdesc, 7, &isnull);
 	}
 	SPI_freetuptable(tt);
 }
@@ -854,7 +924,7 @@ load_sharing(SettleRun *run, TimestampTz start, TimestampTz end)
 			continue;
 		memset(&key, 0, sizeof(key));
 		key.benefit_index = bi->index;
-		key.hour = tco_trunc(DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 2, &isnull)),
+		key.hour = tco_trunc(get_tstz(tup, tt->tupdesc, 2, &isnull),
 							 TCO_GRAN_HOUR, run->tz);
 		ph = hash_search(run->plan_hours, &key, HASH_ENTER, &found);
 		if (!found)
@@ -896,7 +966,7 @@ load_benefits(SettleRun *run, TimestampTz start, TimestampTz end)
 		b->benefit_id = get_int8(tup, tt->tupdesc, 1, &isnull);
 		b->kind = kind;
 		run->nkind[kind]++;
-		product = SPI_getbinval(tup, tt->tupdesc, 4, &isnull);
+		product = get_text(tup, tt->tupdesc, 4, &isnull);
 		b->any_product = isnull;
 		if (isnull)
 			memset(b->product_code, 0, PRODUCT_CODE_LEN);
@@ -904,8 +974,8 @@ load_benefits(SettleRun *run, TimestampTz start, TimestampTz end)
 			text_to_code(product, b->product_code);
 		b->balance = get_int8(tup, tt->tupdesc, 5, &isnull);
 		b->used = 0;
-		b->valid_from = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 6, &isnull));
-		b->valid_to = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 7, &isnull));
+		b->valid_from = get_tstz(tup, tt->tupdesc, 6, &isnull);
+		b->valid_to = get_tstz(tup, tt->tupdesc, 7, &isnull);
 
 		owner = hash_search(run->benefit_owners, &owner_id, HASH_ENTER, &found);
 		if (!found)
@@ -1385,10 +1455,14 @@ batch_start(SettleRun *run)
 }
 
 /* The columns of tco.settled_pack, in the order batch_flush gives them. */
-static const char *const pack_columns[] = {
-	"pack_id", "statement_id", "payer_account_id", "account_id", "product_code", "cycle",
-	"settled_at", "line_ids", "list_amounts", "discount_rates", "discount_sources", "discount_ids",
-	"discount_amounts", "benefit_amounts", "use_line_ids", "use_benefit_ids", "use_amounts"
+static const BulkColumn pack_columns[] = {
+	{"pack_id", INT8OID, -1}, {"statement_id", INT8OID, -1}, {"payer_account_id", INT8OID, -1},
+	{"account_id", INT8OID, -1}, {"product_code", TEXTOID, -1}, {"cycle", InvalidOid, -1},
+	{"settled_at", TIMESTAMPTZOID, -1}, {"line_ids", INT8ARRAYOID, -1}, {"list_amounts", INT8ARRAYOID, -1},
+	{"discount_rates", INT4ARRAYOID, -1}, {"discount_sources", INT2ARRAYOID, -1},
+	{"discount_ids", INT8ARRAYOID, -1}, {"discount_amounts", INT8ARRAYOID, -1},
+	{"benefit_amounts", INT8ARRAYOID, -1}, {"use_line_ids", INT8ARRAYOID, -1},
+	{"use_benefit_ids", INT8ARRAYOID, -1}, {"use_amounts", INT8ARRAYOID, -1}
 };
 
 /*
@@ -1532,13 +1606,20 @@ lock_references(SettlePlan which, const char *what, int64 *ids, long n)
 }
 
 /* The columns of tco.statement and tco.statement_line, in the order written. */
-static const char *const statement_columns[] = {
-	"statement_id", "payer_account_id", "cycle", "org_id", "list_total", "discount_total",
-	"benefit_total", "due_total", "created_at", "paid_at"
+static const BulkColumn statement_columns[] = {
+	{"statement_id", INT8OID, -1}, {"payer_account_id", INT8OID, -1}, {"cycle", InvalidOid, -1},
+	{"org_id", INT8OID, -1}, {"list_total", NUMERICOID, BULK_NUMERIC_TYPMOD(20, 2)},
+	{"discount_total", NUMERICOID, BULK_NUMERIC_TYPMOD(20, 2)},
+	{"benefit_total", NUMERICOID, BULK_NUMERIC_TYPMOD(20, 2)},
+	{"due_total", NUMERICOID, BULK_NUMERIC_TYPMOD(20, 2)},
+	{"created_at", TIMESTAMPTZOID, -1}, {"paid_at", TIMESTAMPTZOID, -1}
 };
-static const char *const statement_line_columns[] = {
-	"statement_id", "account_id", "product_code", "list_amount", "discount_amount",
-	"benefit_amount", "due_amount", "lines"
+static const BulkColumn statement_line_columns[] = {
+	{"statement_id", INT8OID, -1}, {"account_id", INT8OID, -1}, {"product_code", TEXTOID, -1},
+	{"list_amount", NUMERICOID, BULK_NUMERIC_TYPMOD(20, 6)},
+	{"discount_amount", NUMERICOID, BULK_NUMERIC_TYPMOD(20, 6)},
+	{"benefit_amount", NUMERICOID, BULK_NUMERIC_TYPMOD(20, 6)},
+	{"due_amount", NUMERICOID, BULK_NUMERIC_TYPMOD(20, 6)}, {"lines", INT4OID, -1}
 };
 
 /*
@@ -1621,12 +1702,14 @@ write_statements(SettleRun *run)
 			isnull[3] = ps->org_id == 0;
 			for (j = 0; j < 4; j++)
 			{
-				int64		cents = ps->totals[j];
+				int64		micro = ps->totals[j];
+				int64		cents;
 
-				if (cents < 0)
+				if (micro < 0)
 					elog(ERROR, "negative settlement total");
-				add_money(&cents, 5000);
-				v[4 + j] = NumericGetDatum(int64_div_fast_to_numeric(cents / 10000, 2));
+				/* half-up to cents without overflow, for totals up to the int8 maximum */
+				cents = micro / 10000 + (micro % 10000 >= 5000 ? 1 : 0);
+				v[4 + j] = NumericGetDatum(int64_div_fast_to_numeric(cents, 2));
 			}
 			v[8] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 			v[9] = (Datum) 0;
@@ -1900,7 +1983,9 @@ load_products(SettleRun *run)
 		bool		found;
 		ProductEntry *e;
 
-		text_to_code(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull), run->products[i]);
+		text_to_code(get_text(tt->vals[i], tt->tupdesc, 1, &isnull), run->products[i]);
+		if (isnull)
+			elog(ERROR, "tco.product has a NULL product code");
 		run->product_len[i] = (int) strlen(run->products[i]);
 		e = hash_search(run->product_ranks, run->products[i], HASH_ENTER, &found);
 		e->rank = (int32) i;
@@ -1966,15 +2051,19 @@ typedef struct LineCollector
 	LineRec    *recs;
 	Size		cap;
 	Size		n;
-	bool		bounded;
-	int64		below_account;	/* keep accounts < this */
+	bool		bounded;		/* only accounts < below_account are kept */
+	int64		below_account;
 	const char *last_code;
 	int32		last_rank;
 } LineCollector;
 
+/* The shape collect_line reads: line_id, account_id, product_code, period_start, list_amount. */
 static void
 collect_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 {
+	static const Oid types[5] = {INT8OID, INT8OID, TEXTOID, TIMESTAMPTZOID, NUMERICOID};
+
+	tco_check_columns(typeinfo, 5, types, "the bill lines of the cycle (tco.bill_line)");
 }
 
 static void
@@ -2077,7 +2166,7 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 		slot->tts_isnull[3] || slot->tts_isnull[4])
 		elog(ERROR, "a bill line of the cycle has a NULL column");
 	account_id = DatumGetInt64(slot->tts_values[1]);
-	if (account_id >= lc->below_account)
+	if (lc->bounded && account_id >= lc->below_account)
 		return true;
 	if (lc->n == lc->cap)
 	{
@@ -2097,7 +2186,7 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 			sample[i] = recs[i * (n / nsample)].account_id;
 		qsort(sample, nsample, sizeof(int64), cmp_int64);
 		below = sample[nsample / 2];
-		if (below == sample[0])
+		if (below == sample[0] && sample[0] < PG_INT64_MAX)
 			below = sample[0] + 1;	/* keep the first account, at least */
 		for (i = 0; i < n; i++)
 			if (recs[i].account_id < below)
@@ -2118,7 +2207,7 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 			lc->bounded = true;
 			lc->n = keep;
 		}
-		if (account_id >= lc->below_account)
+		if (lc->bounded && account_id >= lc->below_account)
 			return true;
 	}
 	r = &lc->recs[lc->n++];
@@ -2234,6 +2323,7 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 		lc.run = run;
 		lc.recs = recs;
 		lc.cap = cap;
+		lc.bounded = false;
 		lc.below_account = PG_INT64_MAX;
 		lc.last_rank = -1;
 
@@ -2308,7 +2398,10 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 					load_settled_ids(run, group_account, run->products[group_product]);
 				}
 				if (is_settled_id(run, r->line_id))
+				{
+					run->nskipped++;
 					continue;
+				}
 			}
 			settle_line(run, r->line_id, r->account_id, run->products[r->product], r->period_start, r->list);
 			if (run->batch.n >= FETCH_BATCH)
@@ -2345,6 +2438,33 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 		elog(DEBUG1, "tco settle_cycle %s: " UINT64_FORMAT " lines; %s; sorted by radix %d, by comparison %d",
 			 run->cycle_text, run->nlines, buf.data, run->radix_sorts, run->comparison_sorts);
 	}
+}
+
+/*
+ * The invariant of a run, checked by counts before anything is committed:
+ * every bill line of the cycle in the scope was settled by this run or found
+ * settled by an earlier one.  A line left out (as an account id at the int8
+ * maximum once was) raises here instead of closing the cycle without it.
+ */
+static void
+check_all_settled(SettleRun *run, TimestampTz start, TimestampTz end)
+{
+	Datum		args[3] = {TimestampTzGetDatum(start), TimestampTzGetDatum(end), Int64GetDatum(run->org_id)};
+	bool		isnull;
+	int64		expected;
+
+	exec_plan(run->has_org ? PLAN_COUNT_LINES_ORG : PLAN_COUNT_LINES, args, NULL, false, 1);
+	if (SPI_processed != 1)
+		elog(ERROR, "could not count the bill lines of cycle %s", run->cycle_text);
+	expected = get_int8(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	SPI_freetuptable(SPI_tuptable);
+	if ((uint64) expected != run->nlines + run->nskipped)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION),
+				 errmsg("settlement of billing cycle %s would leave bill lines unsettled", run->cycle_text),
+				 errdetail("The scope has " INT64_FORMAT " bill lines; " UINT64_FORMAT " were settled and "
+						   UINT64_FORMAT " were already settled.", expected, run->nlines, run->nskipped),
+				 errhint("Nothing was written. This is a bug of tco: report it with the cycle's bill lines.")));
 }
 
 PG_FUNCTION_INFO_V1(tco_settle_slice);
@@ -2421,6 +2541,7 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 	bool		result_null[4] = {false, false, false, false};
 	SPITupleTable *tt;
 	int			i;
+	int			nestlevel;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "tco.settle_cycle must return a composite");
@@ -2442,6 +2563,8 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 				 errmsg("billing cycle out of range for settlement")));
 	snprintf(run.cycle_text, sizeof(run.cycle_text), "%04d-%02d", run.cycle / 12, run.cycle % 12 + 1);
 
+	/* every query of the run resolves pg_catalog's operators (cache.c) */
+	nestlevel = tco_pin_search_path();
 	tz = tco_billing_tz();
 	start = tco_cycle_start(run.cycle, tz);
 	end = tco_cycle_start(run.cycle + 1, tz);
@@ -2478,6 +2601,11 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 	 * the sessions we waited for committed, not the statement's snapshot.
 	 */
 	PushActiveSnapshot(GetTransactionSnapshot());
+	/*
+	 * The payers of the run come from this snapshot, whatever this backend
+	 * cached before (the cache may have been built by an older statement).
+	 */
+	tco_payer_reset();
 
 	args[0] = CStringGetTextDatum(run.cycle_text);
 	args[1] = Int64GetDatum(run.org_id);
@@ -2497,6 +2625,7 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 		run.run_ctx = AllocSetContextCreate(caller_ctx, "tco settle", ALLOCSET_DEFAULT_SIZES);
 		settle_run(&run, start, end, skip_settled);
 		MemoryContextDelete(run.run_ctx);
+		check_all_settled(&run, start, end);
 
 		exec_plan(PLAN_MARK_SETTLED, args, nulls, false, 0);
 	}
@@ -2515,6 +2644,7 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 	}
 	PopActiveSnapshot();
 	SPI_finish();
+	tco_restore_search_path(nestlevel);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, result, result_null)));
 }

@@ -26,6 +26,7 @@
 #include "utils/timestamp.h"
 
 #include "share.h"
+#include "tco.h"
 
 typedef struct AccountGrants
 {
@@ -100,6 +101,11 @@ tco_share_load(MemoryContext cxt, TimestampTz start, TimestampTz end, bool has_o
 	ctl.hcxt = cxt;
 	map->accounts = hash_create("tco settle shares", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	tt = SPI_tuptable;
+	{
+		static const Oid types[4] = {INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+
+		tco_check_columns(tt->tupdesc, 4, types, "the benefit shares (tco.benefit_share)");
+	}
 	if (SPI_processed > (uint64) (MaxAllocHugeSize / sizeof(ShareGrant)) || SPI_processed > (uint64) INT_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),

@@ -10,6 +10,7 @@
 
 #include "postgres.h"
 
+#include "access/tupdesc.h"
 #include "datatype/timestamp.h"
 #include "pgtime.h"
 #include "storage/lockdefs.h"
@@ -48,12 +49,20 @@ extern TimestampTz tco_legacy_cutover(void);
 extern Oid	tco_relid(const char *relname);
 extern TcoGranularity tco_granularity_from_name(const char *name);
 extern const char *tco_granularity_name(TcoGranularity g);
+extern void tco_accept_invalidations(void);
+extern bool tco_push_cache_snapshot(void);
+extern int	tco_pin_search_path(void);
+extern void tco_restore_search_path(int nestlevel);
+extern void tco_check_columns(TupleDesc desc, int n, const Oid *types, const char *what);
 
 /* billing_time.c: calendar arithmetic in a time zone. */
 extern BillingCycle tco_cycle_of(TimestampTz t, pg_tz *tz);
 extern TimestampTz tco_cycle_start(BillingCycle c, pg_tz *tz);
 extern TimestampTz tco_trunc(TimestampTz t, TcoGranularity g, pg_tz *tz);
 extern TimestampTz tco_boundary_ceil(TimestampTz t, TcoGranularity g, pg_tz *tz);
+extern bool tco_cycle_bounds(TimestampTz t, pg_tz *tz, TimestampTz *start, TimestampTz *next);
+extern TimestampTz tco_next_cycle_start(BillingCycle c, pg_tz *tz);
+extern pg_tz *tco_zone_by_name(const char *name, bool billing);
 
 /* settle.c: settlement of billing cycles. */
 extern void tco_settle_init(void);

@@ -509,3 +509,70 @@ REVOKE ALL ON tco.settlement_by_payer, tco.settlement_by_member, tco.settlement_
 GRANT SELECT, INSERT, UPDATE, DELETE ON tco.settlement_by_payer, tco.settlement_by_member, tco.settlement_by_unit TO tco_admin;
 GRANT SELECT ON tco.settlement_by_payer, tco.settlement_by_member, tco.settlement_by_unit TO tco_reader;
 GRANT EXECUTE ON FUNCTION tco.cycle_end_date(tco.billing_cycle) TO tco_reader;
+-- ==== issue 16: region names only for the billing zone (a name with a digit
+-- is a POSIX offset whose sign is the opposite of ISO 8601).
+CREATE OR REPLACE FUNCTION tco.config_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- Region names only: a name with a digit is a POSIX offset or rule, whose
+    -- sign is the opposite of ISO 8601 ('+08', 'UTC+8', 'Etc/GMT+8' are UTC-8).
+    IF NEW.billing_timezone ~ '[0-9]' OR NEW.billing_timezone ~ '^[+-]' THEN
+        RAISE EXCEPTION 'billing time zone "%" is an offset or a POSIX rule, not a region name', NEW.billing_timezone
+            USING ERRCODE = '22023',
+                  DETAIL = 'Numeric and POSIX-style zone names count offsets west of Greenwich: ''+08'' means UTC-8.',
+                  HINT = 'Use a region name of pg_timezone_names, such as ''Asia/Shanghai'' or ''UTC''.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names WHERE name = NEW.billing_timezone) THEN
+        RAISE EXCEPTION 'billing time zone "%" does not exist', NEW.billing_timezone
+            USING ERRCODE = '22023',
+                  HINT = 'Use a name from pg_timezone_names, such as ''UTC'' or ''Asia/Shanghai''.';
+    END IF;
+    RETURN NEW;
+END $$;
+
+-- ==== issue 16: readers granted tco.billing_timezone() read the zone without
+-- a privilege on tco.config.
+CREATE OR REPLACE FUNCTION tco.billing_timezone() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT billing_timezone FROM tco.config), 'UTC')
+$$;
+
+-- ==== issue 16: explicit ids in the upper half of a sequence's range no longer
+-- move it (a rolled-back id at the int8 maximum made every later insert fail).
+CREATE OR REPLACE FUNCTION tco.sync_identity() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    seq text := pg_catalog.pg_get_serial_sequence(format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), TG_ARGV[0]);
+    top bigint;
+    half bigint;
+BEGIN
+    -- Explicit ids in the upper half of the sequence's range do not move it:
+    -- setval() is not undone by a rollback, and a sequence moved to (near) its
+    -- maximum would refuse every later insert (2200H).
+    SELECT s.seqmax OPERATOR(pg_catalog./) 2 INTO half FROM pg_catalog.pg_sequence s
+     WHERE s.seqrelid OPERATOR(pg_catalog.=) seq::regclass;
+    EXECUTE format('SELECT max(%I) FROM %I.%I WHERE %I <= $1', TG_ARGV[0], TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0])
+        INTO top USING half;
+    IF top IS NOT NULL AND top > coalesce(pg_catalog.pg_sequence_last_value(seq::regclass), 0) THEN
+        PERFORM pg_catalog.setval(seq::regclass, top);
+    END IF;
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION tco.sync_identity() IS 'Statement trigger: keeps an identity sequence ahead of explicitly inserted ids (those in the lower half of its range).';
+
+-- ==== issue 16: the DDL guard (src/sql/96_ddl_guard.sql, src/ddl_guard.c).
+-- The DDL guard (src/ddl_guard.c): an event trigger that refuses the ALTER
+-- TABLE forms tco's C code cannot follow on tco's own tables (column type
+-- changes, dropped or renamed columns, renamed or moved tables, columns added
+-- to the tables settlement writes in bulk, deferrable constraints).  Inactive
+-- while the extension's own install and upgrade scripts run.  README,
+-- "Limits", lists the supported DDL.
+CREATE FUNCTION tco.ddl_guard() RETURNS event_trigger
+    AS 'MODULE_PATHNAME', 'tco_ddl_guard' LANGUAGE C;
+COMMENT ON FUNCTION tco.ddl_guard() IS 'Event trigger: refuses ALTER TABLE forms on tco''s tables that its C code does not support (see README, Limits).';
+CREATE EVENT TRIGGER tco_ddl_guard ON ddl_command_start
+    WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION tco.ddl_guard();
+COMMENT ON EVENT TRIGGER tco_ddl_guard IS 'Refuses ALTER TABLE forms on tco''s tables that its C code does not support (see README, Limits).';
+REVOKE EXECUTE ON FUNCTION tco.ddl_guard() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tco.ddl_guard() TO tco_admin;

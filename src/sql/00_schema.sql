@@ -31,6 +31,14 @@ SELECT pg_catalog.pg_extension_config_dump('tco.config', '');
 CREATE FUNCTION tco.config_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- Region names only: a name with a digit is a POSIX offset or rule, whose
+    -- sign is the opposite of ISO 8601 ('+08', 'UTC+8', 'Etc/GMT+8' are UTC-8).
+    IF NEW.billing_timezone ~ '[0-9]' OR NEW.billing_timezone ~ '^[+-]' THEN
+        RAISE EXCEPTION 'billing time zone "%" is an offset or a POSIX rule, not a region name', NEW.billing_timezone
+            USING ERRCODE = '22023',
+                  DETAIL = 'Numeric and POSIX-style zone names count offsets west of Greenwich: ''+08'' means UTC-8.',
+                  HINT = 'Use a region name of pg_timezone_names, such as ''Asia/Shanghai'' or ''UTC''.';
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names WHERE name = NEW.billing_timezone) THEN
         RAISE EXCEPTION 'billing time zone "%" does not exist', NEW.billing_timezone
             USING ERRCODE = '22023',
@@ -56,8 +64,10 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION tco.set_billing_timezone(text) IS 'Sets the installation''s billing time zone (validated against pg_timezone_names).';
 
+-- SECURITY DEFINER: whoever may call it (tco_reader may) reads the zone
+-- without a privilege on tco.config, as the C functions do (src/config.c).
 CREATE FUNCTION tco.billing_timezone() RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce((SELECT billing_timezone FROM tco.config), 'UTC')
 $$;
 COMMENT ON FUNCTION tco.billing_timezone() IS 'The installation''s billing time zone (default UTC).';

@@ -13,14 +13,21 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     seq text := pg_catalog.pg_get_serial_sequence(format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), TG_ARGV[0]);
     top bigint;
+    half bigint;
 BEGIN
-    EXECUTE format('SELECT max(%I) FROM %I.%I', TG_ARGV[0], TG_TABLE_SCHEMA, TG_TABLE_NAME) INTO top;
+    -- Explicit ids in the upper half of the sequence's range do not move it:
+    -- setval() is not undone by a rollback, and a sequence moved to (near) its
+    -- maximum would refuse every later insert (2200H).
+    SELECT s.seqmax OPERATOR(pg_catalog./) 2 INTO half FROM pg_catalog.pg_sequence s
+     WHERE s.seqrelid OPERATOR(pg_catalog.=) seq::regclass;
+    EXECUTE format('SELECT max(%I) FROM %I.%I WHERE %I <= $1', TG_ARGV[0], TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0])
+        INTO top USING half;
     IF top IS NOT NULL AND top > coalesce(pg_catalog.pg_sequence_last_value(seq::regclass), 0) THEN
         PERFORM pg_catalog.setval(seq::regclass, top);
     END IF;
     RETURN NULL;
 END $$;
-COMMENT ON FUNCTION tco.sync_identity() IS 'Statement trigger: keeps an identity sequence ahead of explicitly inserted ids.';
+COMMENT ON FUNCTION tco.sync_identity() IS 'Statement trigger: keeps an identity sequence ahead of explicitly inserted ids (those in the lower half of its range).';
 
 DO $$
 DECLARE

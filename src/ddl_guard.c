@@ -1,0 +1,187 @@
+/*
+ * src/ddl_guard.c
+ *
+ * tco.ddl_guard(): the event trigger (ddl_command_start, ALTER TABLE) that
+ * refuses the DDL on tco's own tables that the C code cannot follow.
+ *
+ * The C code reads and writes tco's tables with fixed column types
+ * (settle.c reads bill_line.list_amount as numeric, bulk.c writes statements,
+ * statement lines and packs straight to the heap), so a column that changes
+ * type, disappears or is renamed, a table that is renamed or moved, a column
+ * added to a table written in bulk (it would be left NULL, not given its
+ * default) and a deferrable constraint (rows written in bulk are not queued
+ * for its deferred check) are refused here, with a hint.  Everything else
+ * (indexes, triggers, policies, ADD COLUMN on the other tables, immediate
+ * constraints, storage parameters...) is allowed; README ("Limits") lists
+ * it.  The C code checks the shapes it reads and writes anyway (defence in
+ * depth: the guard can be disabled by a superuser).
+ *
+ * The extension's own install and upgrade scripts alter its tables: while
+ * CREATE/ALTER EXTENSION runs (creating_extension) the guard does nothing.
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "commands/event_trigger.h"
+#include "commands/extension.h"
+#include "fmgr.h"
+#include "nodes/parsenodes.h"
+#include "utils/lsyscache.h"
+
+#include "tco.h"
+
+/* Tables that settle_cycle writes in bulk (bulk.c): no column may be added. */
+static const char *const bulk_tables[] = {"statement", "statement_line", "settled_pack"};
+
+static void
+refuse(Oid relid, const char *what, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("tco does not support %s on its table tco.%s", what, get_rel_name(relid)),
+			 errdetail("tco's C code reads and writes this table with its installed definition."),
+			 errhint("%s See README, \"Limits\", for the DDL tco supports.", hint)));
+}
+
+/* The relation named by rv if it is a table of schema tco, else InvalidOid. */
+static Oid
+tco_table(RangeVar *rv)
+{
+	Oid			nsp = get_namespace_oid("tco", true);
+	Oid			relid;
+
+	if (rv == NULL || !OidIsValid(nsp))
+		return InvalidOid;
+	relid = RangeVarGetRelid(rv, NoLock, true);
+	if (!OidIsValid(relid) || get_rel_namespace(relid) != nsp)
+		return InvalidOid;
+	return relid;
+}
+
+static bool
+is_bulk_table(Oid relid)
+{
+	const char *name = get_rel_name(relid);
+	int			i;
+
+	for (i = 0; i < (int) lengthof(bulk_tables); i++)
+		if (name != NULL && strcmp(name, bulk_tables[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * A DEFERRABLE table constraint has the flag set; in a column definition the
+ * raw parse tree has it as a constraint attribute node of its own.
+ */
+static bool
+deferrable_constraint(Node *def)
+{
+	Constraint *c;
+
+	if (def == NULL || !IsA(def, Constraint))
+		return false;
+	c = (Constraint *) def;
+	return c->deferrable || c->contype == CONSTR_ATTR_DEFERRABLE;
+}
+
+static void
+check_alter_table(AlterTableStmt *stmt)
+{
+	Oid			relid = tco_table(stmt->relation);
+	ListCell   *lc;
+
+	if (!OidIsValid(relid))
+		return;
+	foreach(lc, stmt->cmds)
+	{
+		AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
+
+		switch (cmd->subtype)
+		{
+			case AT_AlterColumnType:
+				refuse(relid, "ALTER COLUMN ... TYPE",
+					   "Keep the column's type; add a new column or a view for another representation.");
+				break;
+			case AT_DropColumn:
+			case AT_DropColumnRecurse:
+				refuse(relid, "DROP COLUMN", "Keep the column.");
+				break;
+			case AT_AddColumn:
+			case AT_AddColumnRecurse:
+				if (is_bulk_table(relid))
+					refuse(relid, "ADD COLUMN",
+						   "tco.settle_cycle writes this table in bulk and would leave a new column NULL: keep the extra data in a table of your own.");
+				if (cmd->def != NULL && IsA(cmd->def, ColumnDef))
+				{
+					ListCell   *c;
+
+					foreach(c, ((ColumnDef *) cmd->def)->constraints)
+						if (deferrable_constraint(lfirst(c)))
+							refuse(relid, "a DEFERRABLE constraint",
+								   "Declare the constraint NOT DEFERRABLE.");
+				}
+				break;
+			case AT_AddConstraint:
+			case AT_AddConstraintRecurse:
+			case AT_AlterConstraint:
+				if (deferrable_constraint(cmd->def))
+					refuse(relid, "a DEFERRABLE constraint", "Declare the constraint NOT DEFERRABLE.");
+				break;
+			default:
+				break;
+		}
+	}
+}
+
+PG_FUNCTION_INFO_V1(tco_ddl_guard);
+
+Datum
+tco_ddl_guard(PG_FUNCTION_ARGS)
+{
+	EventTriggerData *trigdata;
+	Node	   *parsetree;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("tco.ddl_guard() must be called as an event trigger")));
+	if (creating_extension)
+		PG_RETURN_VOID();
+	trigdata = (EventTriggerData *) fcinfo->context;
+	parsetree = trigdata->parsetree;
+	if (parsetree == NULL)
+		PG_RETURN_VOID();
+
+	switch (nodeTag(parsetree))
+	{
+		case T_AlterTableStmt:
+			check_alter_table((AlterTableStmt *) parsetree);
+			break;
+		case T_RenameStmt:
+			{
+				RenameStmt *stmt = (RenameStmt *) parsetree;
+				Oid			relid = tco_table(stmt->relation);
+
+				if (!OidIsValid(relid))
+					break;
+				if (stmt->renameType == OBJECT_COLUMN)
+					refuse(relid, "RENAME COLUMN", "Keep the column's name; a view can show it under another one.");
+				else if (stmt->renameType == OBJECT_TABLE)
+					refuse(relid, "RENAME", "Keep the table's name; a view can show it under another one.");
+				break;
+			}
+		case T_AlterObjectSchemaStmt:
+			{
+				AlterObjectSchemaStmt *stmt = (AlterObjectSchemaStmt *) parsetree;
+				Oid			relid = tco_table(stmt->relation);
+
+				if (OidIsValid(relid) && stmt->objectType == OBJECT_TABLE)
+					refuse(relid, "SET SCHEMA", "Keep the table in schema tco.");
+				break;
+			}
+		default:
+			break;
+	}
+	PG_RETURN_VOID();
+}
