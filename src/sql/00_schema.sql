@@ -21,10 +21,14 @@ COMMENT ON FUNCTION tco.invalidate_cache() IS 'Statement-level trigger: invalida
 CREATE TABLE tco.config (
     singleton        boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     billing_timezone text NOT NULL DEFAULT 'UTC',
-    legacy_cutover   timestamptz NOT NULL DEFAULT '2022-08-01 12:00:00+08'
+    legacy_cutover   timestamptz NOT NULL DEFAULT '2022-08-01 12:00:00+08',
+    billing_currency text NOT NULL DEFAULT 'USD' CONSTRAINT config_billing_currency CHECK (billing_currency ~ '^[A-Z]{3}$'),
+    provider_name    text NOT NULL DEFAULT 'tco' CONSTRAINT config_provider_name CHECK (btrim(provider_name) <> '')
 );
 COMMENT ON TABLE tco.config IS 'Installation configuration (one row at most; absent means defaults).';
 COMMENT ON COLUMN tco.config.billing_timezone IS 'Time zone in which every hour, day, week and month boundary is taken (default UTC).';
+COMMENT ON COLUMN tco.config.billing_currency IS 'ISO 4217 code of the currency every amount is in (default USD): the BillingCurrency of the FOCUS export.';
+COMMENT ON COLUMN tco.config.provider_name IS 'Name of the provider that bills (default tco): ProviderName, PublisherName and, for uninvoiced lines, InvoiceIssuerName of the FOCUS export.';
 COMMENT ON COLUMN tco.config.legacy_cutover IS 'Trusteeships established before this instant are legacy: their members use the manager''s contract discount (R8).';
 SELECT pg_catalog.pg_extension_config_dump('tco.config', '');
 
@@ -71,3 +75,17 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce((SELECT billing_timezone FROM tco.config), 'UTC')
 $$;
 COMMENT ON FUNCTION tco.billing_timezone() IS 'The installation''s billing time zone (default UTC).';
+
+-- The billing currency and the provider's name (the FOCUS export reads them;
+-- SECURITY DEFINER like tco.billing_timezone, so a reader granted the export
+-- needs no privilege on tco.config).
+CREATE FUNCTION tco.billing_currency() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT billing_currency FROM tco.config), 'USD')
+$$;
+COMMENT ON FUNCTION tco.billing_currency() IS 'The installation''s billing currency, ISO 4217 (tco.config.billing_currency; default USD).';
+CREATE FUNCTION tco.provider_name() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT provider_name FROM tco.config), 'tco')
+$$;
+COMMENT ON FUNCTION tco.provider_name() IS 'The name of the provider that bills (tco.config.provider_name; default tco).';

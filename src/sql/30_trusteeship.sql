@@ -37,9 +37,12 @@ CREATE TABLE tco.bill_line (
     list_amount  numeric(20,6) NOT NULL,
     issued_at    timestamptz NOT NULL DEFAULT now(),
     paid_at      timestamptz,
+    tags         jsonb NOT NULL DEFAULT '{}',
     CONSTRAINT bill_line_finite CHECK (isfinite(period_start) AND isfinite(period_end) AND isfinite(issued_at)),
     CONSTRAINT bill_line_period CHECK (period_end > period_start),
-    CONSTRAINT bill_line_amount_not_negative CHECK (list_amount >= 0)
+    CONSTRAINT bill_line_amount_not_negative CHECK (list_amount >= 0),
+    CONSTRAINT bill_line_tags CHECK (jsonb_typeof(tags) = 'object'
+                                     AND NOT jsonb_path_exists(tags, '$.* ? (@.type() != "string")'))
 );
 CREATE INDEX bill_line_account_product ON tco.bill_line (account_id, product_code, period_start);
 CREATE INDEX bill_line_period_start ON tco.bill_line (period_start);
@@ -47,6 +50,7 @@ COMMENT ON TABLE tco.bill_line IS 'One priced unit of consumption. The whole lin
 COMMENT ON COLUMN tco.bill_line.list_amount IS 'List price before discounts and benefits (exact, up to 6 decimals).';
 COMMENT ON COLUMN tco.bill_line.issued_at IS 'When the bill was issued; an unpaid line issued before a trusteeship change freezes its product for that cycle.';
 COMMENT ON COLUMN tco.bill_line.paid_at IS 'When it was paid; NULL while unsettled.';
+COMMENT ON COLUMN tco.bill_line.tags IS 'Resource tags, as cloud providers attach them: a JSON object of string values, e.g. {"team": "data", "env": "prod"} (default {}). Read by tco.showback_by_tag and the FOCUS export; never by settlement.';
 
 SELECT pg_catalog.pg_extension_config_dump('tco.trusteeship', '');
 SELECT pg_catalog.pg_extension_config_dump('tco.product', '');
