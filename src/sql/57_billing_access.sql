@@ -7,7 +7,10 @@
 SELECT tco.enable_reader_rls(tab, reader_qual) FROM (VALUES
     ('invoice',         'statement_id IN (SELECT s.statement_id FROM tco.statement s)'),
     ('alert',           'account_id IN (SELECT tco.visible_accounts())'),
-    ('alert_threshold', 'account_id IN (SELECT tco.visible_accounts())')) AS v(tab, reader_qual);
+    ('alert_threshold', 'account_id IN (SELECT tco.visible_accounts())'),
+    -- allocation rules (47_allocation.sql): those of the reader's organization
+    ('allocation_rule',   'org_id IN (SELECT tco.visible_organizations())'),
+    ('allocation_target', 'rule_id IN (SELECT r.rule_id FROM tco.allocation_rule r)')) AS v(tab, reader_qual);
 
 -- The lines of each invoice.  Like every view a reader may select, it runs
 -- with the caller's rights (security_invoker): the row-level security of

@@ -164,5 +164,8 @@ ALTER FUNCTION tco.r14_bill_line_delete_check() SECURITY DEFINER;
 GRANT SELECT ON tco.voucher_pool, tco.voucher_pool_entry, tco.voucher_pool_balance, tco.benefit_share TO tco_reader;
 -- FOCUS export and tag showback (46_focus.sql): security_invoker views.
 GRANT SELECT ON tco.focus_cost_and_usage, tco.showback_by_tag TO tco_reader;
+-- Allocation (47_allocation.sql): rules of the reader's organization.
+GRANT SELECT ON tco.allocation_rule, tco.allocation_target, tco.allocated_cost TO tco_reader;
+GRANT EXECUTE ON FUNCTION tco.unit_subtree(bigint) TO tco_reader;
 GRANT EXECUTE ON FUNCTION tco.billing_currency(), tco.provider_name() TO tco_reader;
 GRANT EXECUTE ON FUNCTION tco.administered_organizations(), tco.shared_units_of_current_account() TO tco_reader;
