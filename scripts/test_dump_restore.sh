@@ -1,45 +1,85 @@
 #!/usr/bin/env bash
-# pg_dump + restore keeps every row of every tco table and every rule.
-# Uses the server in PGHOST/PGPORT (the test suite's).  Restore runs with
-# session_replication_role = replica: the data are restored as they were,
-# without the triggers that would otherwise re-derive them (a root unit per
-# organization, history rows).  See README "Backup and restore".
+# Plain pg_dump + pg_restore keep every row of every tco table and every rule
+# (README "Backup and restore"), with no extra option and no
+# session_replication_role, along three paths:
+#   1. pg_dump -Fc, then pg_restore into a new database (a superuser);
+#   2. pg_dump in plain format, then psql (a superuser);
+#   3. pg_dump --data-only, then psql into a fresh CREATE EXTENSION tco, run by
+#      the database owner, an ordinary role with tco_admin and BYPASSRLS.
+# pg_dump and pg_restore run with row_security = off, and tco's triggers
+# then take the rows as stored history (tco.restoring()): no root unit,
+# history row, alert or ledger balance is derived twice, and no past action is
+# judged again.  Afterwards, and for anyone else at any time, every rule holds.
+# Uses the server in PGHOST/PGPORT (the test suite's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PSQL=(psql -X -q -v ON_ERROR_STOP=1)
-"${PSQL[@]}" -c 'DROP DATABASE IF EXISTS tco_dump_src' -c 'DROP DATABASE IF EXISTS tco_dump_dst' \
-             -c 'CREATE DATABASE tco_dump_src' -c 'CREATE DATABASE tco_dump_dst'
+dbs="tco_dump_src tco_dump_fc tco_dump_plain tco_dump_data"
+for d in $dbs; do "${PSQL[@]}" -c "DROP DATABASE IF EXISTS $d"; done
+"${PSQL[@]}" -c 'DROP ROLE IF EXISTS tco_t_dbowner' -c 'CREATE ROLE tco_t_dbowner LOGIN BYPASSRLS' -c 'GRANT tco_admin TO tco_t_dbowner' 2>/dev/null \
+  || "${PSQL[@]}" -c 'CREATE ROLE tco_t_dbowner LOGIN BYPASSRLS' -c 'GRANT tco_admin TO tco_t_dbowner'
+"${PSQL[@]}" -c 'CREATE DATABASE tco_dump_src' -c 'CREATE DATABASE tco_dump_fc' -c 'CREATE DATABASE tco_dump_plain' \
+             -c 'CREATE DATABASE tco_dump_data OWNER tco_t_dbowner'
 "${PSQL[@]}" -d tco_dump_src -f demo/sample.sql >/dev/null
 # settled cycles, statements, invoices and alerts too
 [ -f demo/settle.sql ] && "${PSQL[@]}" -d tco_dump_src -f demo/settle.sql >/dev/null
-dump=$(mktemp /tmp/tco-dump.XXXXXX)
-pg_dump -Fc -d tco_dump_src -f "$dump"
-PGOPTIONS='-c session_replication_role=replica' pg_restore --exit-on-error -d tco_dump_dst "$dump"
-rm -f "$dump"
+tmp=$(mktemp -d /tmp/tco-dump.XXXXXX); chmod 755 "$tmp"
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+# 1. custom format + pg_restore, no options
+# (pg_dump warns of org_unit's self-reference: a COPY checks its foreign keys
+# at its end, so a unit may come before its parent)
+pg_dump -Fc -d tco_dump_src -f "$tmp/fc.dump" 2>/dev/null
+pg_restore --exit-on-error -d tco_dump_fc "$tmp/fc.dump" || { echo "pg_restore reported errors"; fail=1; }
+# 2. plain format + psql
+pg_dump -d tco_dump_src -f "$tmp/plain.sql" 2>/dev/null
+"${PSQL[@]}" -d tco_dump_plain -f "$tmp/plain.sql" >/dev/null || { echo "psql restore of the plain dump failed"; fail=1; }
+# 3. data only, into a fresh install, by the database owner
+"${PSQL[@]}" -d tco_dump_data -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION tco CASCADE'
+pg_dump --data-only -d tco_dump_src -f "$tmp/data.sql" 2>/dev/null
+PGUSER=tco_t_dbowner "${PSQL[@]}" -d tco_dump_data -f "$tmp/data.sql" >/dev/null \
+    || { echo "data-only restore by the database owner failed"; fail=1; }
 
 # a digest of every row of every table of the extension
 tables=$("${PSQL[@]}" -At -d tco_dump_src -c "SELECT string_agg(c.relname, ' ' ORDER BY c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'tco' AND c.relkind = 'r'")
-fail=0
-for t in $tables; do
-    q="SELECT count(*) || ' ' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '-') FROM tco.$t x"
-    a=$("${PSQL[@]}" -At -d tco_dump_src -c "$q"); b=$("${PSQL[@]}" -At -d tco_dump_dst -c "$q")
-    if [ "$a" != "$b" ]; then echo "tco.$t differs after restore: $a vs $b"; fail=1; fi
+for dst in tco_dump_fc tco_dump_plain tco_dump_data; do
+    for t in $tables; do
+        q="SELECT count(*) || ' ' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '-') FROM tco.$t x"
+        a=$("${PSQL[@]}" -At -d tco_dump_src -c "$q"); b=$("${PSQL[@]}" -At -d "$dst" -c "$q")
+        if [ "$a" != "$b" ]; then echo "$dst: tco.$t differs after restore: $a vs $b"; fail=1; fi
+    done
+    echo "$dst: compared $(echo $tables | wc -w) tables"
 done
-echo "compared $(echo $tables | wc -w) tables"
 
 # rules still hold after restore, and new ids do not collide with restored ones
-out=$(psql -X -q -At -d tco_dump_dst 2>&1 <<'SQL' || true
+for dst in tco_dump_fc tco_dump_plain tco_dump_data; do
+    out=$(psql -X -q -At -d "$dst" 2>&1 <<'SQL' || true
 SELECT tco.billing_timezone();
 INSERT INTO tco.entity (name, verified) VALUES ('after restore', true) RETURNING 'new entity ok';
 SELECT tco.create_unit(1, 'after restore') > 0 AS new_unit_ok;
 SELECT tco.add_member(1, 4);
 SQL
 )
-echo "$out"
-echo "$out" | grep -q '^Asia/Shanghai$' || { echo "billing time zone lost"; fail=1; }
-echo "$out" | grep -q 'new entity ok' || { echo "identity sequence not restored"; fail=1; }
-echo "$out" | grep -q '^t$' || { echo "unit creation failed after restore"; fail=1; }
-echo "$out" | grep -q 'already a member of organization' || { echo "membership rule not enforced after restore"; fail=1; }
-"${PSQL[@]}" -c 'DROP DATABASE tco_dump_src' -c 'DROP DATABASE tco_dump_dst'
+    echo "$out" | grep -q '^Asia/Shanghai$' || { echo "$dst: billing time zone lost"; fail=1; }
+    echo "$out" | grep -q 'new entity ok' || { echo "$dst: identity sequence not restored"; fail=1; }
+    echo "$out" | grep -q '^t$' || { echo "$dst: unit creation failed after restore"; fail=1; }
+    echo "$out" | grep -q 'already a member of organization' || { echo "$dst: membership rule not enforced after restore"; fail=1; }
+done
+# direct DML stays guarded: row_security = off does not switch the rules off
+# for a role that does not bypass row-level security (tco_admin alone), not
+# on a table under RLS (PostgreSQL refuses the query) nor on one without it
+"${PSQL[@]}" -c 'DROP ROLE IF EXISTS tco_t_ops2' -c 'CREATE ROLE tco_t_ops2 LOGIN' -c 'GRANT tco_admin TO tco_t_ops2'
+out=$(PGUSER=tco_t_ops2 psql -X -q -At -d tco_dump_fc 2>&1 <<'SQL' || true
+SET row_security = off;
+SELECT tco.restoring();
+INSERT INTO tco.member (account_id, org_id, unit_id) SELECT account_id, org_id, unit_id FROM tco.member LIMIT 1;
+INSERT INTO tco.ledger (account_id, amount, kind) VALUES (4, -1e9, 'withdraw');
+SQL
+)
+echo "$out" | grep -q '^f$' || { echo "restore mode for a role without BYPASSRLS"; fail=1; }
+echo "$out" | grep -q 'would be affected by row-level security' || { echo "tco_admin wrote a table under RLS with row_security off"; fail=1; }
+echo "$out" | grep -q 'PL/pgSQL function tco.ledger_apply()' || { echo "ledger rule not run for tco_admin with row_security off: $out"; fail=1; }
+for d in $dbs; do "${PSQL[@]}" -c "DROP DATABASE $d"; done
+"${PSQL[@]}" -c 'DROP ROLE tco_t_dbowner' -c 'DROP ROLE tco_t_ops2'
 [ $fail -eq 0 ] && echo "dump/restore: ok"
 exit $fail

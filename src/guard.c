@@ -31,6 +31,7 @@
 #include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
@@ -113,4 +114,30 @@ tco_writer_guard(PG_FUNCTION_ARGS)
 					   GetUserNameFromId(user, false)),
 			 errhint("Call tco's functions as a member of tco_admin, or GRANT tco_admin to the role.")));
 	return PointerGetDatum(NULL);	/* not reached */
+}
+
+/*
+ * tco.restoring(): whether this statement is a restore of stored data
+ * (README "Backup and restore").  pg_dump's output and pg_restore set
+ * row_security = off, under which PostgreSQL refuses every query that
+ * row-level security would filter, unless the role bypasses it: so only a
+ * superuser or a role with BYPASSRLS can write tco's tables with it off.  For
+ * such a role (the role of the session, after SET ROLE: not the owner of a
+ * SECURITY DEFINER trigger), tco's triggers take rows as stored history:
+ * they neither derive rows again (root units, history, alerts, ledger
+ * balances) nor judge past actions against today's state (R5's balance at
+ * association, an instant before the latest change, R14 on settled cycles).
+ * Constraints, foreign keys and unique indexes still apply.
+ */
+PG_FUNCTION_INFO_V1(tco_restoring);
+
+Datum
+tco_restoring(PG_FUNCTION_ARGS)
+{
+	const char *rs = GetConfigOption("row_security", true, false);
+	Oid			outer = GetOuterUserId();
+
+	if (rs == NULL || strcmp(rs, "off") != 0)
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(superuser_arg(outer) || has_bypassrls_privilege(outer));
 }

@@ -7,7 +7,7 @@ BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION tco CASCADE;
 SET timezone = 'UTC';
-SELECT plan(30);
+SELECT plan(33);
 
 \ir fixtures/access.inc
 
@@ -211,6 +211,23 @@ SELECT is(array(SELECT DISTINCT v.oid::regclass::text || ' calls ' || f.oid::reg
                  ORDER BY 1),
           '{}', 'every function a reader-visible view calls is executable by the reader');
 SELECT is(pg_temp.as_role('tco_t_admin1', $q$SELECT length(tco.org_chart(1)) > 0$q$), 'true', 'tco.org_chart works for a reader');
+
+-- 7b. Restores (README "Backup and restore"): every PL/pgSQL trigger
+-- function takes restored rows as stored history, but those that only guard
+-- UPDATE, DELETE and TRUNCATE (a restore inserts), keep identity sequences
+-- ahead, or check the shape of a value; and restore mode needs a role that
+-- bypasses row-level security.
+SELECT is(array(SELECT p.proname::text FROM pg_proc p
+                 WHERE p.pronamespace = 'tco'::regnamespace AND p.prorettype = 'trigger'::regtype
+                   AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'plpgsql')
+                   AND p.prosrc !~ '^\s*(DECLARE.*?)?BEGIN\s+IF tco\.restoring\(\) THEN'
+                 ORDER BY 1),
+          '{append_only,config_check,r14_append_only,r14_bill_line_truncate_check,refuse_truncate,sync_identity}',
+          'every other trigger function starts by recognizing a restore');
+SELECT is(pg_temp.as_role('tco_t_ops', $q$SELECT set_config('row_security', 'off', true) || tco.restoring()::text$q$), 'offfalse',
+          'row_security off does not make a tco_admin member a restorer');
+SELECT is((SELECT set_config('row_security', 'off', true) || tco.restoring()::text), 'offtrue', 'a superuser with row_security off restores');
+SET row_security = on;
 
 -- 8. The settlement lock cannot be taken by a role with no rights: an
 -- advisory lock on 1.2's key no longer blocks settlement, and the share-mode

@@ -863,3 +863,1119 @@ GRANT SELECT ON tco.allocation_rule, tco.allocation_target, tco.allocated_cost T
 REVOKE EXECUTE ON FUNCTION tco.allocation_check() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tco.allocation_check() TO tco_admin;
 GRANT EXECUTE ON FUNCTION tco.unit_subtree(bigint) TO tco_reader;
+
+-- ==== plain pg_dump / pg_restore (README "Backup and restore"): with
+-- row_security off and a role that bypasses RLS, tco's triggers take rows as
+-- stored history (tco.restoring(), src/guard.c).
+-- Whether this statement restores stored data (src/guard.c, README "Backup
+-- and restore"): row_security is off, as pg_dump and pg_restore set it, and
+-- the session's role is a superuser or has BYPASSRLS.  tco's triggers then
+-- take rows as stored history.
+CREATE FUNCTION tco.restoring() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'tco_restoring' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION tco.restoring() IS 'True while stored data is being restored: row_security = off (as pg_dump and pg_restore set it) and the session''s role is a superuser or has BYPASSRLS. tco''s triggers then neither derive rows nor re-judge past actions.';
+REVOKE EXECUTE ON FUNCTION tco.restoring() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tco.restoring() TO tco_admin;
+CREATE OR REPLACE FUNCTION tco.organization_created() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    root_id bigint;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    INSERT INTO tco.org_unit (org_id, parent_unit_id, name)
+        VALUES (NEW.org_id, NULL, NEW.name) RETURNING unit_id INTO root_id;
+    INSERT INTO tco.member (account_id, org_id, unit_id, policy)
+        VALUES (NEW.admin_account_id, NEW.org_id, root_id, 'self_pay');
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.organization_admin_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF NEW.admin_account_id IS DISTINCT FROM OLD.admin_account_id
+       AND NOT EXISTS (SELECT 1 FROM tco.member
+                       WHERE account_id = NEW.admin_account_id AND org_id = NEW.org_id) THEN
+        RAISE EXCEPTION 'account % cannot become admin of organization %: it is not a member of it',
+                NEW.admin_account_id, NEW.org_id
+            USING ERRCODE = 'TC014', HINT = 'Add the account to the organization first with tco.add_member().';
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.organization_delete_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    SELECT count(*) INTO n FROM tco.member
+        WHERE org_id = OLD.org_id AND account_id <> OLD.admin_account_id;
+    IF n > 0 THEN
+        RAISE EXCEPTION 'organization % still has % member(s) besides its admin', OLD.org_id, n
+            USING ERRCODE = '2BP01', HINT = 'Remove the members with tco.remove_member() first.';
+    END IF;
+    RETURN OLD;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.org_unit_tree_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    parent_org bigint;
+    cursor_id  bigint;
+    depth      int := 0;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.org_id <> OLD.org_id THEN
+        RAISE EXCEPTION 'unit % cannot move from organization % to organization %', OLD.unit_id, OLD.org_id, NEW.org_id
+            USING ERRCODE = 'TC011', HINT = 'Create a unit in the other organization instead.';
+    END IF;
+    PERFORM tco.lock_organization(NEW.org_id);
+    IF NEW.parent_unit_id IS NULL THEN
+        IF TG_OP = 'UPDATE' AND OLD.parent_unit_id IS NULL THEN
+            RETURN NEW;
+        END IF;
+        IF EXISTS (SELECT 1 FROM tco.org_unit WHERE org_id = NEW.org_id AND parent_unit_id IS NULL
+                   AND unit_id <> NEW.unit_id) THEN
+            RAISE EXCEPTION 'organization % already has a root unit; unit % needs a parent', NEW.org_id, NEW.unit_id
+                USING ERRCODE = 'TC013', HINT = 'Give the unit a parent_unit_id in the same organization.';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.parent_unit_id IS NULL THEN
+        RAISE EXCEPTION 'root unit % of organization % cannot be moved under unit %', NEW.unit_id, NEW.org_id, NEW.parent_unit_id
+            USING ERRCODE = 'TC013', HINT = 'The root unit stays the root; move its children instead.';
+    END IF;
+    SELECT org_id INTO parent_org FROM tco.org_unit WHERE unit_id = NEW.parent_unit_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'parent unit % of unit % does not exist', NEW.parent_unit_id, NEW.unit_id
+            USING ERRCODE = '23503', HINT = 'Check the parent unit id.';
+    ELSIF parent_org <> NEW.org_id THEN
+        RAISE EXCEPTION 'parent unit % belongs to organization %, not to organization % of unit %',
+                NEW.parent_unit_id, parent_org, NEW.org_id, NEW.unit_id
+            USING ERRCODE = 'TC011', HINT = 'Choose a parent unit in the same organization.';
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.parent_unit_id IS DISTINCT FROM OLD.parent_unit_id THEN
+        cursor_id := NEW.parent_unit_id;
+        WHILE cursor_id IS NOT NULL LOOP
+            IF cursor_id = NEW.unit_id THEN
+                RAISE EXCEPTION 'moving unit % under unit % would make a cycle in the unit tree', NEW.unit_id, NEW.parent_unit_id
+                    USING ERRCODE = 'TC012', HINT = 'A unit cannot be moved below itself or one of its descendants.';
+            END IF;
+            SELECT parent_unit_id INTO cursor_id FROM tco.org_unit WHERE unit_id = cursor_id;
+            depth := depth + 1;
+            IF depth > 10000 THEN
+                RAISE EXCEPTION 'unit tree of organization % is too deep', NEW.org_id USING ERRCODE = 'TC012';
+            END IF;
+        END LOOP;
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.org_unit_delete_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM tco.organization WHERE org_id = OLD.org_id) THEN
+        RETURN OLD;
+    END IF;
+    IF OLD.parent_unit_id IS NULL THEN
+        RAISE EXCEPTION 'root unit % of organization % cannot be deleted', OLD.unit_id, OLD.org_id
+            USING ERRCODE = 'TC013', HINT = 'Delete the organization instead.';
+    END IF;
+    SELECT count(*) INTO n FROM tco.org_unit WHERE parent_unit_id = OLD.unit_id;
+    IF n > 0 THEN
+        RAISE EXCEPTION 'unit % still has % child unit(s)', OLD.unit_id, n
+            USING ERRCODE = '2BP01', HINT = 'Move or delete the child units first.';
+    END IF;
+    SELECT count(*) INTO n FROM tco.member WHERE unit_id = OLD.unit_id;
+    IF n > 0 THEN
+        RAISE EXCEPTION 'unit % still has % member(s)', OLD.unit_id, n
+            USING ERRCODE = '2BP01', HINT = 'Move the members to another unit with tco.move_member() first.';
+    END IF;
+    RETURN OLD;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.member_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    other_org bigint;
+    unit_org  bigint;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        SELECT org_id INTO other_org FROM tco.member WHERE account_id = NEW.account_id;
+        IF FOUND THEN
+            RAISE EXCEPTION 'account % is already a member of organization %', NEW.account_id, other_org
+                USING ERRCODE = '23505', HINT = 'An account belongs to at most one organization: remove it from the other one first.';
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM tco.account WHERE account_id = NEW.account_id) THEN
+            PERFORM tco.require_exists(false, 'account', NEW.account_id);
+        END IF;
+    ELSIF NEW.org_id <> OLD.org_id OR NEW.account_id <> OLD.account_id THEN
+        RAISE EXCEPTION 'membership of account % cannot be moved to another organization or account by UPDATE', OLD.account_id
+            USING ERRCODE = '55000', HINT = 'Remove the member and add it to the other organization.';
+    END IF;
+    IF NEW.unit_id IS NULL THEN
+        SELECT unit_id INTO NEW.unit_id FROM tco.org_unit WHERE org_id = NEW.org_id AND parent_unit_id IS NULL;
+        PERFORM tco.require_exists(FOUND, 'organization', NEW.org_id);
+    ELSE
+        SELECT org_id INTO unit_org FROM tco.org_unit WHERE unit_id = NEW.unit_id;
+        PERFORM tco.require_exists(FOUND, 'unit', NEW.unit_id);
+        IF unit_org <> NEW.org_id THEN
+            RAISE EXCEPTION 'unit % belongs to organization %, not to organization % of account %',
+                    NEW.unit_id, unit_org, NEW.org_id, NEW.account_id
+                USING ERRCODE = 'TC011', HINT = 'Place the member in a unit of its own organization.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.member_delete_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF EXISTS (SELECT 1 FROM tco.organization WHERE org_id = OLD.org_id AND admin_account_id = OLD.account_id) THEN
+        RAISE EXCEPTION 'account % is the admin of organization % and cannot leave it', OLD.account_id, OLD.org_id
+            USING ERRCODE = 'TC014', HINT = 'Make another member the admin first, or delete the organization.';
+    END IF;
+    RETURN OLD;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.member_record_history() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO tco.member_history (account_id, org_id, unit_id, policy, event)
+            VALUES (NEW.account_id, NEW.org_id, NEW.unit_id, NEW.policy, 'joined');
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO tco.member_history (account_id, org_id, unit_id, policy, event)
+            VALUES (OLD.account_id, OLD.org_id, OLD.unit_id, OLD.policy, 'left');
+    ELSE
+        IF NEW.unit_id <> OLD.unit_id THEN
+            INSERT INTO tco.member_history (account_id, org_id, unit_id, policy, event)
+                VALUES (NEW.account_id, NEW.org_id, NEW.unit_id, NEW.policy, 'moved');
+        END IF;
+        IF NEW.policy <> OLD.policy THEN
+            INSERT INTO tco.member_history (account_id, org_id, unit_id, policy, event)
+                VALUES (NEW.account_id, NEW.org_id, NEW.unit_id, NEW.policy, 'policy_changed');
+        END IF;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.trusteeship_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    latest  timestamptz;
+    existing tco.trusteeship;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        -- R14: only ending an active trusteeship is a change; history is never rewritten.
+        IF NEW.trusteeship_id IS DISTINCT FROM OLD.trusteeship_id
+           OR NEW.member_account_id IS DISTINCT FROM OLD.member_account_id
+           OR NEW.management_account_id IS DISTINCT FROM OLD.management_account_id
+           OR NEW.established_at IS DISTINCT FROM OLD.established_at
+           OR (OLD.ended_at IS NOT NULL AND NEW.ended_at IS DISTINCT FROM OLD.ended_at) THEN
+            RAISE EXCEPTION 'trusteeship % is history: only ended_at of an active trusteeship may be set', OLD.trusteeship_id
+                USING ERRCODE = 'TC008',
+                      HINT = 'History is never rewritten (R14): end the trusteeship with tco.end_trusteeship() and establish a new one.';
+        END IF;
+        IF NEW.ended_at IS NULL THEN
+            RETURN NEW;
+        END IF;
+        PERFORM tco.lock_accounts(ARRAY[NEW.member_account_id]);
+        latest := tco.latest_trusteeship_change(NEW.member_account_id);
+        IF NEW.ended_at < latest THEN
+            -- TC006: change dated before the member's latest change
+            RAISE EXCEPTION 'trusteeship of account % cannot end at %: its latest trusteeship change was at %',
+                    NEW.member_account_id, NEW.ended_at, latest
+                USING ERRCODE = 'TC006', HINT = 'Trusteeship changes are recorded in time order: use an instant at or after the latest change.';
+        END IF;
+        RETURN NEW;
+    END IF;
+
+    -- INSERT.  Missing values are left to the NOT NULL constraints.
+    IF NEW.member_account_id IS NULL OR NEW.management_account_id IS NULL OR NEW.established_at IS NULL THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.member_account_id = NEW.management_account_id THEN
+        PERFORM tco.r4_no_chain_check(NEW.member_account_id, NEW.management_account_id, NEW.established_at, NEW.ended_at);
+    END IF;
+    PERFORM tco.lock_accounts(ARRAY[NEW.member_account_id, NEW.management_account_id]);
+    PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account WHERE account_id = NEW.member_account_id),
+                               'account', NEW.member_account_id);
+    PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account WHERE account_id = NEW.management_account_id),
+                               'account', NEW.management_account_id);
+
+    latest := tco.latest_trusteeship_change(NEW.member_account_id);
+    IF NEW.established_at < latest THEN
+        RAISE EXCEPTION 'trusteeship of account % cannot start at %: its latest trusteeship change was at %',
+                NEW.member_account_id, NEW.established_at, latest
+            USING ERRCODE = 'TC006', HINT = 'Trusteeship changes are recorded in time order: use an instant at or after the latest change.';
+    END IF;
+    SELECT * INTO existing FROM tco.trusteeship
+    WHERE member_account_id = NEW.member_account_id
+      AND tstzrange(established_at, ended_at) && tstzrange(NEW.established_at, NEW.ended_at)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'account % is already in trusteeship to account % (trusteeship %)',
+                NEW.member_account_id, existing.management_account_id, existing.trusteeship_id
+            USING ERRCODE = '55000',
+                  HINT = 'End it first, or move the member with tco.move_trusteeship().';
+    END IF;
+
+    PERFORM tco.r4_no_chain_check(NEW.member_account_id, NEW.management_account_id, NEW.established_at, NEW.ended_at);
+    PERFORM tco.r2_same_entity_check(NEW.member_account_id, NEW.management_account_id);
+    -- R5 applies to an association; a move (the previous trusteeship ends at
+    -- this very instant) keeps the member in trusteeship throughout.
+    IF NOT EXISTS (SELECT 1 FROM tco.trusteeship
+                   WHERE member_account_id = NEW.member_account_id AND ended_at = NEW.established_at) THEN
+        PERFORM tco.r5_balance_check(NEW.member_account_id);
+    END IF;
+    PERFORM tco.r1_cap_check(NEW.management_account_id, NEW.member_account_id, NEW.established_at, NEW.ended_at);
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.trusteeship_sync_policy() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'INSERT' AND NEW.ended_at IS NULL THEN
+        UPDATE tco.member SET policy = 'trusteeship'
+        WHERE account_id = NEW.member_account_id AND policy <> 'trusteeship';
+    ELSIF TG_OP = 'UPDATE' AND OLD.ended_at IS NULL AND NEW.ended_at IS NOT NULL
+          AND NOT tco.trusteeship_move_in_progress()
+          AND NOT EXISTS (SELECT 1 FROM tco.trusteeship
+                          WHERE member_account_id = NEW.member_account_id AND ended_at IS NULL) THEN
+        UPDATE tco.member SET policy = 'self_pay'
+        WHERE account_id = NEW.member_account_id AND policy <> 'self_pay';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.member_sync_trusteeship() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    active boolean;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.policy = OLD.policy THEN
+        RETURN NULL;
+    END IF;
+    active := EXISTS (SELECT 1 FROM tco.trusteeship
+                      WHERE member_account_id = NEW.account_id AND ended_at IS NULL);
+    IF NEW.policy = 'trusteeship' AND NOT active THEN
+        PERFORM tco.add_member_trusteeship(NEW.org_id, NEW.account_id);
+    ELSIF NEW.policy = 'self_pay' AND active THEN
+        PERFORM tco.end_trusteeship(NEW.account_id, now());
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.member_leave_trusteeship_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF tco.in_trusteeship(OLD.account_id) THEN
+        RAISE EXCEPTION 'account % is in a trusteeship and cannot leave organization %', OLD.account_id, OLD.org_id
+            USING ERRCODE = '55000',
+                  HINT = 'End the trusteeship first (tco.end_trusteeship), for the account and for any member it manages.';
+    END IF;
+    RETURN OLD;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.r3_realname_lock_account() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF NEW.entity_id IS DISTINCT FROM OLD.entity_id AND tco.in_trusteeship(OLD.account_id) THEN
+        -- TC003: R3 real-name lock
+        RAISE EXCEPTION 'R3: account % is in a trusteeship: its entity cannot change from % to %',
+                OLD.account_id, coalesce(OLD.entity_id::text, 'none'), coalesce(NEW.entity_id::text, 'none')
+            USING ERRCODE = 'TC003', HINT = 'End the trusteeship first, then change the real-name verification.';
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.r3_realname_lock_entity() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    locked_account bigint;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF OLD.verified AND NOT NEW.verified THEN
+        SELECT a.account_id INTO locked_account FROM tco.account a
+        WHERE a.entity_id = OLD.entity_id AND tco.in_trusteeship(a.account_id)
+        ORDER BY a.account_id LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'R3: entity % cannot lose its verification: its account % is in a trusteeship',
+                    OLD.entity_id, locked_account
+                USING ERRCODE = 'TC003', HINT = 'End the trusteeship first, then change the real-name verification.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.ledger_apply() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    acct  tco.account;
+    new_balance numeric;
+    lowest numeric;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF NEW.account_id IS NULL OR NEW.amount IS NULL THEN
+        RETURN NEW;   -- the NOT NULL constraints report it
+    END IF;
+    SELECT * INTO acct FROM tco.account WHERE account_id = NEW.account_id FOR NO KEY UPDATE;
+    PERFORM tco.require_exists(FOUND, 'account', NEW.account_id);
+    new_balance := acct.balance + NEW.amount;
+    -- Cash out (withdraw, transfer to another account) needs cash; other
+    -- debits may use the credit line.
+    lowest := CASE WHEN NEW.kind IN ('withdraw', 'top_up_out') THEN 0 ELSE -acct.credit_limit END;
+    IF NEW.amount < 0 AND new_balance < lowest THEN
+        -- TC009: insufficient funds
+        RAISE EXCEPTION 'insufficient funds: % of % from account % would leave balance % below %',
+                NEW.kind, -NEW.amount, NEW.account_id, new_balance, lowest
+            USING ERRCODE = 'TC009',
+                  HINT = CASE WHEN lowest = 0 THEN 'Only the cash balance can be withdrawn or transferred; lower the amount.'
+                              ELSE 'Top up the account or raise its credit limit.' END;
+    END IF;
+    UPDATE tco.account SET balance = new_balance WHERE account_id = NEW.account_id;
+    NEW.balance_after := new_balance;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.prepaid_resource_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    active tco.trusteeship;
+    derived_holder bigint;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.owner_account_id IS NULL OR NEW.term_end IS NULL THEN
+            RETURN NEW;
+        END IF;
+        SELECT * INTO active FROM tco.trusteeship
+        WHERE member_account_id = NEW.owner_account_id AND ended_at IS NULL;
+        derived_holder := CASE WHEN FOUND AND NEW.term_end > active.established_at
+                               THEN active.management_account_id ELSE NEW.owner_account_id END;
+        IF NEW.holder_account_id IS NOT NULL AND NEW.holder_account_id <> derived_holder THEN
+            RAISE EXCEPTION 'R12: prepaid resource of account % must be held by account %, not %',
+                    NEW.owner_account_id, derived_holder, NEW.holder_account_id
+                USING ERRCODE = '55000', HINT = 'Leave holder_account_id out: it follows the owner''s trusteeship.';
+        END IF;
+        NEW.holder_account_id := derived_holder;
+        RETURN NEW;
+    END IF;
+
+    IF NEW.resource_id <> OLD.resource_id OR NEW.owner_account_id <> OLD.owner_account_id
+       OR NEW.product_code <> OLD.product_code OR NEW.term_start <> OLD.term_start
+       OR NEW.created_at <> OLD.created_at THEN
+        RAISE EXCEPTION 'prepaid resource %: owner, product and term start cannot change', OLD.resource_id
+            USING ERRCODE = '55000', HINT = 'Record a new prepaid resource instead.';
+    END IF;
+    -- Nested trigger calls (depth > 1) are the trusteeship triggers of this file.
+    IF NEW.holder_account_id <> OLD.holder_account_id AND pg_catalog.pg_trigger_depth() <= 1 THEN
+        RAISE EXCEPTION 'prepaid resource %: the holder cannot be set directly', OLD.resource_id
+            USING ERRCODE = '55000', HINT = 'The holder follows the owner''s trusteeship (R12): establish or end the trusteeship instead.';
+    END IF;
+    IF NEW.status <> OLD.status OR NEW.price <> OLD.price OR NEW.term_end <> OLD.term_end THEN
+        IF OLD.status <> 'active' THEN
+            RAISE EXCEPTION 'prepaid resource % is already %', OLD.resource_id, OLD.status
+                USING ERRCODE = '55000', HINT = 'Refunded and terminated resources are final.';
+        END IF;
+        PERFORM tco.r12_prepaid_check(OLD,
+            CASE WHEN NEW.status = 'refunded' THEN 'refund'
+                 WHEN NEW.status = 'terminated' THEN 'termination'
+                 WHEN NEW.price < OLD.price THEN 'downgrade'
+                 ELSE 'change' END,
+            NEW.price <> OLD.price);
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.prepaid_resource_record_purchase() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF NEW.holder_account_id <> NEW.owner_account_id THEN
+        INSERT INTO tco.prepaid_transfer (resource_id, from_account_id, to_account_id, trusteeship_id, reason, at)
+        SELECT NEW.resource_id, NEW.owner_account_id, NEW.holder_account_id, t.trusteeship_id, 'purchase', NEW.created_at
+        FROM tco.trusteeship t
+        WHERE t.member_account_id = NEW.owner_account_id AND t.ended_at IS NULL;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.trusteeship_pass_prepaid() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'INSERT' AND NEW.ended_at IS NULL THEN
+        -- Association: every active resource with term left at the instant
+        -- passes to the manager; a move also takes over whatever the
+        -- previous manager still holds.
+        WITH passing AS (
+            SELECT r.resource_id, r.holder_account_id AS old_holder, r.owner_account_id
+            FROM tco.prepaid_resource r
+            WHERE r.owner_account_id = NEW.member_account_id AND r.status = 'active'
+              AND r.holder_account_id <> NEW.management_account_id
+              AND (r.term_end > NEW.established_at OR r.holder_account_id <> r.owner_account_id)
+            FOR UPDATE
+        ), passed AS (
+            UPDATE tco.prepaid_resource r SET holder_account_id = NEW.management_account_id
+            FROM passing p WHERE r.resource_id = p.resource_id
+            RETURNING p.resource_id, p.old_holder, p.owner_account_id
+        )
+        INSERT INTO tco.prepaid_transfer (resource_id, from_account_id, to_account_id, trusteeship_id, reason, at)
+        SELECT resource_id, old_holder, NEW.management_account_id, NEW.trusteeship_id,
+               CASE WHEN old_holder = owner_account_id THEN 'association' ELSE 'move' END,
+               NEW.established_at
+        FROM passed ORDER BY resource_id;
+    ELSIF TG_OP = 'UPDATE' AND OLD.ended_at IS NULL AND NEW.ended_at IS NOT NULL
+          AND NOT tco.trusteeship_move_in_progress() THEN
+        -- Disassociation: everything the manager holds goes back to the owner.
+        WITH passed AS (
+            UPDATE tco.prepaid_resource r SET holder_account_id = r.owner_account_id
+            WHERE r.owner_account_id = NEW.member_account_id AND r.status = 'active'
+              AND r.holder_account_id = NEW.management_account_id
+            RETURNING r.resource_id
+        )
+        INSERT INTO tco.prepaid_transfer (resource_id, from_account_id, to_account_id, trusteeship_id, reason, at)
+        SELECT resource_id, NEW.management_account_id, NEW.member_account_id, NEW.trusteeship_id,
+               'disassociation', NEW.ended_at
+        FROM passed ORDER BY resource_id;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.r14_bill_line_insert_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    bad record;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    PERFORM tco.settlement_lock_shared(c)
+        FROM (SELECT DISTINCT tco.cycle_of(period_start) AS c FROM new_lines) x ORDER BY c;
+    SELECT n.line_id, s.cycle INTO bad
+    FROM new_lines n
+    LEFT JOIN tco.member m ON m.account_id = n.account_id
+    JOIN tco.settled_cycle s ON s.cycle OPERATOR(tco.=) tco.cycle_of(n.period_start)
+                            AND (s.org_id IS NULL OR s.org_id = m.org_id)
+    ORDER BY n.line_id LIMIT 1;
+    IF FOUND THEN
+        PERFORM tco.r14_settled_error(bad.cycle, format('bill line %s cannot be added to it', bad.line_id));
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.r14_bill_line_update_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    bad record;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    -- Lines already on a statement: only paid_at may change.
+    SELECT o.line_id, tco.cycle_of(o.period_start) AS cycle INTO bad
+    FROM old_lines o JOIN new_lines n USING (line_id)
+    JOIN tco.settled_pack sp ON sp.account_id = o.account_id AND sp.product_code = o.product_code
+                            AND sp.cycle OPERATOR(tco.=) tco.cycle_of(o.period_start)
+                            AND o.line_id = ANY (sp.line_ids)
+    WHERE (o.account_id, o.product_code, o.charge_type, o.period_start, o.period_end, o.list_amount, o.issued_at)
+          IS DISTINCT FROM
+          (n.account_id, n.product_code, n.charge_type, n.period_start, n.period_end, n.list_amount, n.issued_at)
+    ORDER BY o.line_id LIMIT 1;
+    IF FOUND THEN
+        PERFORM tco.r14_settled_error(bad.cycle, format('bill line %s is settled and only its paid_at can be set', bad.line_id));
+    END IF;
+    -- A line may not move into a settled cycle either.
+    PERFORM tco.settlement_lock_shared(c)
+        FROM (SELECT DISTINCT tco.cycle_of(period_start) AS c FROM new_lines) x ORDER BY c;
+    SELECT n.line_id, s.cycle INTO bad
+    FROM new_lines n JOIN old_lines o USING (line_id)
+    LEFT JOIN tco.member m ON m.account_id = n.account_id
+    JOIN tco.settled_cycle s ON s.cycle OPERATOR(tco.=) tco.cycle_of(n.period_start)
+                            AND (s.org_id IS NULL OR s.org_id = m.org_id)
+    WHERE (o.account_id, o.product_code, o.period_start, o.list_amount)
+          IS DISTINCT FROM (n.account_id, n.product_code, n.period_start, n.list_amount)
+    ORDER BY n.line_id LIMIT 1;
+    IF FOUND THEN
+        PERFORM tco.r14_settled_error(bad.cycle, format('bill line %s cannot be moved into it', bad.line_id));
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.r14_bill_line_delete_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    bad record;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    PERFORM tco.settlement_lock_shared(c)
+        FROM (SELECT DISTINCT tco.cycle_of(period_start) AS c FROM old_lines) x ORDER BY c;
+    SELECT o.line_id, tco.cycle_of(o.period_start) AS cycle INTO bad
+    FROM old_lines o
+    LEFT JOIN tco.member m ON m.account_id = o.account_id
+    WHERE EXISTS (SELECT 1 FROM tco.settled_pack sp
+                  WHERE sp.account_id = o.account_id AND sp.product_code = o.product_code
+                    AND sp.cycle OPERATOR(tco.=) tco.cycle_of(o.period_start) AND o.line_id = ANY (sp.line_ids))
+       OR EXISTS (SELECT 1 FROM tco.settled_cycle s WHERE s.cycle OPERATOR(tco.=) tco.cycle_of(o.period_start)
+                  AND (s.org_id IS NULL OR s.org_id = m.org_id))
+    ORDER BY o.line_id LIMIT 1;
+    IF FOUND THEN
+        PERFORM tco.r14_settled_error(bad.cycle, format('bill line %s cannot be deleted', bad.line_id));
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.r14_trusteeship_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    acct   bigint;
+    until  timestamptz;
+    moment timestamptz;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    acct := CASE WHEN TG_OP = 'DELETE' THEN OLD.member_account_id ELSE NEW.member_account_id END;
+    IF TG_OP = 'INSERT' THEN
+        moment := least(NEW.established_at, NEW.ended_at);
+    ELSIF TG_OP = 'DELETE' THEN
+        moment := least(OLD.established_at, OLD.ended_at);
+    ELSE
+        IF NEW.established_at IS DISTINCT FROM OLD.established_at
+           OR NEW.member_account_id <> OLD.member_account_id
+           OR NEW.management_account_id <> OLD.management_account_id THEN
+            moment := least(NEW.established_at, OLD.established_at);
+        END IF;
+        IF NEW.ended_at IS DISTINCT FROM OLD.ended_at THEN
+            moment := least(moment, NEW.ended_at, OLD.ended_at);
+        END IF;
+    END IF;
+    IF moment IS NULL OR NOT isfinite(moment) THEN
+        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    -- (at most the last 120 cycles: older changes are refused by R14 or
+    -- belong to cycles nobody is settling.)
+    PERFORM tco.settlement_lock_shared(tco.cycle_of(pg_catalog.clock_timestamp()) OPERATOR(tco.-) g)
+    FROM generate_series(least(119, tco.cycle_of(pg_catalog.clock_timestamp()) OPERATOR(tco.-)
+                                    tco.cycle_of(greatest(moment, pg_catalog.clock_timestamp() - interval '11 years'))),
+                         0, -1) g
+    ORDER BY g DESC;
+    until := tco.settled_until((SELECT m.org_id FROM tco.member m WHERE m.account_id = acct));
+    IF until IS NULL THEN
+        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF moment < until THEN
+        RAISE EXCEPTION 'R14: trusteeship % of account % changes at %, before the end of settled billing cycle %',
+                coalesce(NEW.trusteeship_id, OLD.trusteeship_id), acct, moment, tco.cycle_of(until - interval '1 microsecond')
+            USING ERRCODE = 'TC008',
+                  HINT = format('Cycles up to %s are settled: make the change at or after %s, and book any correction as an adjustment in the next open cycle.', tco.cycle_of(until - interval '1 microsecond'), until);
+    END IF;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.r14_contract_discount_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    until timestamptz := (SELECT pg_catalog.upper(tco.cycle_range(cycle)) FROM tco.settled_cycle
+                          ORDER BY cycle DESC LIMIT 1);
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF until IS NOT NULL AND (
+         (TG_OP IN ('INSERT', 'UPDATE') AND NEW.valid_from < until)
+      OR (TG_OP IN ('UPDATE', 'DELETE') AND OLD.valid_from < until
+          AND (TG_OP = 'DELETE' OR (NEW.*) IS DISTINCT FROM (OLD.*)))) THEN
+        RAISE EXCEPTION 'R14: contract discount % reaches into settled billing cycles (settled until %)',
+                coalesce(NEW.discount_id, OLD.discount_id), until
+            USING ERRCODE = 'TC008',
+                  HINT = format('Start new rates at or after %s (end an old rate by adding one that starts later).', until);
+    END IF;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.r14_config_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old_zone    text := 'UTC';
+    old_cutover timestamptz := '2022-08-01 12:00:00+08';
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        old_zone := OLD.billing_timezone;
+        old_cutover := OLD.legacy_cutover;
+    END IF;
+    IF (NEW.billing_timezone IS DISTINCT FROM old_zone OR NEW.legacy_cutover IS DISTINCT FROM old_cutover)
+       AND EXISTS (SELECT 1 FROM tco.settled_cycle) THEN
+        RAISE EXCEPTION 'R14: the billing time zone and legacy cut-over cannot change once a cycle is settled'
+            USING ERRCODE = 'TC008',
+                  HINT = 'Settled cycles were cut in the current zone; keep it.';
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.invoice_check() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    st tco.statement;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF NEW.statement_id IS NULL OR NEW.issuer_account_id IS NULL THEN
+        RETURN NEW;   -- the NOT NULL constraints report it
+    END IF;
+    -- KEY SHARE would let pay_statement run; FOR SHARE waits for it and keeps
+    -- paid_at stable until this transaction ends.
+    SELECT * INTO st FROM tco.statement s WHERE s.statement_id = NEW.statement_id FOR SHARE;
+    PERFORM tco.require_exists(FOUND, 'statement', NEW.statement_id);
+    PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = NEW.issuer_account_id),
+                               'account', NEW.issuer_account_id);
+    IF NOT tco.may_issue_invoice(st, NEW.issuer_account_id) THEN
+        RAISE EXCEPTION 'account % may not issue the invoice of statement % (payer %, organization %)',
+                NEW.issuer_account_id, st.statement_id, st.payer_account_id, coalesce(st.org_id::text, 'none')
+            USING ERRCODE = 'TC023',
+                  HINT = CASE WHEN EXISTS (SELECT 1 FROM tco.trusteeship t
+                                            WHERE t.member_account_id = NEW.issuer_account_id
+                                              AND t.management_account_id = st.payer_account_id)
+                              THEN format('R7: account %s is in trusteeship: its invoices are issued by its management account %s.',
+                                          NEW.issuer_account_id, st.payer_account_id)
+                              ELSE 'Only the statement''s payer or the admin of its organization issues its invoice.' END;
+    END IF;
+    IF NEW.recipient_account_id IS NOT NULL AND NEW.recipient_account_id <> st.payer_account_id THEN
+        RAISE EXCEPTION 'invoice recipient % is not the payer % of statement %',
+                NEW.recipient_account_id, st.payer_account_id, st.statement_id
+            USING ERRCODE = '23514', HINT = 'Leave recipient_account_id NULL: it is the statement''s payer.';
+    END IF;
+    IF st.paid_at IS NULL THEN
+        RAISE EXCEPTION 'statement % (payer %, cycle %) is not paid yet', st.statement_id, st.payer_account_id, st.cycle
+            USING ERRCODE = '55000', HINT = format('Pay it first with tco.pay_statement(%s); invoices are issued for paid amounts.', st.statement_id);
+    END IF;
+    IF st.due_total = 0 THEN
+        RAISE EXCEPTION 'statement % (payer %, cycle %) has nothing due: no invoice', st.statement_id, st.payer_account_id, st.cycle
+            USING ERRCODE = '55000', HINT = 'Discounts and benefits paid the whole statement; there is no amount to invoice.';
+    END IF;
+    IF NEW.cycle IS NOT NULL AND NEW.cycle OPERATOR(tco.<>) st.cycle
+       OR NEW.amount IS NOT NULL AND NEW.amount <> st.due_total THEN
+        RAISE EXCEPTION 'invoice of statement % must have cycle % and amount %', st.statement_id, st.cycle, st.due_total
+            USING ERRCODE = '23514', HINT = 'Leave cycle and amount NULL: they are taken from the statement.';
+    END IF;
+    NEW.recipient_account_id := st.payer_account_id;
+    NEW.cycle := st.cycle;
+    NEW.amount := st.due_total;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.alert_threshold_check() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    mgr bigint;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF NEW.kind IS NOT NULL AND NEW.kind NOT IN ('available_credit', 'cycle_spending') THEN
+        RAISE EXCEPTION 'unknown alert kind "%"', NEW.kind
+            USING ERRCODE = '22023', HINT = 'Use available_credit or cycle_spending.';
+    END IF;
+    IF NEW.threshold IS NOT NULL AND (NEW.threshold = 'NaN'::numeric OR NEW.threshold <> round(NEW.threshold, 2)
+                                      OR abs(NEW.threshold) >= 1e18
+                                      OR (NEW.kind = 'cycle_spending' AND NEW.threshold <= 0)) THEN
+        RAISE EXCEPTION 'alert threshold % is not valid for kind %', NEW.threshold, NEW.kind
+            USING ERRCODE = '22023', HINT = 'Use an amount with at most 2 decimals; a cycle_spending threshold must be positive.';
+    END IF;
+    IF NEW.account_id IS NULL THEN
+        RETURN NEW;
+    END IF;
+    PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = NEW.account_id),
+                               'account', NEW.account_id);
+    mgr := tco.manager_at(NEW.account_id, now());
+    IF mgr IS NOT NULL AND NEW.enabled THEN
+        RAISE EXCEPTION 'R11: account % is a managed member of account %: its alerts go to its manager', NEW.account_id, mgr
+            USING ERRCODE = '55000',
+                  HINT = format('Set the threshold on management account %s (its spending includes its managed members).', mgr);
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.alert_threshold_evaluate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF NEW.enabled THEN
+        PERFORM tco.fire_alerts(ARRAY[NEW.account_id], tco.cycle_of(now()),
+                                NEW.kind = 'available_credit', NEW.kind = 'cycle_spending');
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.alert_channel_member_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.org_id = OLD.org_id THEN
+        RETURN NULL;
+    END IF;
+    DELETE FROM tco.alert_channel c
+     WHERE c.account_id = CASE TG_OP WHEN 'DELETE' THEN OLD.account_id ELSE NEW.account_id END;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.alert_notify() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    PERFORM pg_catalog.pg_notify(tco.alert_channel_of(NEW.account_id), NEW.alert_id::text);
+    PERFORM pg_catalog.pg_notify(tco.alert_channel_of(NULL), NEW.alert_id::text);
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.alert_account_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids bigint[];
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM tco.alert_threshold t WHERE t.enabled AND t.kind = 'available_credit') THEN
+        RETURN NULL;
+    END IF;
+    ids := ARRAY(SELECT n.account_id FROM new_accounts n JOIN old_accounts o USING (account_id)
+                 WHERE (n.balance, n.credit_limit) IS DISTINCT FROM (o.balance, o.credit_limit)
+                 ORDER BY 1);
+    IF ids <> '{}' THEN
+        PERFORM tco.fire_alerts(ids, tco.cycle_of(now()), true, false);
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.alert_bill_line_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM tco.alert_threshold t WHERE t.enabled AND t.kind = 'cycle_spending') THEN
+        RETURN NULL;
+    END IF;
+    FOR r IN
+        WITH c AS (SELECT DISTINCT n.account_id, tco.cycle_of(n.period_start) AS cycle FROM new_lines n),
+             p AS (SELECT c.cycle, c.account_id AS payer FROM c
+                   UNION
+                   SELECT c.cycle, t.management_account_id FROM c
+                   JOIN tco.trusteeship t ON t.member_account_id = c.account_id
+                    AND tstzrange(t.established_at, t.ended_at)
+                        && tstzrange(lower(tco.cycle_range(c.cycle)) - interval '1 month', upper(tco.cycle_range(c.cycle))))
+        SELECT p.cycle, array_agg(DISTINCT p.payer) AS payers
+        FROM p
+        WHERE EXISTS (SELECT 1 FROM tco.alert_threshold t
+                      WHERE t.account_id = p.payer AND t.enabled AND t.kind = 'cycle_spending')
+        GROUP BY p.cycle ORDER BY p.cycle
+    LOOP
+        PERFORM tco.fire_alerts(r.payers, r.cycle, false, true);
+    END LOOP;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.alert_settled_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids bigint[];
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM tco.alert_threshold t WHERE t.enabled) THEN
+        RETURN NULL;
+    END IF;
+    ids := ARRAY(SELECT DISTINCT s.payer_account_id FROM tco.statement s
+                 WHERE s.cycle OPERATOR(tco.=) NEW.cycle AND (NEW.org_id IS NULL OR s.org_id = NEW.org_id)
+                 ORDER BY 1);
+    PERFORM tco.fire_alerts(ids, NEW.cycle, true, true);
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.voucher_pool_entry_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    total numeric;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    PERFORM 1 FROM tco.voucher_pool p WHERE p.org_id = NEW.org_id FOR UPDATE;
+    SELECT sum(e.amount) INTO total FROM tco.voucher_pool_entry e WHERE e.org_id = NEW.org_id;
+    IF total < 0 THEN
+        RAISE EXCEPTION 'voucher pool of organization % has not enough balance: % of % would leave %',
+                NEW.org_id, NEW.event, -NEW.amount, total
+            USING ERRCODE = 'TC021',
+                  HINT = 'Fund the pool with tco.fund_voucher_pool() or reclaim unused vouchers with tco.reclaim_voucher().';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.pool_voucher_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.pool_org_id IS NOT NULL THEN
+            IF NOT EXISTS (SELECT 1 FROM tco.voucher_pool p WHERE p.org_id = NEW.pool_org_id) THEN
+                RAISE EXCEPTION 'organization % has no voucher pool', NEW.pool_org_id
+                    USING ERRCODE = '23503', HINT = 'Create and fund it with tco.fund_voucher_pool().';
+            END IF;
+            IF NEW.balance <> NEW.initial_amount THEN
+                RAISE EXCEPTION 'pool voucher % must start with its whole amount as balance', NEW.benefit_id
+                    USING ERRCODE = '22023', HINT = 'Issue pool vouchers with tco.issue_pool_voucher().';
+            END IF;
+            INSERT INTO tco.voucher_pool_entry (org_id, event, amount, benefit_id)
+                VALUES (NEW.pool_org_id, 'issue', -NEW.initial_amount, NEW.benefit_id);
+        END IF;
+        RETURN NULL;
+    ELSIF TG_OP = 'DELETE' THEN
+        IF OLD.pool_org_id IS NOT NULL THEN
+            RAISE EXCEPTION 'pool voucher % cannot be deleted', OLD.benefit_id
+                USING ERRCODE = 'TC008', HINT = 'Reclaim its remaining balance with tco.reclaim_voucher() instead.';
+        END IF;
+        RETURN OLD;
+    END IF;
+    IF (OLD.pool_org_id IS NOT NULL OR NEW.pool_org_id IS NOT NULL)
+       AND (NEW.pool_org_id IS DISTINCT FROM OLD.pool_org_id OR NEW.kind <> OLD.kind
+            OR NEW.initial_amount <> OLD.initial_amount OR NEW.balance > OLD.balance) THEN
+        RAISE EXCEPTION 'pool voucher % cannot change its pool, kind or amount, and its balance only goes down', NEW.benefit_id
+            USING ERRCODE = 'TC020', HINT = 'Issue a new pool voucher with tco.issue_pool_voucher() instead.';
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.benefit_share_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    b       tco.benefit;
+    owner_org bigint;
+    until   timestamptz;
+    others  boolean;
+    amount  numeric;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        RAISE EXCEPTION 'share % cannot be deleted: shares are history', OLD.share_id
+            USING ERRCODE = 'TC008', HINT = 'Revoke it with tco.revoke_share() instead.';
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        SELECT * INTO b FROM tco.benefit x WHERE x.benefit_id = NEW.benefit_id;
+        PERFORM tco.require_exists(FOUND, 'benefit', NEW.benefit_id);
+        IF b.pool_org_id IS NOT NULL THEN
+            owner_org := b.pool_org_id;
+        ELSIF b.kind IN ('resource_pack', 'savings_plan') THEN
+            owner_org := (SELECT m.org_id FROM tco.member m WHERE m.account_id = b.owner_account_id);
+            IF owner_org IS NULL THEN
+                RAISE EXCEPTION 'R9: % % of account % cannot be shared: its owner is in no organization',
+                        b.kind, b.benefit_id, b.owner_account_id
+                    USING ERRCODE = 'TC020', HINT = 'Resource packs and savings plans are shared inside their owner''s organization.';
+            END IF;
+        ELSE
+            RAISE EXCEPTION 'R9: % % cannot be shared', b.kind, b.benefit_id
+                USING ERRCODE = 'TC020',
+                      HINT = 'Only pool vouchers, resource packs and savings plans are shared. A manager''s own vouchers and cards already pay its managed members'' lines; coupons are never shared.';
+        END IF;
+        IF NEW.org_id IS NULL THEN
+            NEW.org_id := owner_org;
+        ELSIF NEW.org_id <> owner_org THEN
+            RAISE EXCEPTION 'R9: benefit % belongs to organization %, not %', b.benefit_id, owner_org, NEW.org_id
+                USING ERRCODE = 'TC020', HINT = 'Share it inside its own organization (leave org_id to its default).';
+        END IF;
+        IF NEW.account_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM tco.member m WHERE m.account_id = NEW.account_id AND m.org_id = NEW.org_id) THEN
+            RAISE EXCEPTION 'R9: benefit % cannot be shared with account %: not a member of organization %',
+                    b.benefit_id, NEW.account_id, NEW.org_id
+                USING ERRCODE = 'TC020', HINT = 'Share with members of the benefit''s organization, or with one of its units.';
+        END IF;
+        IF NEW.unit_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM tco.org_unit u WHERE u.unit_id = NEW.unit_id AND u.org_id = NEW.org_id) THEN
+            RAISE EXCEPTION 'R9: benefit % cannot be shared with unit %: not a unit of organization %',
+                    b.benefit_id, NEW.unit_id, NEW.org_id
+                USING ERRCODE = 'TC020', HINT = 'List the organization''s units in tco.org_unit.';
+        END IF;
+        NEW.reclaimed_amount := NULL;
+        until := tco.settled_until(NEW.org_id);
+        IF until IS NOT NULL AND (NEW.shared_at < until OR NEW.revoked_at < until) THEN
+            RAISE EXCEPTION 'R14: share of benefit % starts or ends at %, before the end of settled billing cycle %',
+                    b.benefit_id, least(NEW.shared_at, NEW.revoked_at), tco.cycle_of(until - interval '1 microsecond')
+                USING ERRCODE = 'TC008', HINT = format('Share from %s on.', until);
+        END IF;
+        RETURN NEW;
+    END IF;
+
+    -- UPDATE: only the revocation may be recorded, once.
+    IF (NEW.share_id, NEW.benefit_id, NEW.org_id, NEW.account_id, NEW.unit_id, NEW.shared_at, NEW.shared_by)
+       IS DISTINCT FROM (OLD.share_id, OLD.benefit_id, OLD.org_id, OLD.account_id, OLD.unit_id, OLD.shared_at, OLD.shared_by) THEN
+        RAISE EXCEPTION 'share % cannot change: only its revocation is recorded', OLD.share_id
+            USING ERRCODE = 'TC022', HINT = 'Revoke it with tco.revoke_share() and share again.';
+    END IF;
+    IF OLD.revoked_at IS NOT NULL THEN
+        IF (NEW.revoked_at, NEW.revoked_by, NEW.reclaimed_amount) IS DISTINCT FROM (OLD.revoked_at, OLD.revoked_by, OLD.reclaimed_amount) THEN
+            RAISE EXCEPTION 'share % was already revoked at %', OLD.share_id, OLD.revoked_at
+                USING ERRCODE = 'TC022', HINT = 'A share is revoked once.';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NEW.revoked_at IS NULL THEN
+        IF (NEW.revoked_by, NEW.reclaimed_amount) IS DISTINCT FROM (OLD.revoked_by, OLD.reclaimed_amount) THEN
+            RAISE EXCEPTION 'share % is active: nothing to record', OLD.share_id
+                USING ERRCODE = 'TC022', HINT = 'Set revoked_at to revoke it.';
+        END IF;
+        RETURN NEW;
+    END IF;
+    until := tco.settled_until(OLD.org_id);
+    IF until IS NOT NULL AND NEW.revoked_at < until THEN
+        RAISE EXCEPTION 'R14: share % of benefit % cannot end at %, before the end of settled billing cycle %',
+                OLD.share_id, OLD.benefit_id, NEW.revoked_at, tco.cycle_of(until - interval '1 microsecond')
+            USING ERRCODE = 'TC008', HINT = format('Revoke at or after %s.', until);
+    END IF;
+    NEW.revoked_by := coalesce(NEW.revoked_by, current_user);
+    NEW.reclaimed_amount := NULL;
+    -- Reclaim: the benefit row is locked before looking at the other shares,
+    -- so that of two concurrent revokes the later sees the earlier, and a
+    -- settlement holding the row (it locks the benefits it loads) finishes
+    -- first: a balance is either spent or reclaimed, never both.
+    SELECT * INTO b FROM tco.benefit x WHERE x.benefit_id = OLD.benefit_id FOR UPDATE;
+    IF b.pool_org_id IS NOT NULL THEN
+        SELECT EXISTS (SELECT 1 FROM tco.benefit_share s
+                        WHERE s.benefit_id = OLD.benefit_id AND s.share_id <> OLD.share_id AND s.revoked_at IS NULL)
+          INTO others;
+        IF NOT others THEN
+            amount := b.balance;
+            IF amount > 0 THEN
+                UPDATE tco.benefit x SET balance = 0 WHERE x.benefit_id = b.benefit_id;
+                INSERT INTO tco.voucher_pool_entry (org_id, event, amount, benefit_id, share_id)
+                    VALUES (b.pool_org_id, 'reclaim', amount, b.benefit_id, OLD.share_id);
+            END IF;
+            NEW.reclaimed_amount := amount;
+        END IF;
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.allocation_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    FOR r IN
+        SELECT a.rule_id, a.method, count(t.target_id) AS n, count(t.percent) AS with_percent, sum(t.percent) AS total
+          FROM tco.allocation_rule a LEFT JOIN tco.allocation_target t ON t.rule_id = a.rule_id
+         WHERE a.rule_id = CASE TG_TABLE_NAME WHEN 'allocation_rule' THEN NEW.rule_id
+                                              ELSE coalesce(NEW.rule_id, OLD.rule_id) END
+         GROUP BY a.rule_id, a.method
+    LOOP
+        IF r.method = 'fixed' AND r.n > 0 AND (r.with_percent <> r.n OR r.total <> 100) THEN
+            RAISE EXCEPTION 'allocation rule %: fixed percentages sum to %, not 100', r.rule_id, coalesce(r.total, 0)
+                USING ERRCODE = '23514', HINT = 'Give every target of a fixed rule a percent, summing to exactly 100.';
+        ELSIF r.method <> 'fixed' AND r.with_percent > 0 THEN
+            RAISE EXCEPTION 'allocation rule % is %: its targets take no percent', r.rule_id, r.method
+                USING ERRCODE = '23514', HINT = 'Leave percent NULL, or make the rule fixed.';
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.policy_attachment_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    PERFORM tco.require_exists(CASE NEW.target_type
+            WHEN 'organization' THEN EXISTS (SELECT 1 FROM tco.organization WHERE org_id = NEW.target_id)
+            WHEN 'unit'         THEN EXISTS (SELECT 1 FROM tco.org_unit WHERE unit_id = NEW.target_id)
+            WHEN 'account'      THEN EXISTS (SELECT 1 FROM tco.account WHERE account_id = NEW.target_id)
+        END, CASE NEW.target_type WHEN 'unit' THEN 'org unit' ELSE NEW.target_type END, NEW.target_id);
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.policy_target_deleted() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    DELETE FROM tco.policy_attachment
+     WHERE target_type = TG_ARGV[0]
+       AND target_id = (pg_catalog.to_jsonb(OLD) ->> TG_ARGV[1])::bigint;
+    RETURN NULL;
+END $$;
+-- (CREATE OR REPLACE resets what 99_grants.sql sets on these)
+ALTER FUNCTION tco.r14_bill_line_insert_check() SECURITY DEFINER;
+ALTER FUNCTION tco.r14_bill_line_update_check() SECURITY DEFINER;
+ALTER FUNCTION tco.r14_bill_line_delete_check() SECURITY DEFINER;

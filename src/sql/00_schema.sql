@@ -17,6 +17,14 @@ CREATE FUNCTION tco.invalidate_cache() RETURNS trigger
     AS 'MODULE_PATHNAME', 'tco_invalidate_cache' LANGUAGE C;
 COMMENT ON FUNCTION tco.invalidate_cache() IS 'Statement-level trigger: invalidates the per-backend caches built from the table, in this and every other session.';
 
+-- Whether this statement restores stored data (src/guard.c, README "Backup
+-- and restore"): row_security is off, as pg_dump and pg_restore set it, and
+-- the session's role is a superuser or has BYPASSRLS.  tco's triggers then
+-- take rows as stored history.
+CREATE FUNCTION tco.restoring() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'tco_restoring' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION tco.restoring() IS 'True while stored data is being restored: row_security = off (as pg_dump and pg_restore set it) and the session''s role is a superuser or has BYPASSRLS. tco''s triggers then neither derive rows nor re-judge past actions.';
+
 -- The installation's configuration: at most one row; no row means every default.
 CREATE TABLE tco.config (
     singleton        boolean PRIMARY KEY DEFAULT true CHECK (singleton),

@@ -154,6 +154,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     root_id bigint;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     INSERT INTO tco.org_unit (org_id, parent_unit_id, name)
         VALUES (NEW.org_id, NULL, NEW.name) RETURNING unit_id INTO root_id;
     INSERT INTO tco.member (account_id, org_id, unit_id, policy)
@@ -167,6 +170,9 @@ CREATE TRIGGER organization_created AFTER INSERT ON tco.organization
 CREATE FUNCTION tco.organization_admin_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF NEW.admin_account_id IS DISTINCT FROM OLD.admin_account_id
        AND NOT EXISTS (SELECT 1 FROM tco.member
                        WHERE account_id = NEW.admin_account_id AND org_id = NEW.org_id) THEN
@@ -185,6 +191,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     SELECT count(*) INTO n FROM tco.member
         WHERE org_id = OLD.org_id AND account_id <> OLD.admin_account_id;
     IF n > 0 THEN
@@ -204,6 +213,9 @@ DECLARE
     cursor_id  bigint;
     depth      int := 0;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF TG_OP = 'UPDATE' AND NEW.org_id <> OLD.org_id THEN
         RAISE EXCEPTION 'unit % cannot move from organization % to organization %', OLD.unit_id, OLD.org_id, NEW.org_id
             USING ERRCODE = 'TC011', HINT = 'Create a unit in the other organization instead.';
@@ -259,6 +271,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM tco.organization WHERE org_id = OLD.org_id) THEN
         RETURN OLD;
     END IF;
@@ -289,6 +304,9 @@ DECLARE
     other_org bigint;
     unit_org  bigint;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF TG_OP = 'INSERT' THEN
         SELECT org_id INTO other_org FROM tco.member WHERE account_id = NEW.account_id;
         IF FOUND THEN
@@ -322,6 +340,9 @@ CREATE TRIGGER member_check BEFORE INSERT OR UPDATE ON tco.member
 CREATE FUNCTION tco.member_delete_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF EXISTS (SELECT 1 FROM tco.organization WHERE org_id = OLD.org_id AND admin_account_id = OLD.account_id) THEN
         RAISE EXCEPTION 'account % is the admin of organization % and cannot leave it', OLD.account_id, OLD.org_id
             USING ERRCODE = 'TC014', HINT = 'Make another member the admin first, or delete the organization.';
@@ -334,6 +355,9 @@ CREATE TRIGGER member_delete_check BEFORE DELETE ON tco.member
 CREATE FUNCTION tco.member_record_history() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO tco.member_history (account_id, org_id, unit_id, policy, event)
             VALUES (NEW.account_id, NEW.org_id, NEW.unit_id, NEW.policy, 'joined');

@@ -193,6 +193,9 @@ DECLARE
     latest  timestamptz;
     existing tco.trusteeship;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF TG_OP = 'UPDATE' THEN
         -- R14: only ending an active trusteeship is a change; history is never rewritten.
         IF NEW.trusteeship_id IS DISTINCT FROM OLD.trusteeship_id
@@ -283,6 +286,9 @@ COMMENT ON FUNCTION tco.trusteeship_move_in_progress() IS 'Internal: true betwee
 CREATE FUNCTION tco.trusteeship_sync_policy() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF TG_OP = 'INSERT' AND NEW.ended_at IS NULL THEN
         UPDATE tco.member SET policy = 'trusteeship'
         WHERE account_id = NEW.member_account_id AND policy <> 'trusteeship';
@@ -310,6 +316,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     active boolean;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF TG_OP = 'UPDATE' AND NEW.policy = OLD.policy THEN
         RETURN NULL;
     END IF;
@@ -331,6 +340,9 @@ CREATE TRIGGER member_sync_trusteeship AFTER INSERT OR UPDATE OF policy ON tco.m
 CREATE FUNCTION tco.member_leave_trusteeship_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF tco.in_trusteeship(OLD.account_id) THEN
         RAISE EXCEPTION 'account % is in a trusteeship and cannot leave organization %', OLD.account_id, OLD.org_id
             USING ERRCODE = '55000',
@@ -346,6 +358,9 @@ CREATE TRIGGER member_leave_trusteeship_check BEFORE DELETE ON tco.member
 CREATE FUNCTION tco.r3_realname_lock_account() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF NEW.entity_id IS DISTINCT FROM OLD.entity_id AND tco.in_trusteeship(OLD.account_id) THEN
         -- TC003: R3 real-name lock
         RAISE EXCEPTION 'R3: account % is in a trusteeship: its entity cannot change from % to %',
@@ -363,6 +378,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     locked_account bigint;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF OLD.verified AND NOT NEW.verified THEN
         SELECT a.account_id INTO locked_account FROM tco.account a
         WHERE a.entity_id = OLD.entity_id AND tco.in_trusteeship(a.account_id)

@@ -98,6 +98,9 @@ DECLARE
     active tco.trusteeship;
     derived_holder bigint;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF TG_OP = 'INSERT' THEN
         IF NEW.owner_account_id IS NULL OR NEW.term_end IS NULL THEN
             RETURN NEW;
@@ -147,6 +150,9 @@ CREATE TRIGGER prepaid_resource_check BEFORE INSERT OR UPDATE ON tco.prepaid_res
 CREATE FUNCTION tco.prepaid_resource_record_purchase() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF NEW.holder_account_id <> NEW.owner_account_id THEN
         INSERT INTO tco.prepaid_transfer (resource_id, from_account_id, to_account_id, trusteeship_id, reason, at)
         SELECT NEW.resource_id, NEW.owner_account_id, NEW.holder_account_id, t.trusteeship_id, 'purchase', NEW.created_at
@@ -163,6 +169,9 @@ CREATE TRIGGER prepaid_resource_record_purchase AFTER INSERT ON tco.prepaid_reso
 CREATE FUNCTION tco.trusteeship_pass_prepaid() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF TG_OP = 'INSERT' AND NEW.ended_at IS NULL THEN
         -- Association: every active resource with term left at the instant
         -- passes to the manager; a move also takes over whatever the

@@ -380,6 +380,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     bad record;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     PERFORM tco.settlement_lock_shared(c)
         FROM (SELECT DISTINCT tco.cycle_of(period_start) AS c FROM new_lines) x ORDER BY c;
     SELECT n.line_id, s.cycle INTO bad
@@ -402,6 +405,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     bad record;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     -- Lines already on a statement: only paid_at may change.
     SELECT o.line_id, tco.cycle_of(o.period_start) AS cycle INTO bad
     FROM old_lines o JOIN new_lines n USING (line_id)
@@ -440,6 +446,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     bad record;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     PERFORM tco.settlement_lock_shared(c)
         FROM (SELECT DISTINCT tco.cycle_of(period_start) AS c FROM old_lines) x ORDER BY c;
     SELECT o.line_id, tco.cycle_of(o.period_start) AS cycle INTO bad
@@ -475,6 +484,9 @@ DECLARE
     until  timestamptz;
     moment timestamptz;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     acct := CASE WHEN TG_OP = 'DELETE' THEN OLD.member_account_id ELSE NEW.member_account_id END;
     IF TG_OP = 'INSERT' THEN
         moment := least(NEW.established_at, NEW.ended_at);
@@ -523,6 +535,9 @@ DECLARE
     until timestamptz := (SELECT pg_catalog.upper(tco.cycle_range(cycle)) FROM tco.settled_cycle
                           ORDER BY cycle DESC LIMIT 1);
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF until IS NOT NULL AND (
          (TG_OP IN ('INSERT', 'UPDATE') AND NEW.valid_from < until)
       OR (TG_OP IN ('UPDATE', 'DELETE') AND OLD.valid_from < until
@@ -545,6 +560,9 @@ DECLARE
     old_zone    text := 'UTC';
     old_cutover timestamptz := '2022-08-01 12:00:00+08';
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF TG_OP = 'UPDATE' THEN
         old_zone := OLD.billing_timezone;
         old_cutover := OLD.legacy_cutover;

@@ -59,6 +59,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     st tco.statement;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF NEW.statement_id IS NULL OR NEW.issuer_account_id IS NULL THEN
         RETURN NEW;   -- the NOT NULL constraints report it
     END IF;

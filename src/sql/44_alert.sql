@@ -182,6 +182,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     mgr bigint;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF NEW.kind IS NOT NULL AND NEW.kind NOT IN ('available_credit', 'cycle_spending') THEN
         RAISE EXCEPTION 'unknown alert kind "%"', NEW.kind
             USING ERRCODE = '22023', HINT = 'Use available_credit or cycle_spending.';
@@ -212,6 +215,9 @@ CREATE TRIGGER alert_threshold_check BEFORE INSERT OR UPDATE ON tco.alert_thresh
 CREATE FUNCTION tco.alert_threshold_evaluate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF NEW.enabled THEN
         PERFORM tco.fire_alerts(ARRAY[NEW.account_id], tco.cycle_of(now()),
                                 NEW.kind = 'available_credit', NEW.kind = 'cycle_spending');
@@ -327,6 +333,9 @@ COMMENT ON FUNCTION tco.rotate_alert_channels(bigint) IS 'R11: forgets the chann
 CREATE FUNCTION tco.alert_channel_member_trigger() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF TG_OP = 'UPDATE' AND NEW.org_id = OLD.org_id THEN
         RETURN NULL;
     END IF;
@@ -342,6 +351,9 @@ CREATE TRIGGER alert_channel_member AFTER INSERT OR DELETE OR UPDATE OF org_id O
 CREATE FUNCTION tco.alert_notify() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     PERFORM pg_catalog.pg_notify(tco.alert_channel_of(NEW.account_id), NEW.alert_id::text);
     PERFORM pg_catalog.pg_notify(tco.alert_channel_of(NULL), NEW.alert_id::text);
     RETURN NULL;
@@ -359,6 +371,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ids bigint[];
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM tco.alert_threshold t WHERE t.enabled AND t.kind = 'available_credit') THEN
         RETURN NULL;
     END IF;
@@ -381,6 +396,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM tco.alert_threshold t WHERE t.enabled AND t.kind = 'cycle_spending') THEN
         RETURN NULL;
     END IF;
@@ -415,6 +433,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ids bigint[];
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM tco.alert_threshold t WHERE t.enabled) THEN
         RETURN NULL;
     END IF;

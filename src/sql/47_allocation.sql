@@ -57,6 +57,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     FOR r IN
         SELECT a.rule_id, a.method, count(t.target_id) AS n, count(t.percent) AS with_percent, sum(t.percent) AS total
           FROM tco.allocation_rule a LEFT JOIN tco.allocation_target t ON t.rule_id = a.rule_id

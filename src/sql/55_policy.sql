@@ -53,6 +53,9 @@ $$;
 CREATE FUNCTION tco.policy_attachment_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     PERFORM tco.require_exists(CASE NEW.target_type
             WHEN 'organization' THEN EXISTS (SELECT 1 FROM tco.organization WHERE org_id = NEW.target_id)
             WHEN 'unit'         THEN EXISTS (SELECT 1 FROM tco.org_unit WHERE unit_id = NEW.target_id)
@@ -66,6 +69,9 @@ CREATE TRIGGER policy_attachment_check BEFORE INSERT OR UPDATE ON tco.policy_att
 CREATE FUNCTION tco.policy_target_deleted() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
     DELETE FROM tco.policy_attachment
      WHERE target_type = TG_ARGV[0]
        AND target_id = (pg_catalog.to_jsonb(OLD) ->> TG_ARGV[1])::bigint;
