@@ -12,12 +12,14 @@ SELECT setseed(0.2023);
 INSERT INTO tco.entity (entity_id, name, verified) VALUES
     (1, 'Acme Group Ltd', true), (2, 'Globex Corporation', true), (3, 'Initech Inc', true),
     (4, 'Umbrella Partners', false), (5, 'Hooli Holdings', true);
--- accounts 1..3: the three admins; account g joins organization 1 + g % 3 and
--- mostly belongs to that organization's entity; every fifth is of another one.
+-- accounts 1..3: the three admins; account g (4..2403) joins organization
+-- 1 + g % 3 and is named after it; it mostly belongs to that organization's
+-- entity, every fifth to another one.  Accounts 2404..3000 stay independent.
 INSERT INTO tco.account (account_id, name, entity_id, balance, credit_limit)
 SELECT g,
        CASE g WHEN 1 THEN 'acme-admin' WHEN 2 THEN 'globex-admin' WHEN 3 THEN 'initech-admin'
-              ELSE format('%s-%s', (ARRAY['hooli','acme','globex','initech','umbrella'])[1 + g % 5], g) END,
+              ELSE format('%s-%s', CASE WHEN g <= 2403 THEN (ARRAY['acme','globex','initech'])[1 + g % 3]
+                                        ELSE 'independent' END, g) END,
        CASE WHEN g <= 3 THEN g WHEN g % 5 = 0 THEN 4 + g % 2 ELSE 1 + g % 3 END,
        CASE WHEN g <= 3 THEN 250000 ELSE 100 + (g % 17) * 50 END,
        CASE WHEN g <= 3 THEN 100000 ELSE 0 END
@@ -38,9 +40,10 @@ BEGIN
         PERFORM tco.create_unit(o, 'SRE', ops);
     END LOOP;
 END $$;
--- 2,400 members spread over the units; the rest stay outside any organization.
+-- 2,400 members spread over the nine units of each organization (root
+-- included); the rest stay outside any organization.
 SELECT count(tco.add_member(org, g,
-        (SELECT unit_id FROM tco.org_unit u WHERE u.org_id = org ORDER BY unit_id OFFSET g % 9 LIMIT 1)))
+        (SELECT unit_id FROM tco.org_unit u WHERE u.org_id = org ORDER BY unit_id OFFSET (g / 3) % 9 LIMIT 1)))
 FROM (SELECT g, 1 + g % 3 AS org FROM generate_series(4, 2403) g) x;
 
 -- Financial trusteeship: Acme's admin manages 250 Acme-entity members; a
@@ -65,13 +68,23 @@ INSERT INTO tco.product (product_code, granularity, name) VALUES
     ('cdn', 'minute', 'Content Delivery Network'), ('cbs', 'month', 'Cloud Block Storage'),
     ('clb', 'week', 'Cloud Load Balancer');
 
--- Two months of daily bill lines for 600 members on two days out of three; the
--- lines of Jan 2 are issued Jan 3 01:00 and paid Jan 4: unpaid at a change on Jan 3.
-INSERT INTO tco.bill_line (account_id, product_code, charge_type, period_start, period_end, list_amount, issued_at, paid_at)
+-- Two months of daily bill lines for 600 members on two days out of three,
+-- tagged by application and environment.  In January, cvm (hourly) lines are
+-- paid as soon as they are issued, the others two days later (Jan 1's not at
+-- all): at a change on Jan 3 09:23, a member's cos, cdn and clb have an unpaid
+-- bill (Jan 2's, issued Jan 3 01:00) and are frozen for January, while cvm
+-- switches at the next hour, 10:00 (seed 004's two scenarios).  February's
+-- lines are paid with their statements (tco.pay_statement).
+INSERT INTO tco.bill_line (account_id, product_code, charge_type, period_start, period_end, list_amount, issued_at, paid_at, tags)
 SELECT m, p, CASE WHEN p = 'cbs' THEN 'prepaid' ELSE 'postpaid' END::tco.charge_type,
        d, d + interval '1 day', round((1 + random() * 40)::numeric, 2),
        d + interval '1 day 1 hour',
-       CASE WHEN d < timestamptz '2023-01-02 00:00+08' THEN NULL ELSE d + interval '2 days' END
+       CASE WHEN d >= timestamptz '2023-02-01 00:00+08' THEN NULL
+            WHEN p = 'cvm' THEN d + interval '1 day 1 hour'
+            WHEN d < timestamptz '2023-01-02 00:00+08' THEN NULL
+            ELSE d + interval '2 days' END,
+       jsonb_build_object('app', (ARRAY['shop', 'search', 'billing'])[1 + (m / 3) % 3],
+                          'env', CASE WHEN m % 4 = 0 THEN 'dev' ELSE 'prod' END)
 FROM generate_series(4, 603) m,
      unnest(ARRAY['cvm', 'cos', 'cdn', 'clb']) p,
      generate_series(timestamptz '2023-01-01 00:00+08', timestamptz '2023-02-28 00:00+08', interval '1 day') d

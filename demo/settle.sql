@@ -105,3 +105,34 @@ SELECT tco.available_credit(1) AS available_credit;
 
 \echo '== Alerts fired (tco.alert; each id went out with NOTIFY on the payer''s and the admin channel)'
 SELECT alert_id, kind, account_id, threshold, round(value, 2) AS value, cycle FROM tco.alert ORDER BY alert_id;
+
+\echo
+\echo '== FOCUS 1.2 export (tco.focus_cost_and_usage): the first rows of February as CSV'
+\echo '   (the whole export: COPY (SELECT * FROM tco.focus_cost_and_usage WHERE "x_BillingCycle" = ...) TO ... CSV HEADER)'
+COPY (SELECT "BillingAccountId", "SubAccountId", "ChargePeriodStart", "ChargeCategory", "ServiceName",
+             "ListCost", "ContractedCost", "BilledCost", "EffectiveCost", "CommitmentDiscountId", "InvoiceId", "Tags"
+        FROM tco.focus_cost_and_usage
+       WHERE "x_BillingCycle" = '2023-02' AND "SubAccountId" <> "BillingAccountId"
+       ORDER BY "x_LineId" LIMIT 5) TO STDOUT WITH (FORMAT csv, HEADER);
+\echo '   FOCUS rule: BilledCost summed per InvoiceId is the invoice amount'
+SELECT f."InvoiceId", round(sum(f."BilledCost"), 2) AS billed_cost, i.amount AS invoice_amount
+FROM tco.focus_cost_and_usage f JOIN tco.invoice i ON i.invoice_id::text = f."InvoiceId"
+GROUP BY 1, 3 ORDER BY 1;
+
+\echo '== Showback by tag (tco.showback_by_tag): February by application'
+SELECT tag_value AS app, lines, round(list_total, 2) AS list_total, round(due_total, 2) AS due_total
+FROM tco.showback_by_tag WHERE cycle = '2023-02' AND tag_key = 'app' ORDER BY 1;
+
+\echo '== Allocation: Acme splits the cost of its "billing" application 60/40 between Engineering and'
+\echo '   Finance (a split charge: reporting only, the statements do not change)'
+INSERT INTO tco.allocation_rule (org_id, name, source_tag_key, source_tag_value, method)
+VALUES (1, 'billing app', 'app', 'billing', 'fixed') RETURNING rule_id AS billing_rule \gset
+INSERT INTO tco.allocation_target (rule_id, target_unit_id, percent)
+SELECT :billing_rule, unit_id, CASE name WHEN 'Engineering' THEN 60 ELSE 40 END
+FROM tco.org_unit WHERE org_id = 1 AND name IN ('Engineering', 'Finance');
+SELECT a.cycle, u.name AS unit, count(*) AS lines, sum(a.amount) AS allocated
+FROM tco.allocated_cost a JOIN tco.org_unit u ON u.unit_id = a.target_unit_id
+WHERE a.rule_id = :billing_rule GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT a.cycle, sum(a.amount) AS allocated, (SELECT sum(f."BilledCost") FROM tco.focus_cost_and_usage f
+        WHERE f."x_BillingCycle" = a.cycle AND f."x_OrganizationId" = 1 AND f."Tags" ->> 'app' = 'billing') AS billing_app_cost
+FROM tco.allocated_cost a WHERE a.rule_id = :billing_rule GROUP BY 1 ORDER BY 1;

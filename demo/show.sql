@@ -25,7 +25,7 @@ SELECT management_account_id AS manager, count(*) FILTER (WHERE ended_at IS NULL
        count(*) AS trusteeships_ever FROM tco.trusteeship GROUP BY 1 ORDER BY 1;
 
 -- a member still with its first manager, whose cos bill of Jan 2 (issued
--- Jan 3 01:00) was still unpaid at the change
+-- Jan 3 01:00) was still unpaid at the change, while its cvm bills were paid
 SELECT min(member_account_id) AS demo_member FROM tco.trusteeship
 WHERE management_account_id = 1 AND ended_at IS NULL \gset
 \echo '== Who pays? Member' :demo_member 'placed in trusteeship at 2023-01-03 09:23 (UTC+8), seed 004'
@@ -35,8 +35,11 @@ SELECT product_code AS product, p.granularity, s.starts,
 FROM tco.product p,
      (VALUES (timestamptz '2023-01-03 09:00+08'), ('2023-01-03 10:00+08'), ('2023-01-04 00:00+08'), ('2023-02-01 00:00+08')) s(starts)
 WHERE product_code IN ('cos', 'cvm') ORDER BY 1, 3;
-\echo '   why cos stays with the member in January (frozen product):'
-SELECT jsonb_pretty(tco.explain_payer(:demo_member, 'cos', '2023-01-20 00:00+08'));
+\echo '   cos had an unpaid bill at the change (frozen: the member pays all January, the manager'
+\echo '   from February); cvm had none (the manager pays from the next hour, 10:00).  Why cos:'
+SELECT jsonb_pretty(tco.explain_payer(:demo_member, 'cos', '2023-01-20 00:00+08') -> 'not_yet_effective' -> 0);
+\echo '   and why cvm from 10:00:'
+SELECT tco.explain_payer(:demo_member, 'cvm', '2023-01-03 10:00+08') ->> 'reason' AS reason;
 
 \echo '== Bill lines of January 2023 by payer kind'
 SELECT CASE WHEN payer = account_id THEN 'self' ELSE 'manager' END AS paid_by,
