@@ -96,14 +96,6 @@ SELECT throws_ok($$INSERT INTO tco.allocation_rule (org_id, name, source_account
                  'and a known method');
 
 -- readers: their organization's rules and parts
-CREATE FUNCTION pg_temp.n_as(r name, q text) RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE n bigint;
-BEGIN
-    EXECUTE format('SET ROLE %I', r);
-    EXECUTE q INTO n;
-    RESET ROLE;
-    RETURN n;
-END $$;
 SELECT is(pg_temp.n_as('tco_t_admin1', 'SELECT count(*) FROM tco.allocation_rule'), 2::bigint, 'organization 1''s admin sees its two rules');
 SELECT is(pg_temp.n_as('tco_t_admin2', 'SELECT count(*) FROM tco.allocation_rule'), 1::bigint, 'organization 2''s admin its one');
 SELECT is(pg_temp.n_as('tco_t_admin2', 'SELECT count(*) FROM tco.allocated_cost WHERE rule_id IN (1, 2)'), 0::bigint,

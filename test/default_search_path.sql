@@ -66,14 +66,6 @@ SELECT is((SELECT array_agg(c ORDER BY c::text) = array_agg(c ORDER BY c)
           true, 'ordering as text is ordering as cycles');
 
 -- as a reader, under the default path
-CREATE FUNCTION pg_temp.n_as(r name, q text) RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE n bigint;
-BEGIN
-    EXECUTE format('SET ROLE %I', r);
-    EXECUTE q INTO n;
-    RESET ROLE;
-    RETURN n;
-END $$;
 SELECT is(pg_temp.n_as('tco_t_admin1', $q$SELECT count(*) FROM tco.settlement_by_payer WHERE cycle = '2024-02'$q$), 3::bigint,
           'a reader''s BI query under the default path sees its organization''s statements');
 

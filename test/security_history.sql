@@ -29,14 +29,6 @@ SELECT is((SELECT statements FROM tco.settle_cycle('2024-02')), 2::bigint, 'two 
 SELECT tco.pay_statement(statement_id) FROM tco.statement WHERE payer_account_id = 102;
 SELECT tco.issue_invoice(statement_id) FROM tco.statement WHERE payer_account_id = 102;
 
-CREATE FUNCTION pg_temp.n_as(r name, q text) RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE n bigint;
-BEGIN
-    EXECUTE format('SET ROLE %I', r);
-    EXECUTE q INTO n;
-    RESET ROLE;
-    RETURN n;
-END $$;
 CREATE TEMP TABLE rel (name text, q text);
 INSERT INTO rel VALUES
     ('statement',      'SELECT count(*) FROM tco.statement WHERE payer_account_id = 102'),
