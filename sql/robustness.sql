@@ -122,6 +122,7 @@ SELECT tco.trusteeship_effective_payer(101, 'D', '2023-02-11') AS payer_101,
        tco.cycle_of('2023-02-11 00:00+00') AS cycle,
        tco.cycle_of('2023-02-28 20:00+00', 'Asia/Shanghai') AS cycle_shanghai,
        tco.cycle_range('2023-02') AS range,
+       tco.cycle_range('2023-02', 'America/New_York') AS range_new_york,
        tco.granularity_trunc('day', '2023-02-11 10:00+00') AS trunc,
        tco.granularity_ceil('hour', '2023-02-11 10:30+00') AS ceil;
 SELECT * FROM tco.settle_cycle('2023-02');

@@ -11,7 +11,10 @@
  * next command (and replays it on abort) and to every other backend when the
  * writing transaction commits.  Each cache registers a relcache callback
  * that drops what it holds when one of its tables (or everything, InvalidOid)
- * is invalidated, and rebuilds lazily on next use.
+ * is invalidated, and rebuilds lazily on next use: invalidations are accepted
+ * once per snapshot (tco_accept_invalidations) and a cache is rebuilt under
+ * a snapshot taken after that (tco_push_cache_snapshot), with search_path
+ * pinned (tco_pin_search_path).
  */
 #include "postgres.h"
 

@@ -26,8 +26,13 @@
  * Snapshots: a cache built under a transaction snapshot (REPEATABLE READ and
  * above) may miss changes that later snapshots see; it is therefore dropped
  * at the next transaction.  Within a READ COMMITTED transaction each new
- * snapshot makes us accept pending invalidations once, so a change committed
- * by another session is seen by the next statement, as plain SQL would.
+ * snapshot makes us accept pending invalidations once (cache.c), and the
+ * cache and its lazy probes read under a snapshot taken then, not under the
+ * calling statement's (which may predate the change whose invalidation made
+ * us rebuild): a change committed by another session is seen by the next
+ * statement at the latest.  settle_cycle rebuilds the cache from its own
+ * snapshot (tco_payer_reset).  The queries run with search_path pinned to
+ * pg_catalog, pg_temp (cache.c).
  */
 #include "postgres.h"
 
