@@ -1,7 +1,9 @@
 /*
  * src/guard.c
  *
- * Two boundaries that SQL alone cannot draw (README "Security"):
+ * Three boundaries that SQL alone cannot draw (README "Security", "Backup
+ * and restore"): the settlement lock, the writer guard, and restore mode
+ * (tco.restoring(), at the end of this file).
  *
  * The settlement lock.  Settlements of a cycle serialize on a lock per cycle,
  * and every write of bill lines (or trusteeships) of that cycle takes the
