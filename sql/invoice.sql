@@ -111,3 +111,44 @@ RESET ROLE;
 DELETE FROM tco.account_login WHERE role_name IN ('tco_inv_102', 'tco_inv_101');
 DROP ROLE tco_inv_102;
 DROP ROLE tco_inv_101;
+
+-- After issue: credit notes and voids (README "Invoices").
+SELECT amount AS inv_101_amount FROM tco.invoice WHERE invoice_id = :inv_101 \gset
+SELECT balance AS balance_101_before FROM tco.account WHERE account_id = 101 \gset
+-- A credit note of 2.50 on 101's invoice refunds 2.50 to 101 through the ledger.
+SELECT tco.issue_credit_note(:inv_101, 2.50, 'price correction on cvm') > 0 AS credited;
+SELECT amount, credited_amount, net_amount, net_amount = amount - 2.50 AS net_ok FROM tco.invoice WHERE invoice_id = :inv_101;
+SELECT balance - :balance_101_before AS balance_101_change FROM tco.account WHERE account_id = 101;
+SELECT l.kind, l.amount, l.reference, c.ledger_entry_id = l.entry_id AS linked
+FROM tco.credit_note c JOIN tco.ledger l ON l.entry_id = c.ledger_entry_id WHERE c.invoice_id = :inv_101;
+-- never above what is left; never on bad amounts; append-only
+SELECT tco.issue_credit_note(:inv_101, :inv_101_amount, 'everything');
+SELECT tco.issue_credit_note(:inv_101, 0, 'nothing');
+SELECT tco.issue_credit_note(:inv_101, 1.005, 'sub-cent');
+SELECT tco.issue_credit_note(:inv_101, 1, '  ');
+UPDATE tco.credit_note SET amount = 1;
+DELETE FROM tco.credit_note;
+-- the credited amount only follows the notes
+UPDATE tco.invoice SET credited_amount = 0 WHERE invoice_id = :inv_101;
+-- the rest can be credited, to zero
+SELECT tco.issue_credit_note(:inv_101, net_amount, 'the rest') > 0 AS credited_rest FROM tco.invoice WHERE invoice_id = :inv_101;
+SELECT credited_amount = amount AS fully_credited, net_amount FROM tco.invoice WHERE invoice_id = :inv_101;
+SELECT balance - :balance_101_before = :inv_101_amount AS refunded_in_full FROM tco.account WHERE account_id = 101;
+-- an invoice with credit notes cannot be voided
+SELECT tco.void_invoice(:inv_101, 'wrong address');
+-- Voids: 102's invoice is voided (the row stays, with its reason), no money
+-- moves, its statement can be invoiced again, and takes no credit note.
+SELECT balance AS balance_102_before FROM tco.account WHERE account_id = 102 \gset
+SELECT tco.void_invoice(:inv_102, 'wrong billing address');
+SELECT invoice_id = :inv_102 AS same_row, voided_at IS NOT NULL AS voided, void_reason, net_amount FROM tco.invoice WHERE invoice_id = :inv_102;
+SELECT balance = :balance_102_before AS no_money_moved FROM tco.account WHERE account_id = 102;
+SELECT tco.void_invoice(:inv_102, 'again');
+SELECT tco.issue_credit_note(:inv_102, 1, 'on a voided invoice');
+SELECT tco.issue_invoice(:st_102) AS inv_102_again \gset
+SELECT count(*) AS invoices_of_102, count(*) FILTER (WHERE voided_at IS NULL) AS valid
+FROM tco.invoice WHERE statement_id = :st_102;
+SELECT tco.issue_invoice(:st_102);
+UPDATE tco.invoice SET void_reason = 'changed my mind' WHERE invoice_id = :inv_102;
+SELECT tco.void_invoice(NULL, 'x');
+SELECT tco.void_invoice(999999, 'x');
+SELECT tco.void_invoice(:inv_102_again, NULL);

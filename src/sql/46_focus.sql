@@ -22,7 +22,8 @@
 --   CommitmentDiscount* = the resource pack or savings plan that covered
 --                     most of the line (Category 'Usage' for a pack of a
 --                     product amount, 'Spend' for a savings plan), NULL if none;
---   InvoiceId       = the invoice of the line's statement (NULL until issued);
+--   InvoiceId       = the valid invoice of the line's statement (NULL until
+--                     issued; a voided one is not named);
 --   Tags            = the line's tags (tco.bill_line.tags).
 -- Money is exact (numeric, 6 decimals); BilledCost summed per InvoiceId and
 -- rounded half-up to 2 decimals is the invoice amount.  Costs are in
@@ -94,7 +95,7 @@ JOIN tco.bill_line bl ON bl.line_id = l.line_id
 JOIN tco.statement st ON st.statement_id = l.statement_id
 LEFT JOIN tco.account pa ON pa.account_id = l.payer_account_id
 LEFT JOIN tco.account sa ON sa.account_id = l.account_id
-LEFT JOIN tco.invoice i ON i.statement_id = l.statement_id
+LEFT JOIN tco.invoice i ON i.statement_id = l.statement_id AND i.voided_at IS NULL
 LEFT JOIN tco.account ia ON ia.account_id = i.issuer_account_id
 LEFT JOIN commitment c ON c.line_id = l.line_id
 CROSS JOIN cfg cf;

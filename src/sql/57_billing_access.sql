@@ -6,6 +6,7 @@
 
 SELECT tco.enable_reader_rls(tab, reader_qual) FROM (VALUES
     ('invoice',         'statement_id IN (SELECT s.statement_id FROM tco.statement s)'),
+    ('credit_note',     'invoice_id IN (SELECT i.invoice_id FROM tco.invoice i)'),
     ('alert',           'account_id IN (SELECT tco.visible_accounts())'),
     ('alert_threshold', 'account_id IN (SELECT tco.visible_accounts())'),
     -- allocation rules (47_allocation.sql): those of the reader's organization

@@ -110,7 +110,7 @@ GRANT SELECT ON tco.account, tco.member, tco.trusteeship, tco.bill_line,
                 tco.organization, tco.org_unit, tco.account_login, tco.product
     TO tco_reader;
 -- Invoices and alerts (42_invoice.sql, 44_alert.sql; rows filtered by RLS).
-GRANT SELECT ON tco.invoice, tco.invoice_line, tco.alert, tco.alert_threshold TO tco_reader;
+GRANT SELECT ON tco.invoice, tco.invoice_line, tco.credit_note, tco.alert, tco.alert_threshold TO tco_reader;
 -- The packed settlement record and its views (rows filtered by RLS on the pack).
 GRANT SELECT ON tco.settled_pack, tco.settled_line, tco.benefit_use TO tco_reader;
 GRANT EXECUTE ON FUNCTION tco.invoking_role(), tco.current_account_id(), tco.visible_accounts(),
