@@ -55,7 +55,8 @@ passed=$((passed + tap_ok)); failed=$((failed + tap_bad))
 echo "    $tap_ok passed, $tap_bad failed"
 
 # script tests: each is one test, passed when it exits 0
-for t in scripts/test_dump_restore.sh scripts/test_upgrade.sh scripts/stress_r1.sh; do
+for t in scripts/test_dump_restore.sh scripts/test_upgrade.sh scripts/stress_r1.sh scripts/test_schedule.sh \
+         scripts/test_client_psycopg.sh scripts/test_client_node.sh; do
     [ -f "$t" ] || continue
     log "script test: $t"
     if bash "$t" >"$LOGS/$(basename "$t").log" 2>&1; then
