@@ -159,9 +159,8 @@ async function main() {
   const got = [];
   listener.on('notification', (n) => got.push(['admin', n.channel, n.payload]));
   reader.on('notification', (n) => got.push(['reader', n.channel, n.payload]));
-  const ident = (s) => '"' + s.replace(/"/g, '""') + '"';
-  await listener.query(`LISTEN ${ident(adminCh[0].channel)}`);
-  await reader.query(`LISTEN ${ident(payerCh)}`);
+  await listener.query(`LISTEN ${listener.escapeIdentifier(adminCh[0].channel)}`); // a quoted identifier
+  await reader.query(`LISTEN ${reader.escapeIdentifier(payerCh)}`);
   await app.query("SELECT tco.set_alert_threshold($1, 'cycle_spending', $2)", [ADMIN, '50']);
   await tx(app, async () => {
     await app.query('INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount) '
