@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: pg_regress (sql/ + expected/), isolation specs
-# (specs/ + expected/), pgTAP (test/*.sql through pg_prove) and a smoke run
-# of the benchmarks, and the R1 stress run, against a throwaway server.  Ends with
-# "N passed, N failed" and exits non-zero on any failure.
+# (specs/ + expected/), pgTAP (test/*.sql through pg_prove), the script tests
+# (dump/restore, upgrades, the R1 stress run, scheduling with pg_cron, the
+# psycopg and node-pg clients; one test each) and a smoke run of the
+# benchmarks, against a throwaway server.  Ends with "N passed, N failed" and
+# exits non-zero on any failure.
 source "$(dirname "$0")/common.sh"
 set +e
 trap pg_stop EXIT

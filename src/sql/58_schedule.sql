@@ -40,7 +40,8 @@ COMMENT ON FUNCTION tco.pg_cron_schema() IS 'Internal: the schema of the extensi
 
 -- The pg_cron function named by its signature, checked to be a member of the
 -- extension pg_cron (not a look-alike planted in a schema named cron);
--- 55000 with a hint when pg_cron is not installed in this database.
+-- 55000 with a hint when pg_cron is not installed in this database, 42501
+-- with a hint when the caller may not use its schema.
 CREATE FUNCTION tco.pg_cron_function(signature text) RETURNS regprocedure
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -53,6 +54,11 @@ BEGIN
             USING ERRCODE = '55000',
                   HINT = pg_catalog.format('install pg_cron: CREATE EXTENSION pg_cron; (the server needs shared_preload_libraries = ''pg_cron'' and cron.database_name = %L, then a restart)',
                                            pg_catalog.current_database());
+    END IF;
+    IF NOT pg_catalog.has_schema_privilege(nsp, 'USAGE') THEN
+        RAISE EXCEPTION 'role % may not use pg_cron: no USAGE on schema %', CURRENT_USER, nsp
+            USING ERRCODE = '42501',
+                  HINT = pg_catalog.format('A superuser grants it: GRANT USAGE ON SCHEMA %I TO %I;', nsp, CURRENT_USER);
     END IF;
     f := pg_catalog.to_regprocedure(pg_catalog.format('%I.%s', nsp, signature));
     IF f IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
@@ -67,7 +73,7 @@ BEGIN
     END IF;
     RETURN f;
 END $$;
-COMMENT ON FUNCTION tco.pg_cron_function(text) IS 'Internal: a function of the extension pg_cron by its signature (55000 with a hint when pg_cron is not installed in this database).';
+COMMENT ON FUNCTION tco.pg_cron_function(text) IS 'Internal: a function of the extension pg_cron by its signature (55000 with a hint when pg_cron is not installed in this database, 42501 when the caller has no USAGE on its schema).';
 
 -- Schedules tco.settle_previous_cycle() with pg_cron; returns the job id.
 -- The job runs as the calling role, in this database.  pg_cron 1.4 reads

@@ -6,7 +6,7 @@ BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION tco CASCADE;
 SET timezone = 'UTC';
-SELECT plan(22);
+SELECT plan(24);
 
 SELECT tco.set_billing_timezone('Asia/Shanghai');
 INSERT INTO tco.entity (entity_id, name, verified) VALUES (1, 'Cron Ltd', true);
@@ -69,6 +69,24 @@ SELECT is(array(SELECT p.oid::regprocedure::text FROM pg_proc p
                                  'tco.settle_previous_cycle()'::regprocedure)
                    AND (has_function_privilege('tco_reader', p.oid, 'EXECUTE') OR has_function_privilege('public', p.oid, 'EXECUTE'))),
           '{}', 'no reader and no PUBLIC may schedule, unschedule or settle');
+-- a tco_admin member without USAGE on schema cron: 42501 with a hint
+CREATE ROLE tco_t_cronless IN ROLE tco_admin;
+SET ROLE tco_t_cronless;
+SELECT throws_ok($$SELECT tco.schedule_settlement()$$, '42501',
+                 'role tco_t_cronless may not use pg_cron: no USAGE on schema cron',
+                 'a tco_admin role without USAGE on schema cron: 42501');
+CREATE FUNCTION pg_temp.hint_of(q text) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE hint text;
+BEGIN
+    EXECUTE q;
+    RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS hint = PG_EXCEPTION_HINT;
+    RETURN hint;
+END $f$;
+SELECT is(pg_temp.hint_of('SELECT tco.unschedule_settlement()'),
+          'A superuser grants it: GRANT USAGE ON SCHEMA cron TO tco_t_cronless;', 'its hint names the grant');
+RESET ROLE;
 SELECT ok(has_function_privilege('tco_admin', 'tco.schedule_settlement(text,text)', 'EXECUTE')
           AND has_function_privilege('tco_admin', 'tco.settle_previous_cycle()', 'EXECUTE'), 'tco_admin may');
 
