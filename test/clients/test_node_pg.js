@@ -77,7 +77,9 @@ async function main() {
   check(r.rows.length === 1 && typeof (await app.query('SELECT balance FROM tco.account WHERE account_id = $1', [BIG])).rows[0].balance === 'string',
         'a numeric arrives as a string, never a float');
 
-  // bill lines (tco has no insert_bill_lines function: plain INSERT)
+  // bill lines: plain INSERT (this version of tco has no tco.insert_bill_lines)
+  r = await app.query("SELECT to_regproc('tco.insert_bill_lines') IS NOT NULL AS has_bulk");
+  console.log(`# tco.insert_bill_lines ${r.rows[0].has_bulk ? 'exists (not tested here yet)' : 'does not exist: INSERT only'}`);
   const t0 = '2023-02-01 10:00+00';
   await tx(app, async () => {
     const ins = 'INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount) '
