@@ -44,9 +44,9 @@ ensure_deps() {
     command -v npm >/dev/null 2>&1 || missing+=(npm)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
-        $SUDO apt-get update -qq
+        $SUDO apt-get update -qq -o DPkg::Lock::Timeout=300 || log "apt-get update reported errors; installing with the lists it has"
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
-            --no-install-recommends "${missing[@]}" >/dev/null
+            --no-install-recommends "${missing[@]}" >/dev/null || return 1
     fi
     # a private copy made before pg_cron was installed lacks it
     if [ -n "${TCO_PGROOT:-}" ]; then
