@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 DB=tco_client_node APP=tco_node_app READER=tco_node_reader
 PSQL=(psql -X -q -v ON_ERROR_STOP=1)
 if [ ! -d test/clients/node_modules/pg ] || [ test/clients/package-lock.json -nt test/clients/node_modules/.package-lock.json ]; then
-    (cd test/clients && npm ci --no-audit --no-fund --loglevel=error)
+    [ -n "${HOME:-}" ] || export npm_config_cache=/tmp/tco-npm-cache   # npm keeps its cache under $HOME
+    (cd test/clients && { npm ci --no-audit --no-fund --loglevel=error || { sleep 5; npm ci --no-audit --no-fund --loglevel=error; }; })
 fi
 cleanup() {
     "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "DROP ROLE IF EXISTS $APP" -c "DROP ROLE IF EXISTS $READER" \
