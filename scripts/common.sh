@@ -27,20 +27,35 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 
-# Debian packages tco needs to build and test.  Installed only when missing,
-# after `apt-get update` (a fresh machine has no package lists).
+# Debian packages tco needs to build and test (pg_cron for scheduled
+# settlement, psycopg and Node.js for the client tests).  Installed only when
+# missing, after `apt-get update` (a fresh machine has no package lists).
 ensure_deps() {
     local pkgs=(build-essential postgresql-15 postgresql-server-dev-15 postgresql-contrib
-                postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl "$@")
+                postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
+                postgresql-15-cron python3-psycopg "$@")
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
+    # Node.js and npm may come from elsewhere than Debian (npm bundled with
+    # nodejs): only install Debian's when the commands are missing.
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
-        $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        $SUDO apt-get update -qq -o DPkg::Lock::Timeout=300 || log "apt-get update reported errors; installing with the lists it has"
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
+            --no-install-recommends "${missing[@]}" >/dev/null || return 1
     fi
+    # a private copy made before pg_cron was installed lacks it
+    if [ -n "${TCO_PGROOT:-}" ]; then
+        local f
+        for f in /usr/lib/postgresql/15/lib/pg_cron.so /usr/share/postgresql/15/extension/pg_cron*; do
+            [ -e "$f" ] && [ ! -e "$TCO_PGROOT$f" ] && cp -a "$f" "$TCO_PGROOT$f"
+        done
+    fi
+    return 0
 }
 
 build_install() {
@@ -93,9 +108,15 @@ maintenance_work_mem = 256MB
 max_wal_size = 4GB
 timezone = 'UTC'
 max_prepared_transactions = 10
+shared_preload_libraries = 'pg_cron'
+cron.database_name = 'tco_cron'
+cron.host = '$PG_TMP'
 CONF
     as_pg "$PG_BIN/pg_ctl" -D "$PG_TMP/data" -l "$PG_TMP/server.log" -w -t 60 start >/dev/null \
         || { cat "$PG_TMP/server.log"; return 1; }
+    # pg_cron's scheduler connects to cron.database_name (scripts/test_schedule.sh
+    # installs the extension there); other databases are unaffected.
+    "$PG_BIN/psql" -qX -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE tco_cron' >/dev/null
 }
 
 pg_stop() {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: pg_regress (sql/ + expected/), isolation specs
-# (specs/ + expected/), pgTAP (test/*.sql through pg_prove) and a smoke run
-# of the benchmarks, and the R1 stress run, against a throwaway server.  Ends with
-# "N passed, N failed" and exits non-zero on any failure.
+# (specs/ + expected/), pgTAP (test/*.sql through pg_prove), the script tests
+# (dump/restore, upgrades, the R1 stress run, scheduling with pg_cron, the
+# psycopg and node-pg clients; one test each) and a smoke run of the
+# benchmarks, against a throwaway server.  Ends with "N passed, N failed" and
+# exits non-zero on any failure.
 source "$(dirname "$0")/common.sh"
 set +e
 trap pg_stop EXIT
@@ -55,7 +57,8 @@ passed=$((passed + tap_ok)); failed=$((failed + tap_bad))
 echo "    $tap_ok passed, $tap_bad failed"
 
 # script tests: each is one test, passed when it exits 0
-for t in scripts/test_dump_restore.sh scripts/test_upgrade.sh scripts/stress_r1.sh; do
+for t in scripts/test_dump_restore.sh scripts/test_upgrade.sh scripts/stress_r1.sh scripts/test_schedule.sh \
+         scripts/test_client_psycopg.sh scripts/test_client_node.sh; do
     [ -f "$t" ] || continue
     log "script test: $t"
     if bash "$t" >"$LOGS/$(basename "$t").log" 2>&1; then
