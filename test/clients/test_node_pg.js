@@ -77,19 +77,20 @@ async function main() {
   check(r.rows.length === 1 && typeof (await app.query('SELECT balance FROM tco.account WHERE account_id = $1', [BIG])).rows[0].balance === 'string',
         'a numeric arrives as a string, never a float');
 
-  // bill lines: plain INSERT (this version of tco has no tco.insert_bill_lines)
-  r = await app.query("SELECT to_regproc('tco.insert_bill_lines') IS NOT NULL AS has_bulk");
-  console.log(`# tco.insert_bill_lines ${r.rows[0].has_bulk ? 'exists (not tested here yet)' : 'does not exist: INSERT only'}`);
+  // bill lines: one by INSERT with an explicit id, the rest in one call of
+  // tco.insert_bill_lines (JavaScript arrays become arrays; amounts as strings)
   const t0 = '2023-02-01 10:00+00';
+  let n;
   await tx(app, async () => {
-    const ins = 'INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount) '
-              + "VALUES ($1, 'cvm', $2::timestamptz + $3 * interval '1 hour', $2::timestamptz + ($3 + 1) * interval '1 hour', $4)";
     await app.query('INSERT INTO tco.bill_line (line_id, account_id, product_code, period_start, period_end, list_amount) '
                     + "VALUES ($1, $2, 'cvm', $3, $3::timestamptz + interval '1 hour', $4)", [LINE, MEMBER, t0, '0.1']);
-    await app.query(ins, [MEMBER, t0, 1, '0.2']);
-    await app.query(ins, [MEMBER, t0, 2, '12345678901.234567']);
-    await app.query(ins, [SELF, t0, 0, '5.555555']);
+    n = (await app.query('SELECT tco.insert_bill_lines($1, $2, NULL, $3, $4, $5, NULL, NULL) AS n',
+                         [[MEMBER, MEMBER, SELF], ['cvm', 'cvm', 'cvm'],
+                          ['2023-02-01 11:00+00', '2023-02-01 12:00+00', t0],
+                          ['2023-02-01 12:00+00', '2023-02-01 13:00+00', '2023-02-01 11:00+00'],
+                          ['0.2', '12345678901.234567', '5.555555']])).rows[0].n;
   });
+  check(n === '3', 'tco.insert_bill_lines takes JavaScript arrays as column arrays and inserts 3 lines', n);
 
   // settle the cycle; the cycle as a text parameter
   r = await app.query('SELECT statements, lines, list_total, due_total FROM tco.settle_cycle($1)', ['2023-02']);

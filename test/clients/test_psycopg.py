@@ -63,20 +63,18 @@ def main():
     check(row[0] == BIG and type(row[0]) is int, "a bigint id above 2^53 round-trips exactly", row[0])
     check(row[1] == Decimal("1000.10") and type(row[1]) is Decimal, "a numeric arrives as an exact Decimal", row[1])
 
-    # bill lines: plain INSERT (this version of tco has no tco.insert_bill_lines)
-    has_bulk = conn.execute("SELECT to_regproc('tco.insert_bill_lines') IS NOT NULL").fetchone()[0]
-    print(f"# tco.insert_bill_lines {'exists (not tested here yet)' if has_bulk else 'does not exist: INSERT only'}")
+    # bill lines: one by INSERT with an explicit id, the rest in one call of
+    # tco.insert_bill_lines (Python lists become arrays)
     amounts = [Decimal("0.1"), Decimal("0.2"), Decimal("12345678901.234567")]
     t0 = datetime.datetime(2023, 2, 1, 10, tzinfo=datetime.timezone.utc)
     with conn.transaction():
         conn.execute("INSERT INTO tco.bill_line (line_id, account_id, product_code, period_start, period_end, list_amount) "
                      "VALUES (%s, %s, 'cvm', %s, %s, %s)", (LINE, MEMBER, t0, t0 + datetime.timedelta(hours=1), amounts[0]))
-        conn.cursor().executemany(
-            "INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount) "
-            "VALUES (%s, 'cvm', %s, %s, %s)",
-            [(MEMBER, t0 + datetime.timedelta(hours=h), t0 + datetime.timedelta(hours=h + 1), a)
-             for h, a in enumerate(amounts[1:], start=1)] +
-            [(SELF, t0, t0 + datetime.timedelta(hours=1), Decimal("5.555555"))])
+        starts = [t0 + datetime.timedelta(hours=1), t0 + datetime.timedelta(hours=2), t0]
+        n = conn.execute("SELECT tco.insert_bill_lines(%s, %s, NULL, %s, %s, %s, NULL, NULL)",
+                         ([MEMBER, MEMBER, SELF], ["cvm"] * 3, starts, [t + datetime.timedelta(hours=1) for t in starts],
+                          amounts[1:] + [Decimal("5.555555")])).fetchone()[0]
+    check(n == 3, "tco.insert_bill_lines takes Python lists as column arrays and inserts 3 lines", n)
 
     # settle the cycle; the cycle as a text parameter
     with conn.transaction():
