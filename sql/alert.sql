@@ -118,3 +118,29 @@ UNLISTEN *;
 -- notification for it), and a forged notification names no readable alert:
 -- a client reads the alert by id under row-level security.
 SELECT count(*) AS april_alerts FROM tco.alert WHERE cycle::text = '2023-04';
+
+-- Forecast (cycle_forecast, AWS Budgets' FORECASTED): the spending so far at
+-- the run rate of the elapsed part of the cycle.  April 2023 (30 days, UTC+8)
+-- holds 31.00 of 101's spending: seen on April 7 00:00 (6 days elapsed) it
+-- projects 31.00 * 30 / 6 = 155.00; in its first day there is no forecast;
+-- once April is over the forecast is the actual spending.
+SELECT tco.cycle_spending(101, '2023-04') AS april_spending,
+       tco.cycle_forecast(101, '2023-04', '2023-04-01 12:00+08') AS first_day,
+       tco.cycle_forecast(101, '2023-04', '2023-04-07 00:00+08') AS seen_april_7,
+       tco.cycle_forecast(101, '2023-04', '2023-04-16 00:00+08') AS seen_april_16,
+       tco.cycle_forecast(101, '2023-04', '2023-05-02 00:00+08') AS after_april;
+-- A forecast threshold fires at most once per cycle.
+SELECT tco.set_alert_threshold(101, 'cycle_forecast', 30) AS th_forecast \gset
+SELECT tco.check_alerts(101, '2023-04') AS fired_first, tco.check_alerts(101, '2023-04') AS fired_again;
+SELECT kind, account_id, threshold, value, cycle FROM tco.alert WHERE threshold_id = :th_forecast;
+SELECT tco.set_alert_threshold(101, 'cycle_forecast', 0);
+-- In the current cycle (whatever today is): a line of 50.00 makes a forecast
+-- of at least 50.00, so a threshold of 50.00 fires unless the cycle is in its
+-- first day (no forecast yet).
+INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount, issued_at)
+SELECT 101, 'cvm', lower(r), lower(r) + interval '1 hour', 50, lower(r) + interval '1 hour'
+  FROM (SELECT tco.cycle_range(tco.cycle_of(now())) AS r) x;
+SELECT tco.set_alert_threshold(101, 'cycle_forecast', 50) AS th_now \gset
+SELECT (count(*) = 1) = (now() >= lower(tco.cycle_range(tco.cycle_of(now()))) + interval '1 day') AS fired_as_expected,
+       count(*) <= 1 AS at_most_once
+  FROM tco.alert WHERE threshold_id = :th_now;

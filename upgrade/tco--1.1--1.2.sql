@@ -2460,3 +2460,150 @@ REVOKE EXECUTE ON FUNCTION tco.settle_previous_cycle(), tco.pg_cron_schema(), tc
                            tco.schedule_settlement(text, text), tco.unschedule_settlement(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tco.settle_previous_cycle(), tco.pg_cron_schema(), tco.pg_cron_function(text),
                           tco.schedule_settlement(text, text), tco.unschedule_settlement(text) TO tco_admin;
+
+-- ==== forecast alerts (README "Alerts"): kind cycle_forecast.
+ALTER TABLE tco.alert_threshold
+    DROP CONSTRAINT alert_threshold_kind,
+    ADD CONSTRAINT alert_threshold_kind CHECK (kind IN ('available_credit', 'cycle_spending', 'cycle_forecast')),
+    DROP CONSTRAINT alert_threshold_spending_positive,
+    ADD CONSTRAINT alert_threshold_spending_positive CHECK (kind NOT IN ('cycle_spending', 'cycle_forecast') OR threshold > 0);
+COMMENT ON COLUMN tco.alert_threshold.kind IS 'available_credit, cycle_spending or cycle_forecast.';
+-- Projected spending of a payer in a cycle, seen at instant `at`: the
+-- spending so far times (length of the cycle / elapsed part), rounded
+-- half-up to 2 decimals.  NULL before one day of the cycle has elapsed (too
+-- little to project); the actual spending once the cycle is over.
+CREATE FUNCTION tco.cycle_forecast(account_id bigint, cycle tco.billing_cycle, at timestamptz DEFAULT now()) RETURNS numeric
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r tstzrange;
+BEGIN
+    PERFORM tco.require_arg(account_id, 'account_id');
+    PERFORM tco.require_arg(cycle, 'cycle');
+    PERFORM tco.require_arg(at, 'at');
+    r := tco.cycle_range(cycle);
+    IF at >= pg_catalog.upper(r) THEN
+        RETURN tco.cycle_spending(account_id, cycle);
+    ELSIF at < pg_catalog.lower(r) + interval '1 day' THEN
+        RETURN NULL;
+    END IF;
+    RETURN pg_catalog.round(tco.cycle_spending(account_id, cycle)
+                            * extract(epoch FROM pg_catalog.upper(r) - pg_catalog.lower(r))
+                            / extract(epoch FROM at - pg_catalog.lower(r)), 2);
+END $$;
+COMMENT ON FUNCTION tco.cycle_forecast(bigint, tco.billing_cycle, timestamptz) IS 'R11: projected spending of a payer in a cycle at instant at: spending so far (tco.cycle_spending) at the run rate of the elapsed part, over the whole cycle, rounded to 2 decimals; NULL in the first day; the actual spending once the cycle is over.';
+REVOKE EXECUTE ON FUNCTION tco.cycle_forecast(bigint, tco.billing_cycle, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tco.cycle_forecast(bigint, tco.billing_cycle, timestamptz) TO tco_admin;
+CREATE OR REPLACE FUNCTION tco.fire_alerts(account_ids bigint[], spending_cycle tco.billing_cycle,
+                                credit boolean, spending boolean) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    th       record;
+    now_cycle tco.billing_cycle := tco.cycle_of(now());
+    c        tco.billing_cycle;
+    val      numeric;
+    last_key text;
+    fired    integer := 0;
+    n        integer;
+BEGIN
+    FOR th IN
+        SELECT t.threshold_id, t.account_id, t.kind, t.threshold
+        FROM tco.alert_threshold t
+        WHERE t.enabled AND t.account_id = ANY (account_ids)
+          AND ((t.kind = 'available_credit' AND credit) OR (t.kind IN ('cycle_spending', 'cycle_forecast') AND spending))
+          AND NOT EXISTS (SELECT 1 FROM tco.alert a
+                          WHERE a.threshold_id = t.threshold_id
+                            AND a.cycle OPERATOR(tco.=) (CASE WHEN t.kind = 'available_credit' THEN now_cycle ELSE spending_cycle END))
+          AND tco.manager_at(t.account_id, now()) IS NULL
+        ORDER BY t.account_id, t.kind, t.threshold_id
+    LOOP
+        c := CASE WHEN th.kind = 'available_credit' THEN now_cycle ELSE spending_cycle END;
+        IF last_key IS DISTINCT FROM th.account_id || '/' || th.kind THEN
+            val := CASE th.kind WHEN 'available_credit' THEN tco.available_credit(th.account_id)
+                                WHEN 'cycle_forecast' THEN tco.cycle_forecast(th.account_id, spending_cycle)
+                                ELSE tco.cycle_spending(th.account_id, spending_cycle) END;
+            last_key := th.account_id || '/' || th.kind;
+        END IF;
+        IF (th.kind = 'available_credit' AND val < th.threshold)
+           OR (th.kind IN ('cycle_spending', 'cycle_forecast') AND val >= th.threshold) THEN
+            INSERT INTO tco.alert (threshold_id, account_id, kind, threshold, value, cycle)
+                VALUES (th.threshold_id, th.account_id, th.kind, th.threshold, val, c)
+                ON CONFLICT ON CONSTRAINT alert_once_per_cycle DO NOTHING;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            fired := fired + n;
+        END IF;
+    END LOOP;
+    RETURN fired;
+END $$;
+CREATE OR REPLACE FUNCTION tco.alert_threshold_check() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    mgr bigint;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF NEW.kind IS NOT NULL AND NEW.kind NOT IN ('available_credit', 'cycle_spending', 'cycle_forecast') THEN
+        RAISE EXCEPTION 'unknown alert kind "%"', NEW.kind
+            USING ERRCODE = '22023', HINT = 'Use available_credit, cycle_spending or cycle_forecast.';
+    END IF;
+    IF NEW.threshold IS NOT NULL AND (NEW.threshold = 'NaN'::numeric OR NEW.threshold <> round(NEW.threshold, 2)
+                                      OR abs(NEW.threshold) >= 1e18
+                                      OR (NEW.kind IN ('cycle_spending', 'cycle_forecast') AND NEW.threshold <= 0)) THEN
+        RAISE EXCEPTION 'alert threshold % is not valid for kind %', NEW.threshold, NEW.kind
+            USING ERRCODE = '22023', HINT = 'Use an amount with at most 2 decimals; a cycle_spending or cycle_forecast threshold must be positive.';
+    END IF;
+    IF NEW.account_id IS NULL THEN
+        RETURN NEW;
+    END IF;
+    PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = NEW.account_id),
+                               'account', NEW.account_id);
+    mgr := tco.manager_at(NEW.account_id, now());
+    IF mgr IS NOT NULL AND NEW.enabled THEN
+        RAISE EXCEPTION 'R11: account % is a managed member of account %: its alerts go to its manager', NEW.account_id, mgr
+            USING ERRCODE = '55000',
+                  HINT = format('Set the threshold on management account %s (its spending includes its managed members).', mgr);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE FUNCTION tco.alert_threshold_evaluate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF NEW.enabled THEN
+        PERFORM tco.fire_alerts(ARRAY[NEW.account_id], tco.cycle_of(now()),
+                                NEW.kind = 'available_credit', NEW.kind IN ('cycle_spending', 'cycle_forecast'));
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION tco.alert_bill_line_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM tco.alert_threshold t WHERE t.enabled AND t.kind IN ('cycle_spending', 'cycle_forecast')) THEN
+        RETURN NULL;
+    END IF;
+    FOR r IN
+        WITH c AS (SELECT DISTINCT n.account_id, tco.cycle_of(n.period_start) AS cycle FROM new_lines n),
+             p AS (SELECT c.cycle, c.account_id AS payer FROM c
+                   UNION
+                   SELECT c.cycle, t.management_account_id FROM c
+                   JOIN tco.trusteeship t ON t.member_account_id = c.account_id
+                    AND tstzrange(t.established_at, t.ended_at)
+                        && tstzrange(lower(tco.cycle_range(c.cycle)) - interval '1 month', upper(tco.cycle_range(c.cycle))))
+        SELECT p.cycle, array_agg(DISTINCT p.payer) AS payers
+        FROM p
+        WHERE EXISTS (SELECT 1 FROM tco.alert_threshold t
+                      WHERE t.account_id = p.payer AND t.enabled AND t.kind IN ('cycle_spending', 'cycle_forecast'))
+        GROUP BY p.cycle ORDER BY p.cycle
+    LOOP
+        PERFORM tco.fire_alerts(r.payers, r.cycle, false, true);
+    END LOOP;
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION tco.set_alert_threshold(bigint, text, numeric) IS 'R11: sets (or re-enables) an alert threshold of a payer: kind available_credit, cycle_spending or cycle_forecast. Evaluated at once. Returns its id. 55000 for a managed member (set it on its manager).';
