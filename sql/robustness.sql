@@ -213,3 +213,21 @@ INSERT INTO tco.bill_line (line_id, account_id, product_code, period_start, peri
     VALUES (5000, 101, 'D', '2023-04-07', '2023-04-08', 1, '2023-04-08');
 INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount, issued_at)
     VALUES (101, 'D', '2023-04-08', '2023-04-09', 1, '2023-04-09') RETURNING line_id;
+
+-- 2. Caches (re)built in parallel mode, where no new snapshot may be taken
+-- (the leader of a parallel query, a worker), use the active snapshot.
+SET force_parallel_mode = on;
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+UPDATE tco.product SET name = name;
+SELECT count(tco.trusteeship_effective_payer(account_id, product_code, period_start)) AS payers,
+       count(tco.cycle_of(period_start)) AS cycles
+FROM tco.bill_line;
+SELECT tco.cycle_of('2023-01-31 20:00+00') AS cycle_in_a_worker;
+RESET force_parallel_mode;
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;
+RESET min_parallel_table_scan_size;
+RESET max_parallel_workers_per_gather;
