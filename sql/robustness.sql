@@ -192,6 +192,13 @@ SELECT t, tco.granularity_trunc('day', t) AS day_start, tco.granularity_ceil('da
        tco.granularity_trunc('week', t) AS week_start
 FROM (VALUES ('1919-03-31 04:15+00'::timestamptz), ('1919-03-31 04:30+00'), ('1919-03-31 04:45+00'),
              ('1919-03-31 12:00+00')) AS v(t);
+-- 5. A billing zone with a digit stored by an earlier version (config_check
+-- refuses it now) keeps working: its cycles were cut in it.
+ALTER TABLE tco.config DISABLE TRIGGER USER;
+UPDATE tco.config SET billing_timezone = 'Etc/GMT-8';
+ALTER TABLE tco.config ENABLE TRIGGER USER;
+SELECT tco.billing_timezone(), tco.cycle_of('2023-01-31 20:00+00') AS cycle_utc_plus_8;
+SELECT tco.set_billing_timezone('Etc/GMT-8');
 \c :db :owner
 DROP DATABASE tco_rob_dst;
 SET timezone = 'UTC';
