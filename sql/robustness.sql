@@ -35,6 +35,8 @@ ALTER TABLE tco.bill_line ADD COLUMN note text UNIQUE DEFERRABLE;
 ALTER TABLE tco.settled_pack ADD COLUMN note text;
 ALTER TABLE tco.bill_line DROP COLUMN paid_at;
 ALTER TABLE tco.bill_line RENAME COLUMN list_amount TO amount;
+ALTER TABLE tco.bill_line ALTER COLUMN list_amount DROP NOT NULL;
+ALTER TABLE tco.statement ALTER COLUMN statement_id DROP IDENTITY;
 ALTER TABLE tco.account RENAME TO customer;
 ALTER TABLE tco.account SET SCHEMA public;
 SELECT pg_temp.sqlstate('ALTER TABLE tco.bill_line ALTER COLUMN list_amount TYPE float8') AS alter_type,

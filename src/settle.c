@@ -1030,13 +1030,22 @@ load_statements(SettleRun *run)
 
 	exec_plan(PLAN_SEQUENCES, NULL, NULL, true, 1);
 	if (SPI_processed != 1)
-		elog(ERROR, "tco.statement has no identity sequence");
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s has no identity sequence", "tco.statement"),
+				 errhint("Its identity was dropped, which tco does not support (README, \"Limits\"): restore it.")));
 	run->statement_seq = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull)
-		elog(ERROR, "tco.statement has no identity sequence");
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s has no identity sequence", "tco.statement"),
+				 errhint("Its identity was dropped, which tco does not support (README, \"Limits\"): restore it.")));
 	run->pack_seq = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	if (isnull)
-		elog(ERROR, "tco.settled_pack has no identity sequence");
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s has no identity sequence", "tco.settled_pack"),
+				 errhint("Its identity was dropped, which tco does not support (README, \"Limits\"): restore it.")));
 	SPI_freetuptable(SPI_tuptable);
 
 	exec_plan(PLAN_STATEMENTS_OF_CYCLE, &arg, NULL, false, 0);
@@ -1280,7 +1289,10 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	int			n;
 
 	if (list < 0)
-		elog(ERROR, "bill line " INT64_FORMAT " has a negative list amount", line_id);
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("bill line " INT64_FORMAT " has a negative list amount", line_id),
+				 errhint("tco.bill_line's CHECK constraint bill_line_amount_not_negative was dropped: restore it and correct the line.")));
 
 	tco_payer_decide(account_id, product_code, at, &decision);
 	payer = decision.payer;
@@ -1978,7 +1990,10 @@ load_products(SettleRun *run)
 
 		text_to_code(get_text(tt->vals[i], tt->tupdesc, 1, &isnull), run->products[i]);
 		if (isnull)
-			elog(ERROR, "tco.product has a NULL product code");
+			ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("tco.product has a NULL product code"),
+				 errhint("The primary key of tco.product was dropped: restore it.")));
 		run->product_len[i] = (int) strlen(run->products[i]);
 		e = hash_search(run->product_ranks, run->products[i], HASH_ENTER, &found);
 		e->rank = (int32) i;
@@ -2158,7 +2173,10 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 	slot_getallattrs(slot);
 	if (slot->tts_isnull[0] || slot->tts_isnull[1] || slot->tts_isnull[2] ||
 		slot->tts_isnull[3] || slot->tts_isnull[4])
-		elog(ERROR, "a bill line of the cycle has a NULL column");
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("a bill line of the cycle has a NULL line_id, account_id, product_code, period_start or list_amount"),
+				 errhint("A NOT NULL constraint of tco.bill_line was dropped: restore it and correct the line.")));
 	lc->received++;
 	account_id = DatumGetInt64(slot->tts_values[1]);
 	if (lc->bounded && account_id >= lc->below_account)
@@ -2228,8 +2246,11 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 			text_to_code(slot->tts_values[2], buf);
 			e = hash_search(run->product_ranks, buf, HASH_FIND, NULL);
 			if (e == NULL)
-				elog(ERROR, "product \"%s\" of bill line " INT64_FORMAT " is not in tco.product",
-					 buf, r->line_id);
+				ereport(ERROR,
+						(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+						 errmsg("product \"%s\" of bill line " INT64_FORMAT " is not in tco.product",
+								buf, r->line_id),
+						 errhint("The foreign key of tco.bill_line.product_code was dropped: restore it and correct the line.")));
 			lc->last_rank = e->rank;
 		}
 		lc->last_code = run->products[lc->last_rank];

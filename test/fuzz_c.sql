@@ -10,7 +10,8 @@
 -- random trusteeship histories, and tco.cycle_of / tco.granularity_trunc
 -- against date_trunc with AT TIME ZONE, on random instants in several zones.
 --
--- Calls per function: fuzz.n (default 25); seed: fuzz.seed (default 0.16).
+-- Calls per function: fuzz.n (default 25), in parallel mode fuzz.parallel_n
+-- (default 25: each call there starts a worker); seed: fuzz.seed (default 0.16).
 -- scripts/fuzz.sh runs this file with a larger fuzz.n.
 BEGIN;
 SET client_min_messages = warning;
@@ -169,7 +170,7 @@ SELECT ok(pg_backend_pid() > 0, 'the server is alive after the SQL batch');
 -- Batch 3: the C functions again, in parallel mode where the planner allows
 -- (caches built in a worker or in a parallel query's leader).
 SET force_parallel_mode = on;
-SELECT is(pg_temp.fuzz(f, coalesce(nullif(current_setting('fuzz.n', true), ''), '25')::int), '',
+SELECT is(pg_temp.fuzz(f, coalesce(nullif(current_setting('fuzz.parallel_n', true), ''), '25')::int), '',
           format('C function %s in parallel mode: no error of class XX', f))
 FROM fuzz_targets WHERE lang = 'c' ORDER BY f::text;
 RESET force_parallel_mode;
