@@ -458,6 +458,12 @@ tco_boundary_ceil(TimestampTz t, TcoGranularity g, pg_tz *tz)
  * POSIX rules such as 'EST5EDT'; no region name of the time zone database
  * has a digit.  A name without digits that pg_tzset() accepts is a zone of
  * the database (a POSIX specification needs an offset).
+ *
+ * The billing zone read from tco.config is not held to the digit rule:
+ * tco.config_check refuses such names since 1.2, but an installation of an
+ * earlier version may have stored one of pg_timezone_names (Etc/GMT-8 means
+ * what the time zone database says), its cycles were cut in it, and once a
+ * cycle is settled the zone cannot change (R14).
  */
 pg_tz *
 tco_zone_by_name(const char *name, bool billing)
@@ -469,7 +475,7 @@ tco_zone_by_name(const char *name, bool billing)
 	for (p = name; *p; p++)
 		if (*p >= '0' && *p <= '9')
 			numeric = true;
-	if (numeric || name[0] == '+' || name[0] == '-')
+	if (!billing && (numeric || name[0] == '+' || name[0] == '-'))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%stime zone \"%s\" is an offset or a POSIX rule, not a region name",

@@ -28,6 +28,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "storage/proc.h"
 #include "utils/snapmgr.h"
 
 #include "tco.h"
@@ -86,6 +87,8 @@ tco_invalidate_cache(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
+static uint64 snapshot_epoch = 0;
+
 /*
  * Accept pending invalidations once per snapshot, so that a statement of a
  * READ COMMITTED transaction sees what other sessions committed since the
@@ -104,12 +107,15 @@ tco_accept_invalidations(void)
 	if (snap == NULL)
 	{
 		AcceptInvalidationMessages();
+		snapshot_epoch++;
+		seen_snapshot = NULL;
 		return;
 	}
 	if (snap != seen_snapshot || snap->xmin != seen_xmin ||
 		snap->xmax != seen_xmax || snap->curcid != seen_curcid)
 	{
 		AcceptInvalidationMessages();
+		snapshot_epoch++;
 		seen_snapshot = snap;
 		seen_xmin = snap->xmin;
 		seen_xmax = snap->xmax;
@@ -117,9 +123,16 @@ tco_accept_invalidations(void)
 	}
 }
 
+/* Bumped each time tco_accept_invalidations sees a new snapshot. */
+uint64
+tco_snapshot_epoch(void)
+{
+	return snapshot_epoch;
+}
+
 /*
- * Push the snapshot a cache is (re)built from; returns whether the result is
- * valid for the current transaction only.
+ * Push the snapshot a cache is (re)built from; returns for how long the
+ * result is valid.
  *
  * Under READ COMMITTED it is a snapshot taken now, after the invalidations
  * that made the rebuild necessary were accepted: a transaction sends its
@@ -130,20 +143,51 @@ tco_accept_invalidations(void)
  * and the cache built from it would then stay stale for every later
  * statement, since the invalidation is consumed.  The cache may thus see
  * commits newer than the calling statement's snapshot, never older ones.
+ * TCO_CACHE_UNTIL_INVALIDATED.
  *
  * Under REPEATABLE READ and SERIALIZABLE it is the transaction snapshot:
  * the answers stay those of the transaction, and the cache is dropped at the
- * next one.
+ * next one.  TCO_CACHE_XACT.
+ *
+ * In parallel mode (a parallel worker, or the leader while workers run) no
+ * new snapshot may be taken: the active one is used, and what is built from
+ * it serves the current snapshot only.  TCO_CACHE_SNAPSHOT.
  */
-bool
+TcoCacheScope
 tco_push_cache_snapshot(void)
 {
+	if (IsInParallelMode())
+	{
+		if (!ActiveSnapshotSet())
+			elog(ERROR, "tco: no active snapshot in parallel mode");
+		PushActiveSnapshot(GetActiveSnapshot());
+		return IsolationUsesXactSnapshot() ? TCO_CACHE_XACT : TCO_CACHE_SNAPSHOT;
+	}
 	if (IsolationUsesXactSnapshot())
 	{
 		PushActiveSnapshot(GetTransactionSnapshot());
-		return true;
+		return TCO_CACHE_XACT;
 	}
 	PushActiveSnapshot(GetLatestSnapshot());
+	return TCO_CACHE_UNTIL_INVALIDATED;
+}
+
+/*
+ * Whether a cache built with this scope in transaction lxid at snapshot
+ * epoch epoch may still be used.
+ */
+bool
+tco_cache_scope_valid(TcoCacheScope scope, LocalTransactionId lxid, uint64 epoch)
+{
+	switch (scope)
+	{
+		case TCO_CACHE_UNTIL_INVALIDATED:
+			return true;
+		case TCO_CACHE_XACT:
+			return lxid == MyProc->lxid;
+		case TCO_CACHE_SNAPSHOT:
+			return lxid == MyProc->lxid && epoch == snapshot_epoch;
+	}
 	return false;
 }
 
@@ -153,14 +197,22 @@ tco_push_cache_snapshot(void)
  * first on the caller's path must not change what they mean (kept plans are
  * re-planned under the current path).  The queries also name every tco
  * object with its schema.  Returns the GUC nest level for
- * tco_restore_search_path; an error unwinds it with the (sub)transaction.
+ * tco_restore_search_path (-1 when the path was already pinned); an error
+ * unwinds it with the (sub)transaction.  (GUC_ACTION_SAVE is allowed in
+ * parallel mode.)
  */
+#define TCO_SEARCH_PATH "pg_catalog, pg_temp"
+
 int
 tco_pin_search_path(void)
 {
-	int			nestlevel = NewGUCNestLevel();
+	int			nestlevel;
 
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+	/* already pinned (settle_cycle's own SET, or an outer call): nothing to do */
+	if (namespace_search_path != NULL && strcmp(namespace_search_path, TCO_SEARCH_PATH) == 0)
+		return -1;
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", TCO_SEARCH_PATH,
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	return nestlevel;
 }
@@ -168,7 +220,8 @@ tco_pin_search_path(void)
 void
 tco_restore_search_path(int nestlevel)
 {
-	AtEOXact_GUC(true, nestlevel);
+	if (nestlevel >= 0)
+		AtEOXact_GUC(true, nestlevel);
 }
 
 /*

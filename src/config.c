@@ -30,9 +30,10 @@ typedef struct TcoConfig
 	char		tzname[TZ_STRLEN_MAX + 1];
 	pg_tz	   *tz;
 	TimestampTz legacy_cutover;
-	/* built under a transaction snapshot: valid for that transaction only */
-	bool		xact_local;
+	/* how long what was read stays valid (cache.c) */
+	TcoCacheScope scope;
 	LocalTransactionId built_lxid;
+	uint64		built_epoch;
 } TcoConfig;
 
 static TcoConfig config;
@@ -87,7 +88,7 @@ config_owner(Oid relid)
  * accepted (tco_push_cache_snapshot).
  */
 static void
-config_read(Oid relid, char *tzname, TimestampTz *cutover, bool *xact_local)
+config_read(Oid relid, char *tzname, TimestampTz *cutover, TcoCacheScope *scope)
 {
 	Oid			save_userid;
 	int			save_sec_context;
@@ -102,7 +103,7 @@ config_read(Oid relid, char *tzname, TimestampTz *cutover, bool *xact_local)
 		int			ret;
 
 		nestlevel = tco_pin_search_path();
-		*xact_local = tco_push_cache_snapshot();
+		*scope = tco_push_cache_snapshot();
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		ret = SPI_execute("SELECT billing_timezone, legacy_cutover FROM tco.config LIMIT 1",
@@ -141,12 +142,13 @@ config_load(void)
 		Oid			relid = tco_relid("config");
 		char		tzname[TZ_STRLEN_MAX + 1];
 		TimestampTz cutover = default_cutover();
-		bool		xact_local = IsolationUsesXactSnapshot();
+		TcoCacheScope scope = TCO_CACHE_UNTIL_INVALIDATED;
+		uint64		epoch = tco_snapshot_epoch();
 		pg_tz	   *tz;
 
 		strlcpy(tzname, DEFAULT_TZ, sizeof(tzname));
 		if (OidIsValid(relid))
-			config_read(relid, tzname, &cutover, &xact_local);
+			config_read(relid, tzname, &cutover, &scope);
 		tz = tco_zone_by_name(tzname, true);
 		/* Only keep the result if no invalidation arrived while reading it. */
 		if (generation == config_generation)
@@ -155,8 +157,9 @@ config_load(void)
 			strlcpy(config.tzname, tzname, sizeof(config.tzname));
 			config.tz = tz;
 			config.legacy_cutover = cutover;
-			config.xact_local = xact_local;
+			config.scope = scope;
 			config.built_lxid = MyProc->lxid;
+			config.built_epoch = epoch;
 			config.valid = true;
 			return;
 		}
@@ -167,7 +170,7 @@ static void
 config_ensure(void)
 {
 	tco_accept_invalidations();
-	if (config.valid && config.xact_local && config.built_lxid != MyProc->lxid)
+	if (config.valid && !tco_cache_scope_valid(config.scope, config.built_lxid, config.built_epoch))
 		config.valid = false;
 	if (!config.valid)
 		config_load();

@@ -7,7 +7,8 @@
  * The C code reads and writes tco's tables with fixed column types
  * (settle.c reads bill_line.list_amount as numeric, bulk.c writes statements,
  * statement lines and packs straight to the heap), so a column that changes
- * type, disappears or is renamed, a table that is renamed or moved, a column
+ * type, disappears, is renamed, loses its NOT NULL or its identity, a table
+ * that is renamed or moved, a column
  * added to a table written in bulk (it would be left NULL, not given its
  * default) and a deferrable constraint (rows written in bulk are not queued
  * for its deferred check) are refused here, with a hint.  Everything else
@@ -106,6 +107,14 @@ check_alter_table(AlterTableStmt *stmt)
 			case AT_DropColumn:
 			case AT_DropColumnRecurse:
 				refuse(relid, "DROP COLUMN", "Keep the column.");
+				break;
+			case AT_DropNotNull:
+				refuse(relid, "ALTER COLUMN ... DROP NOT NULL",
+					   "Keep the column NOT NULL: tco's code reads it as never NULL.");
+				break;
+			case AT_DropIdentity:
+				refuse(relid, "ALTER COLUMN ... DROP IDENTITY",
+					   "Keep the identity: tco numbers its rows with its sequence.");
 				break;
 			case AT_AddColumn:
 			case AT_AddColumnRecurse:

@@ -92,9 +92,10 @@ typedef struct PayerCache
 	HTAB	   *accounts;
 	pg_tz	   *tz;
 	Oid			relids[5];
-	/* built under a transaction snapshot: valid for that transaction only */
-	bool		xact_local;
+	/* how long what was read stays valid (cache.c) */
+	TcoCacheScope scope;
 	LocalTransactionId built_lxid;
+	uint64		built_epoch;
 	List	   *long_codes;		/* products whose code has PRODUCT_CODE_LEN bytes or more */
 	/* the last (account, product) answered: bill lines come grouped */
 	AccountEntry *last_account;
@@ -275,11 +276,11 @@ ensure_cache(void)
 	uint64		generation;
 	int			i;
 	int			nestlevel;
-	bool		xact_local;
+	TcoCacheScope scope;
 
 	tco_accept_invalidations();
 
-	if (cache.valid && cache.xact_local && cache.built_lxid != MyProc->lxid)
+	if (cache.valid && !tco_cache_scope_valid(cache.scope, cache.built_lxid, cache.built_epoch))
 		cache.valid = false;
 	if (cache.valid)
 		return;
@@ -306,7 +307,7 @@ ensure_cache(void)
 	 * can predate the change that made us rebuild.
 	 */
 	nestlevel = tco_pin_search_path();
-	xact_local = tco_push_cache_snapshot();
+	scope = tco_push_cache_snapshot();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	load_products();
@@ -320,8 +321,9 @@ ensure_cache(void)
 	 * invalid: what was loaded serves this call only and is reloaded on the
 	 * next one.
 	 */
-	cache.xact_local = xact_local;
+	cache.scope = scope;
 	cache.built_lxid = MyProc->lxid;
+	cache.built_epoch = tco_snapshot_epoch();
 	cache.valid = (generation == cache.generation);
 }
 
@@ -337,6 +339,22 @@ tco_payer_reset(void)
 	cache.last_account = NULL;
 	cache.last_product = NULL;
 	cache.last_effective = NULL;
+}
+
+/*
+ * What a lazy probe reads goes into the cache: if it was read under a
+ * snapshot of narrower scope than the cache's (parallel mode), the whole
+ * cache gets that scope.
+ */
+static void
+probe_scope(TcoCacheScope scope)
+{
+	if (scope > cache.scope)
+	{
+		cache.scope = scope;
+		cache.built_lxid = MyProc->lxid;
+		cache.built_epoch = tco_snapshot_epoch();
+	}
 }
 
 static AccountEntry *
@@ -356,7 +374,7 @@ lookup_account(int64 account_id)
 
 		/* ask first, enter after: an error in between must leave no entry */
 		nestlevel = tco_pin_search_path();
-		(void) tco_push_cache_snapshot();
+		probe_scope(tco_push_cache_snapshot());
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		if (cache.account_plan == NULL)
@@ -479,7 +497,7 @@ compute_frozen(AccountEntry *account, ProductEntry *product, bool *frozen)
 	 * unqualified: the pinned search_path makes it pg_catalog's.
 	 */
 	nestlevel = tco_pin_search_path();
-	(void) tco_push_cache_snapshot();
+	probe_scope(tco_push_cache_snapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (cache.frozen_plan == NULL)

@@ -364,6 +364,7 @@ typedef struct SettleRun
 	LineBatch	batch;
 	uint64		nlines;
 	uint64		nskipped;		/* lines found already settled (skip mode) */
+	uint64		nreceived;		/* lines the first pass read: all of the scope */
 	/* read path */
 	int			nproducts;
 	char	  (*products)[PRODUCT_CODE_LEN];	/* in collation order */
@@ -418,8 +419,6 @@ typedef enum SettlePlan
 	PLAN_BENEFIT_BALANCES,
 	PLAN_MARK_SETTLED,
 	PLAN_RESULT,
-	PLAN_COUNT_LINES,
-	PLAN_COUNT_LINES_ORG,
 	NUM_PLANS
 } SettlePlan;
 
@@ -432,10 +431,6 @@ typedef enum SettlePlan
 	"SELECT line_id, account_id, product_code, period_start, list_amount " \
 	"FROM tco.bill_line b WHERE period_start >= $1 AND period_start < $2 AND account_id >= $3"
 #define LINES_IN_ORG " AND account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $4)"
-/* the invariant check of settle_cycle: how many lines the scope has */
-#define COUNT_LINES \
-	"SELECT count(*) FROM tco.bill_line b WHERE period_start >= $1 AND period_start < $2"
-#define COUNT_IN_ORG " AND account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $3)"
 #define BENEFITS_SELECT \
 	"SELECT benefit_id, CASE kind WHEN 'coupon' THEN 0 " \
 	"WHEN 'voucher' THEN CASE WHEN pool_org_id IS NULL THEN 1 ELSE 5 END " \
@@ -533,8 +528,6 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 		"coalesce(sum(s.due_total), 0) FROM tco.statement s "
 		"WHERE s.cycle OPERATOR(tco.=) $1::tco.billing_cycle AND ($2::int8 IS NULL OR s.org_id = $2)",
 	2, {TEXTOID, INT8OID}},
-	[PLAN_COUNT_LINES] = {COUNT_LINES, 2, {TIMESTAMPTZOID, TIMESTAMPTZOID}},
-	[PLAN_COUNT_LINES_ORG] = {COUNT_LINES COUNT_IN_ORG, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
 };
 
 static SPIPlanPtr plans[NUM_PLANS];
@@ -1037,13 +1030,22 @@ load_statements(SettleRun *run)
 
 	exec_plan(PLAN_SEQUENCES, NULL, NULL, true, 1);
 	if (SPI_processed != 1)
-		elog(ERROR, "tco.statement has no identity sequence");
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s has no identity sequence", "tco.statement"),
+				 errhint("Its identity was dropped, which tco does not support (README, \"Limits\"): restore it.")));
 	run->statement_seq = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull)
-		elog(ERROR, "tco.statement has no identity sequence");
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s has no identity sequence", "tco.statement"),
+				 errhint("Its identity was dropped, which tco does not support (README, \"Limits\"): restore it.")));
 	run->pack_seq = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	if (isnull)
-		elog(ERROR, "tco.settled_pack has no identity sequence");
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s has no identity sequence", "tco.settled_pack"),
+				 errhint("Its identity was dropped, which tco does not support (README, \"Limits\"): restore it.")));
 	SPI_freetuptable(SPI_tuptable);
 
 	exec_plan(PLAN_STATEMENTS_OF_CYCLE, &arg, NULL, false, 0);
@@ -1287,7 +1289,10 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	int			n;
 
 	if (list < 0)
-		elog(ERROR, "bill line " INT64_FORMAT " has a negative list amount", line_id);
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("bill line " INT64_FORMAT " has a negative list amount", line_id),
+				 errhint("tco.bill_line's CHECK constraint bill_line_amount_not_negative was dropped: restore it and correct the line.")));
 
 	tco_payer_decide(account_id, product_code, at, &decision);
 	payer = decision.payer;
@@ -1985,7 +1990,10 @@ load_products(SettleRun *run)
 
 		text_to_code(get_text(tt->vals[i], tt->tupdesc, 1, &isnull), run->products[i]);
 		if (isnull)
-			elog(ERROR, "tco.product has a NULL product code");
+			ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("tco.product has a NULL product code"),
+				 errhint("The primary key of tco.product was dropped: restore it.")));
 		run->product_len[i] = (int) strlen(run->products[i]);
 		e = hash_search(run->product_ranks, run->products[i], HASH_ENTER, &found);
 		e->rank = (int32) i;
@@ -2051,6 +2059,7 @@ typedef struct LineCollector
 	LineRec    *recs;
 	Size		cap;
 	Size		n;
+	uint64		received;		/* rows received, kept or not */
 	bool		bounded;		/* only accounts < below_account are kept */
 	int64		below_account;
 	const char *last_code;
@@ -2164,7 +2173,11 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 	slot_getallattrs(slot);
 	if (slot->tts_isnull[0] || slot->tts_isnull[1] || slot->tts_isnull[2] ||
 		slot->tts_isnull[3] || slot->tts_isnull[4])
-		elog(ERROR, "a bill line of the cycle has a NULL column");
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("a bill line of the cycle has a NULL line_id, account_id, product_code, period_start or list_amount"),
+				 errhint("A NOT NULL constraint of tco.bill_line was dropped: restore it and correct the line.")));
+	lc->received++;
 	account_id = DatumGetInt64(slot->tts_values[1]);
 	if (lc->bounded && account_id >= lc->below_account)
 		return true;
@@ -2233,8 +2246,11 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 			text_to_code(slot->tts_values[2], buf);
 			e = hash_search(run->product_ranks, buf, HASH_FIND, NULL);
 			if (e == NULL)
-				elog(ERROR, "product \"%s\" of bill line " INT64_FORMAT " is not in tco.product",
-					 buf, r->line_id);
+				ereport(ERROR,
+						(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+						 errmsg("product \"%s\" of bill line " INT64_FORMAT " is not in tco.product",
+								buf, r->line_id),
+						 errhint("The foreign key of tco.bill_line.product_code was dropped: restore it and correct the line.")));
 			lc->last_rank = e->rank;
 		}
 		lc->last_code = run->products[lc->last_rank];
@@ -2354,6 +2370,8 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 		recs = lc.recs;
 		cap = lc.cap;
 		n = lc.n;
+		if (from_account == PG_INT64_MIN)
+			run->nreceived = lc.received;
 		phase_done(run, PHASE_READ);
 		{
 			uint32	   *idx = n >= RADIX_MIN_LINES ? MemoryContextAllocHuge(run->run_ctx, sizeof(uint32) * 2 * n) : NULL;
@@ -2443,27 +2461,21 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 /*
  * The invariant of a run, checked by counts before anything is committed:
  * every bill line of the cycle in the scope was settled by this run or found
- * settled by an earlier one.  A line left out (as an account id at the int8
- * maximum once was) raises here instead of closing the cycle without it.
+ * settled by an earlier one.  The first pass over the cycle's lines receives
+ * every line of the scope (its account filter starts at the int8 minimum),
+ * so its count of rows received is the number of lines to settle; a line left
+ * out by a later filter (as an account id at the int8 maximum once was)
+ * raises here instead of closing the cycle without it.
  */
 static void
-check_all_settled(SettleRun *run, TimestampTz start, TimestampTz end)
+check_all_settled(SettleRun *run)
 {
-	Datum		args[3] = {TimestampTzGetDatum(start), TimestampTzGetDatum(end), Int64GetDatum(run->org_id)};
-	bool		isnull;
-	int64		expected;
-
-	exec_plan(run->has_org ? PLAN_COUNT_LINES_ORG : PLAN_COUNT_LINES, args, NULL, false, 1);
-	if (SPI_processed != 1)
-		elog(ERROR, "could not count the bill lines of cycle %s", run->cycle_text);
-	expected = get_int8(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	SPI_freetuptable(SPI_tuptable);
-	if ((uint64) expected != run->nlines + run->nskipped)
+	if (run->nreceived != run->nlines + run->nskipped)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION),
 				 errmsg("settlement of billing cycle %s would leave bill lines unsettled", run->cycle_text),
-				 errdetail("The scope has " INT64_FORMAT " bill lines; " UINT64_FORMAT " were settled and "
-						   UINT64_FORMAT " were already settled.", expected, run->nlines, run->nskipped),
+				 errdetail("The scope has " UINT64_FORMAT " bill lines; " UINT64_FORMAT " were settled and "
+						   UINT64_FORMAT " were already settled.", run->nreceived, run->nlines, run->nskipped),
 				 errhint("Nothing was written. This is a bug of tco: report it with the cycle's bill lines.")));
 }
 
@@ -2625,7 +2637,7 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 		run.run_ctx = AllocSetContextCreate(caller_ctx, "tco settle", ALLOCSET_DEFAULT_SIZES);
 		settle_run(&run, start, end, skip_settled);
 		MemoryContextDelete(run.run_ctx);
-		check_all_settled(&run, start, end);
+		check_all_settled(&run);
 
 		exec_plan(PLAN_MARK_SETTLED, args, nulls, false, 0);
 	}

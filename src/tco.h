@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "access/tupdesc.h"
+#include "storage/lock.h"
 #include "datatype/timestamp.h"
 #include "pgtime.h"
 #include "storage/lockdefs.h"
@@ -49,8 +50,18 @@ extern TimestampTz tco_legacy_cutover(void);
 extern Oid	tco_relid(const char *relname);
 extern TcoGranularity tco_granularity_from_name(const char *name);
 extern const char *tco_granularity_name(TcoGranularity g);
+/* For how long a cache built under tco_push_cache_snapshot()'s snapshot is valid. */
+typedef enum TcoCacheScope
+{
+	TCO_CACHE_UNTIL_INVALIDATED,	/* until an invalidation of its tables */
+	TCO_CACHE_XACT,				/* and within its transaction only */
+	TCO_CACHE_SNAPSHOT			/* and for its snapshot only (parallel mode) */
+} TcoCacheScope;
+
 extern void tco_accept_invalidations(void);
-extern bool tco_push_cache_snapshot(void);
+extern uint64 tco_snapshot_epoch(void);
+extern TcoCacheScope tco_push_cache_snapshot(void);
+extern bool tco_cache_scope_valid(TcoCacheScope scope, LocalTransactionId lxid, uint64 epoch);
 extern int	tco_pin_search_path(void);
 extern void tco_restore_search_path(int nestlevel);
 extern void tco_check_columns(TupleDesc desc, int n, const Oid *types, const char *what);

@@ -10,7 +10,8 @@
 -- random trusteeship histories, and tco.cycle_of / tco.granularity_trunc
 -- against date_trunc with AT TIME ZONE, on random instants in several zones.
 --
--- Calls per function: fuzz.n (default 25); seed: fuzz.seed (default 0.16).
+-- Calls per function: fuzz.n (default 25), in parallel mode fuzz.parallel_n
+-- (default 25: each call there starts a worker); seed: fuzz.seed (default 0.16).
 -- scripts/fuzz.sh runs this file with a larger fuzz.n.
 BEGIN;
 SET client_min_messages = warning;
@@ -20,7 +21,11 @@ SET timezone = 'UTC';
 SELECT plan((SELECT count(*)::int FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
               WHERE p.pronamespace = 'tco'::regnamespace AND l.lanname IN ('c', 'sql')
                 AND p.prorettype NOT IN ('trigger'::regtype, 'event_trigger'::regtype)
-                AND NOT ('internal'::regtype = ANY (p.proargtypes))) + 2 + 4);
+                AND NOT ('internal'::regtype = ANY (p.proargtypes)))
+            + (SELECT count(*)::int FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+                WHERE p.pronamespace = 'tco'::regnamespace AND l.lanname = 'c'
+                  AND p.prorettype NOT IN ('trigger'::regtype, 'event_trigger'::regtype)
+                  AND NOT ('internal'::regtype = ANY (p.proargtypes))) + 3 + 4);
 
 -- A small world: one organization, two managers, eight members, five
 -- products, random trusteeship histories and bill lines.
@@ -161,6 +166,15 @@ SELECT is(pg_temp.fuzz(f, coalesce(nullif(current_setting('fuzz.n', true), ''), 
           format('SQL function %s: no error of class XX', f))
 FROM fuzz_targets WHERE lang = 'sql' ORDER BY f::text;
 SELECT ok(pg_backend_pid() > 0, 'the server is alive after the SQL batch');
+
+-- Batch 3: the C functions again, in parallel mode where the planner allows
+-- (caches built in a worker or in a parallel query's leader).
+SET force_parallel_mode = on;
+SELECT is(pg_temp.fuzz(f, coalesce(nullif(current_setting('fuzz.parallel_n', true), ''), '25')::int), '',
+          format('C function %s in parallel mode: no error of class XX', f))
+FROM fuzz_targets WHERE lang = 'c' ORDER BY f::text;
+RESET force_parallel_mode;
+SELECT ok(pg_backend_pid() > 0, 'the server is alive after the parallel-mode batch');
 
 -- Differential 1: the payer against the rule in plain SQL, in three zones.
 CREATE FUNCTION pg_temp.sql_payer(acct bigint, prod text, at timestamptz) RETURNS bigint LANGUAGE sql STABLE AS $$
