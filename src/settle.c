@@ -1685,10 +1685,10 @@ write_uses_v10(SettleRun *run)
 		int			n = (int) Min(run->v10_nuse - lo, (Size) USES_V10_CHUNK);
 		Datum		args[4];
 
-		args[0] = int_slice(run->v10_use_benefit, (int) lo, n, INT8OID, 8);
-		args[1] = int_slice(run->v10_use_line, (int) lo, n, INT8OID, 8);
-		args[2] = int_slice(run->v10_use_statement, (int) lo, n, INT8OID, 8);
-		args[3] = int_slice(run->v10_use_amount, (int) lo, n, INT8OID, 8);
+		args[0] = int_slice(run->v10_use_benefit + lo, 0, n, INT8OID, 8);
+		args[1] = int_slice(run->v10_use_line + lo, 0, n, INT8OID, 8);
+		args[2] = int_slice(run->v10_use_statement + lo, 0, n, INT8OID, 8);
+		args[3] = int_slice(run->v10_use_amount + lo, 0, n, INT8OID, 8);
 		exec_plan(PLAN_INSERT_USES_V10, args, NULL, false, 0);
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextDelete(cxt);
