@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: pg_regress (sql/ + expected/), isolation specs
 # (specs/ + expected/), pgTAP (test/*.sql through pg_prove), the script tests
-# (dump/restore, upgrades, the R1 stress run, scheduling with pg_cron, the
-# psycopg and node-pg clients; one test each) and a smoke run of the
+# (dump/restore, upgrades, old versions with the current library, the R1
+# stress run, scheduling with pg_cron, the psycopg and node-pg clients; one
+# test each) and a smoke run of the
 # benchmarks, against a throwaway server.  Ends with "N passed, N failed" and
 # exits non-zero on any failure.
 source "$(dirname "$0")/common.sh"
@@ -57,7 +58,8 @@ passed=$((passed + tap_ok)); failed=$((failed + tap_bad))
 echo "    $tap_ok passed, $tap_bad failed"
 
 # script tests: each is one test, passed when it exits 0
-for t in scripts/test_dump_restore.sh scripts/test_upgrade.sh scripts/stress_r1.sh scripts/test_schedule.sh \
+for t in scripts/test_dump_restore.sh scripts/test_upgrade.sh scripts/test_old_versions.sh \
+         scripts/stress_r1.sh scripts/test_schedule.sh \
          scripts/test_client_psycopg.sh scripts/test_client_node.sh; do
     [ -f "$t" ] || continue
     log "script test: $t"

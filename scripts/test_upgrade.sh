@@ -41,9 +41,9 @@ SQL
     # a cycle settled under the old version, with a discount and a coupon: its
     # record must survive the update.
     if [ "$old" = "1.0" ]; then
-        # 1.0 stored one row per settled line; written as its settle_cycle
-        # wrote it (the installed library is the new version's, and 1.0's
-        # settle_cycle cannot run against it).
+        # 1.0 stored one row per settled line; written by hand as its
+        # settle_cycle wrote it (the library's 1.0 mode writes the same:
+        # scripts/test_old_versions.sh).
         "${PSQL[@]}" -d "$db" >/dev/null <<'SQL'
 INSERT INTO tco.benefit (benefit_id, kind, owner_account_id, initial_amount, balance, valid_from, valid_to)
     VALUES (55, 'coupon', 3, 5, 0, '-infinity', '2024-01-01');

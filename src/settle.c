@@ -29,6 +29,18 @@
  * end; a statement gets its id when its payer is first seen and all new
  * statements are inserted, with their totals, at the end.
  *
+ * Version 1.0 (README, "Upgrades"): the library serves every installed
+ * version of the extension, and 1.0's schema has no tco.settled_pack, no
+ * sharing (tco.benefit_share) and only coupons, vouchers and stored-value
+ * cards; its per-line record is the tables tco.settled_line and
+ * tco.benefit_use (upgrade/tco--1.0.sql).  tco_settle_cycle checks once per
+ * call whether tco.settled_pack exists; without it the run is in 1.0 mode:
+ * the queries that touch what 1.0 lacks have 1.0 variants (the *_V10 plans)
+ * or are skipped, each batch of lines is written as rows of tco.settled_line
+ * with one INSERT ... SELECT FROM unnest(...), and the benefit uses, whose
+ * foreign key references the statement, are kept until the statements are
+ * written and then inserted into tco.benefit_use.  Pricing is the same.
+ *
  * Concurrency: the settlement lock of the cycle (src/guard.c: an object
  * lock only tco's code can take, held to the end of the transaction)
  * serializes settlements of the same cycle; bill line triggers take the
@@ -348,6 +360,14 @@ typedef struct SettleRun
 	Oid			statement_seq;
 	Oid			pack_seq;
 	BulkWriter *packs;			/* open from the first flush to the end */
+	bool		v10;			/* 1.0 mode: the schema of version 1.0 */
+	/* 1.0 mode: benefit uses of the run, written after the statements */
+	Datum	   *v10_use_benefit;
+	Datum	   *v10_use_line;
+	Datum	   *v10_use_statement;
+	Datum	   *v10_use_amount;
+	Size		v10_nuse;
+	Size		v10_use_cap;
 	HTAB	   *statement_lines;
 	StatementLineSum *last_sum; /* of the previous line: lines come grouped */
 	AccountInfo *last_account;	/* last lookup_account */
@@ -419,6 +439,13 @@ typedef enum SettlePlan
 	PLAN_BENEFIT_BALANCES,
 	PLAN_MARK_SETTLED,
 	PLAN_RESULT,
+	/* 1.0 mode: variants of the queries above for the schema of 1.0 */
+	PLAN_SETTLED_IDS_V10,
+	PLAN_BENEFITS_V10,
+	PLAN_BENEFITS_ORG_V10,
+	PLAN_SEQUENCES_V10,
+	PLAN_INSERT_LINES_V10,
+	PLAN_INSERT_USES_V10,
 	NUM_PLANS
 } SettlePlan;
 
@@ -438,6 +465,12 @@ typedef enum SettlePlan
 	"owner_account_id, product_code, (balance * 1000000)::int8, valid_from, valid_to " \
 	"FROM tco.benefit WHERE balance > 0 "
 #define BENEFITS_ORDER " ORDER BY owner_account_id, 2, valid_to, benefit_id FOR NO KEY UPDATE"
+/* 1.0: coupons, vouchers and stored-value cards only, no pool vouchers (no pool_org_id) */
+#define BENEFITS_SELECT_V10 \
+	"SELECT benefit_id, CASE kind WHEN 'coupon' THEN 0 WHEN 'voucher' THEN 1 " \
+	"WHEN 'stored_value_card' THEN 2 END, " \
+	"owner_account_id, product_code, (balance * 1000000)::int8, valid_from, valid_to " \
+	"FROM tco.benefit WHERE balance > 0 "
 
 typedef struct PlanDef
 {
@@ -528,6 +561,33 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 		"coalesce(sum(s.due_total), 0) FROM tco.statement s "
 		"WHERE s.cycle OPERATOR(tco.=) $1::tco.billing_cycle AND ($2::int8 IS NULL OR s.org_id = $2)",
 	2, {TEXTOID, INT8OID}},
+	/* 1.0 mode: one row per settled line in TABLE tco.settled_line */
+	[PLAN_SETTLED_IDS_V10] = {"SELECT sl.line_id FROM tco.settled_line sl "
+		"JOIN tco.bill_line b ON b.line_id = sl.line_id JOIN tco.statement s ON s.statement_id = sl.statement_id "
+		"WHERE b.account_id = $1 AND b.product_code = $2 AND s.cycle OPERATOR(tco.=) $3::tco.billing_cycle "
+		"ORDER BY 1", 3, {INT8OID, TEXTOID, TEXTOID}},
+	[PLAN_BENEFITS_V10] = {BENEFITS_SELECT_V10 "AND valid_from < $2 AND valid_to > $1" BENEFITS_ORDER, 3,
+	{TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
+	/* 1.0 has no sharing: the organization's members' own benefits */
+	[PLAN_BENEFITS_ORG_V10] = {BENEFITS_SELECT_V10 "AND valid_from < $2 AND valid_to > $1 "
+		"AND owner_account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $3)"
+	BENEFITS_ORDER, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
+	[PLAN_SEQUENCES_V10] = {"SELECT pg_get_serial_sequence('tco.statement', 'statement_id')::regclass::oid",
+	0, {0}},
+	/* amounts in micro-units, rates in millionths, sources as in tco.settled_pack */
+	[PLAN_INSERT_LINES_V10] = {"INSERT INTO tco.settled_line (line_id, statement_id, payer_account_id, "
+		"list_amount, discount_rate, discount_source, discount_id, discount_amount, benefit_amount, due_amount) "
+		"SELECT l, s, p, li * 0.000001, r * 0.000001, "
+		"('{none,own,admin,manager,entity,own_new_trusteeship}'::text[])[src + 1], nullif(d, 0), "
+		"di * 0.000001, be * 0.000001, (li - di - be) * 0.000001 "
+		"FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int4[], $6::int2[], $7::int8[], "
+		"$8::int8[], $9::int8[]) AS u(l, s, p, li, r, src, d, di, be)",
+	9, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4ARRAYOID, INT2ARRAYOID, INT8ARRAYOID,
+	INT8ARRAYOID, INT8ARRAYOID}},
+	[PLAN_INSERT_USES_V10] = {"INSERT INTO tco.benefit_use (benefit_id, line_id, statement_id, amount) "
+		"SELECT b, l, s, a * 0.000001 FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[]) "
+		"WITH ORDINALITY AS u(b, l, s, a, n) ORDER BY n",
+	4, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID}},
 };
 
 static SPIPlanPtr plans[NUM_PLANS];
@@ -878,7 +938,12 @@ load_sharing(SettleRun *run, TimestampTz start, TimestampTz end)
 	run->candidates = MemoryContextAlloc(run->run_ctx, sizeof(int) * run->ncandidates_cap);
 	run->tz = tco_billing_tz();
 
-	run->shares = tco_share_load(run->run_ctx, start, end, run->has_org, run->org_id);
+	/*
+	 * 1.0 has no sharing: no shares, and no benefit of the kinds reached
+	 * through them (packs, plans, pool vouchers), so use_benefits never asks
+	 * for grants.
+	 */
+	run->shares = run->v10 ? NULL : tco_share_load(run->run_ctx, start, end, run->has_org, run->org_id);
 
 	/*
 	 * Uses recorded by earlier settlements of the cycle: in the packs of the
@@ -941,7 +1006,10 @@ load_benefits(SettleRun *run, TimestampTz start, TimestampTz end)
 	run->benefit_owners = hash_create("tco settle benefit owners", 64, &ctl,
 									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
-	exec_plan(run->has_org ? PLAN_BENEFITS_ORG : PLAN_BENEFITS, args, NULL, false, 0);
+	if (run->v10)
+		exec_plan(run->has_org ? PLAN_BENEFITS_ORG_V10 : PLAN_BENEFITS_V10, args, NULL, false, 0);
+	else
+		exec_plan(run->has_org ? PLAN_BENEFITS_ORG : PLAN_BENEFITS, args, NULL, false, 0);
 	tt = SPI_tuptable;
 	run->nbenefits = (int) SPI_processed;
 	run->benefits = MemoryContextAllocHuge(run->run_ctx, sizeof(Benefit) * Max(SPI_processed, 1));
@@ -952,9 +1020,17 @@ load_benefits(SettleRun *run, TimestampTz start, TimestampTz end)
 		bool		isnull;
 		bool		found;
 		int			kind = (int) get_int8(tup, tt->tupdesc, 2, &isnull);
-		int64		owner_id = get_int8(tup, tt->tupdesc, 3, &isnull);
+		int64		owner_id;
 		BenefitOwner *owner;
 		Datum		product;
+
+		if (isnull || kind < 0 || kind >= BENEFIT_KINDS)
+			ereport(ERROR,
+					(errcode(ERRCODE_CHECK_VIOLATION),
+					 errmsg("benefit " INT64_FORMAT " has a kind settlement does not know",
+							get_int8(tup, tt->tupdesc, 1, &isnull)),
+					 errhint("tco.benefit's CHECK constraint benefit_kind was dropped or changed: restore it and correct the benefit.")));
+		owner_id = get_int8(tup, tt->tupdesc, 3, &isnull);
 
 		b->benefit_id = get_int8(tup, tt->tupdesc, 1, &isnull);
 		b->kind = kind;
@@ -1028,7 +1104,7 @@ load_statements(SettleRun *run)
 	uint64		i;
 	bool		isnull;
 
-	exec_plan(PLAN_SEQUENCES, NULL, NULL, true, 1);
+	exec_plan(run->v10 ? PLAN_SEQUENCES_V10 : PLAN_SEQUENCES, NULL, NULL, true, 1);
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -1040,8 +1116,10 @@ load_statements(SettleRun *run)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("%s has no identity sequence", "tco.statement"),
 				 errhint("Its identity was dropped, which tco does not support (README, \"Limits\"): restore it.")));
-	run->pack_seq = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	if (isnull)
+	/* 1.0 mode writes no packs */
+	run->pack_seq = run->v10 ? InvalidOid :
+		DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (!run->v10 && isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("%s has no identity sequence", "tco.settled_pack"),
@@ -1510,6 +1588,114 @@ int_slice(const Datum *elems, int lo, int n, Oid type, int len)
 }
 
 /*
+ * 1.0 mode: write the batch's lines as rows of tco.settled_line (one INSERT,
+ * each line with the statement and payer of its pack) and keep its benefit
+ * uses, with the statement of their pack, for write_uses_v10.
+ */
+static void
+batch_flush_v10(SettleRun *run)
+{
+	LineBatch  *b = &run->batch;
+	MemoryContext cxt = AllocSetContextCreate(run->run_ctx, "tco settle 1.0 lines", ALLOCSET_DEFAULT_SIZES);
+	MemoryContext oldcxt;
+	Datum	   *statement;
+	Datum	   *payer;
+	Datum		args[9];
+	int			k;
+	int			i;
+
+	b->pack_line_lo[b->npacks] = Int32GetDatum(b->n + 1);
+	b->pack_use_lo[b->npacks] = Int32GetDatum(b->nuse + 1);
+	if (run->v10_nuse + b->nuse > run->v10_use_cap)
+	{
+		Size		cap = Max(run->v10_use_cap * 2, run->v10_nuse + b->nuse);
+
+		if (run->v10_use_cap == 0)
+		{
+			run->v10_use_benefit = MemoryContextAllocHuge(run->run_ctx, sizeof(Datum) * cap);
+			run->v10_use_line = MemoryContextAllocHuge(run->run_ctx, sizeof(Datum) * cap);
+			run->v10_use_statement = MemoryContextAllocHuge(run->run_ctx, sizeof(Datum) * cap);
+			run->v10_use_amount = MemoryContextAllocHuge(run->run_ctx, sizeof(Datum) * cap);
+		}
+		else
+		{
+			run->v10_use_benefit = repalloc_huge(run->v10_use_benefit, sizeof(Datum) * cap);
+			run->v10_use_line = repalloc_huge(run->v10_use_line, sizeof(Datum) * cap);
+			run->v10_use_statement = repalloc_huge(run->v10_use_statement, sizeof(Datum) * cap);
+			run->v10_use_amount = repalloc_huge(run->v10_use_amount, sizeof(Datum) * cap);
+		}
+		run->v10_use_cap = cap;
+	}
+	oldcxt = MemoryContextSwitchTo(cxt);
+	statement = palloc(sizeof(Datum) * Max(b->n, 1));
+	payer = palloc(sizeof(Datum) * Max(b->n, 1));
+	for (k = 0; k < b->npacks; k++)
+	{
+		for (i = DatumGetInt32(b->pack_line_lo[k]) - 1; i < DatumGetInt32(b->pack_line_lo[k + 1]) - 1; i++)
+		{
+			statement[i] = b->pack_statement[k];
+			payer[i] = b->pack_payer[k];
+		}
+		for (i = DatumGetInt32(b->pack_use_lo[k]) - 1; i < DatumGetInt32(b->pack_use_lo[k + 1]) - 1; i++)
+		{
+			Size		u = run->v10_nuse++;
+
+			run->v10_use_benefit[u] = b->use_benefit[i];
+			run->v10_use_line[u] = b->use_line[i];
+			run->v10_use_statement[u] = b->pack_statement[k];
+			run->v10_use_amount[u] = b->use_amount[i];
+		}
+	}
+	args[0] = int_slice(b->line_id, 0, b->n, INT8OID, 8);
+	args[1] = int_slice(statement, 0, b->n, INT8OID, 8);
+	args[2] = int_slice(payer, 0, b->n, INT8OID, 8);
+	args[3] = int_slice(b->list, 0, b->n, INT8OID, 8);
+	args[4] = int_slice(b->rate, 0, b->n, INT4OID, 4);
+	args[5] = int_slice(b->source, 0, b->n, INT2OID, 2);
+	args[6] = int_slice(b->discount_id, 0, b->n, INT8OID, 8);
+	args[7] = int_slice(b->discount, 0, b->n, INT8OID, 8);
+	args[8] = int_slice(b->benefit, 0, b->n, INT8OID, 8);
+	exec_plan(PLAN_INSERT_LINES_V10, args, NULL, false, 0);
+	if (SPI_processed != (uint64) b->n)
+		elog(ERROR, "settlement wrote " UINT64_FORMAT " rows of tco.settled_line for %d lines",
+			 SPI_processed, b->n);
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(cxt);
+	b->npacks = 0;
+	b->n = 0;
+	b->nuse = 0;
+}
+
+/*
+ * 1.0 mode: the run's benefit uses into tco.benefit_use, in use order, once
+ * the statements they reference exist (write_statements); a few INSERTs of
+ * at most USES_V10_CHUNK uses each.
+ */
+#define USES_V10_CHUNK	65536
+
+static void
+write_uses_v10(SettleRun *run)
+{
+	Size		lo;
+
+	for (lo = 0; lo < run->v10_nuse; lo += USES_V10_CHUNK)
+	{
+		MemoryContext cxt = AllocSetContextCreate(run->run_ctx, "tco settle 1.0 uses", ALLOCSET_DEFAULT_SIZES);
+		MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+		int			n = (int) Min(run->v10_nuse - lo, (Size) USES_V10_CHUNK);
+		Datum		args[4];
+
+		args[0] = int_slice(run->v10_use_benefit + lo, 0, n, INT8OID, 8);
+		args[1] = int_slice(run->v10_use_line + lo, 0, n, INT8OID, 8);
+		args[2] = int_slice(run->v10_use_statement + lo, 0, n, INT8OID, 8);
+		args[3] = int_slice(run->v10_use_amount + lo, 0, n, INT8OID, 8);
+		exec_plan(PLAN_INSERT_USES_V10, args, NULL, false, 0);
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextDelete(cxt);
+	}
+}
+
+/*
  * Write the batch's packs (each a slice of the flat per-line and per-use
  * arrays) in bulk, and empty the batch.  The time since the last mark was
  * pricing; the time in here is writing packs.
@@ -1526,6 +1712,12 @@ batch_flush(SettleRun *run)
 	phase_done(run, PHASE_PRICE);
 	if (b->npacks == 0)
 		return;
+	if (run->v10)
+	{
+		batch_flush_v10(run);
+		phase_done(run, PHASE_PACKS);
+		return;
+	}
 	if (run->packs == NULL)
 	{
 		MemoryContext oldcxt = MemoryContextSwitchTo(run->run_ctx);
@@ -2017,7 +2209,7 @@ load_settled_ids(SettleRun *run, int64 account_id, const char *product_code)
 	args[0] = Int64GetDatum(account_id);
 	args[1] = CStringGetTextDatum(product_code);
 	args[2] = CStringGetTextDatum(run->cycle_text);
-	exec_plan(PLAN_SETTLED_IDS, args, NULL, false, 0);
+	exec_plan(run->v10 ? PLAN_SETTLED_IDS_V10 : PLAN_SETTLED_IDS, args, NULL, false, 0);
 	tt = SPI_tuptable;
 	if (SPI_processed > 0)
 	{
@@ -2443,6 +2635,8 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 	statements_ctx = AllocSetContextCreate(run->run_ctx, "tco settle statements", ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(statements_ctx);
 	write_statements(run);
+	if (run->v10)
+		write_uses_v10(run);
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(statements_ctx);
 	phase_done(run, PHASE_STATEMENTS);
@@ -2588,6 +2782,8 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 						   timestamptz_to_str(end), tco_billing_tz_name()),
 				 errhint("Settle a cycle once it is over.")));
 	run.legacy_cutover = tco_legacy_cutover();
+	/* 1.0 mode (see the head of this file): the installed schema has no packs */
+	run.v10 = !OidIsValid(tco_relid("settled_pack"));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
