@@ -577,6 +577,211 @@ COMMENT ON EVENT TRIGGER tco_ddl_guard IS 'Refuses ALTER TABLE forms on tco''s t
 REVOKE EXECUTE ON FUNCTION tco.ddl_guard() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tco.ddl_guard() TO tco_admin;
 
+-- ==== invoices after issue (README "Invoices"): voids and credit notes.
+ALTER TABLE tco.invoice
+    ADD COLUMN voided_at       timestamptz,
+    ADD COLUMN void_reason     text,
+    ADD COLUMN voided_by       name,
+    ADD COLUMN credited_amount numeric(20,2) NOT NULL DEFAULT 0,
+    ADD COLUMN net_amount      numeric(20,2) GENERATED ALWAYS AS (amount - credited_amount) STORED,
+    ADD CONSTRAINT invoice_void CHECK ((voided_at IS NULL) = (void_reason IS NULL) AND (voided_at IS NULL) = (voided_by IS NULL)
+                                   AND (void_reason IS NULL OR btrim(void_reason) <> '')),
+    ADD CONSTRAINT invoice_credited CHECK (credited_amount >= 0 AND credited_amount <= amount),
+    DROP CONSTRAINT invoice_one_per_statement;
+CREATE UNIQUE INDEX invoice_one_per_statement ON tco.invoice (statement_id) WHERE voided_at IS NULL;
+COMMENT ON COLUMN tco.invoice.voided_at IS 'When tco.void_invoice cancelled it (NULL: valid); its statement may then be invoiced again.';
+COMMENT ON COLUMN tco.invoice.void_reason IS 'Why it was voided.';
+COMMENT ON COLUMN tco.invoice.credited_amount IS 'Sum of its credit notes (tco.credit_note), refunded to the payer.';
+COMMENT ON COLUMN tco.invoice.net_amount IS 'amount - credited_amount: what the invoice finally charges.';
+DROP TRIGGER invoice_append_only ON tco.invoice;
+CREATE TRIGGER invoice_append_only BEFORE DELETE ON tco.invoice
+    FOR EACH ROW EXECUTE FUNCTION tco.r14_append_only();
+-- BEFORE UPDATE: an invoice changes only by being voided (once, while it has
+-- no credit note) and by its credited amount following its credit notes.
+CREATE FUNCTION tco.invoice_update_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF (NEW.invoice_id, NEW.statement_id, NEW.issuer_account_id, NEW.recipient_account_id, NEW.amount, NEW.issued_at, NEW.issued_by)
+       IS DISTINCT FROM (OLD.invoice_id, OLD.statement_id, OLD.issuer_account_id, OLD.recipient_account_id, OLD.amount, OLD.issued_at, OLD.issued_by)
+       OR NEW.cycle OPERATOR(tco.<>) OLD.cycle
+       OR (OLD.voided_at IS NOT NULL AND (NEW.voided_at, NEW.void_reason, NEW.voided_by)
+                                         IS DISTINCT FROM (OLD.voided_at, OLD.void_reason, OLD.voided_by)) THEN
+        RAISE EXCEPTION 'R14: invoice % is issued: it is never rewritten', OLD.invoice_id
+            USING ERRCODE = 'TC008', HINT = 'Void it with tco.void_invoice and issue a new one, or reduce it with tco.issue_credit_note.';
+    END IF;
+    IF NEW.credited_amount IS DISTINCT FROM
+       (SELECT coalesce(sum(c.amount), 0) FROM tco.credit_note c WHERE c.invoice_id = NEW.invoice_id) THEN
+        RAISE EXCEPTION 'credited amount % of invoice % is not the sum of its credit notes', NEW.credited_amount, NEW.invoice_id
+            USING ERRCODE = '23514', HINT = 'Credit an invoice with tco.issue_credit_note(invoice_id, amount, reason).';
+    END IF;
+    IF NEW.voided_at IS NOT NULL AND OLD.voided_at IS NULL AND NEW.credited_amount > 0 THEN
+        RAISE EXCEPTION 'invoice % has credit notes (% credited): it cannot be voided', NEW.invoice_id, NEW.credited_amount
+            USING ERRCODE = '55000', HINT = 'Money has moved on it: credit what is left with tco.issue_credit_note instead.';
+    END IF;
+    RETURN NEW;
+END $$;
+COMMENT ON FUNCTION tco.invoice_update_check() IS 'BEFORE UPDATE on tco.invoice: only a void (once, without credit notes) and the credited amount (the sum of its credit notes) change.';
+CREATE TRIGGER invoice_update_check BEFORE UPDATE ON tco.invoice
+    FOR EACH ROW EXECUTE FUNCTION tco.invoice_update_check();
+CREATE OR REPLACE FUNCTION tco.issue_invoice(statement_id bigint, issuer_account_id bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    st       tco.statement;
+    existing tco.invoice;
+    issuer   bigint;
+    new_id   bigint;
+BEGIN
+    PERFORM tco.require_arg(statement_id, 'statement_id');
+    -- Serializes issuers of one statement: the second waits, then sees the
+    -- first one's invoice and gets a clear 23505.
+    SELECT * INTO st FROM tco.statement s WHERE s.statement_id = issue_invoice.statement_id FOR UPDATE;
+    PERFORM tco.require_exists(FOUND, 'statement', statement_id);
+    issuer := coalesce(issuer_account_id, tco.current_account_id(), st.payer_account_id);
+    -- Who may issue is checked before anything is said about the statement's invoice.
+    IF NOT tco.may_issue_invoice(st, issuer) THEN
+        INSERT INTO tco.invoice (statement_id, issuer_account_id) VALUES (st.statement_id, issuer);  -- raises TC023
+    END IF;
+    SELECT * INTO existing FROM tco.invoice i WHERE i.statement_id = st.statement_id AND i.voided_at IS NULL;
+    IF FOUND THEN
+        RAISE EXCEPTION 'statement % already has invoice % (issued by account %)',
+                st.statement_id, existing.invoice_id, existing.issuer_account_id
+            USING ERRCODE = '23505', HINT = 'A statement has one valid invoice at a time: look it up in tco.invoice, or void it first (tco.void_invoice).';
+    END IF;
+    INSERT INTO tco.invoice (statement_id, issuer_account_id)
+        VALUES (st.statement_id, issuer)
+        RETURNING invoice_id INTO new_id;
+    RETURN new_id;
+END $$;
+COMMENT ON FUNCTION tco.issue_invoice(bigint, bigint) IS
+'Issues the invoice of a paid statement and returns its id. issuer_account_id defaults to the account of the invoking role (tco.account_login), else the statement''s payer. Errors: 23505 already invoiced (and not voided), 55000 unpaid or nothing due, TC023 issuer not allowed (only the payer or its organization''s admin; R7: a managed member issues none).';
+
+CREATE FUNCTION tco.void_invoice(invoice_id bigint, reason text, at timestamptz DEFAULT now()) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    inv tco.invoice;
+BEGIN
+    PERFORM tco.require_arg(invoice_id, 'invoice_id');
+    PERFORM tco.require_name(reason, 'reason');
+    PERFORM tco.require_arg(at, 'at');
+    SELECT * INTO inv FROM tco.invoice i WHERE i.invoice_id = void_invoice.invoice_id FOR UPDATE;
+    PERFORM tco.require_exists(FOUND, 'invoice', invoice_id);
+    IF inv.voided_at IS NOT NULL THEN
+        RAISE EXCEPTION 'invoice % was already voided (%)', invoice_id, inv.void_reason
+            USING ERRCODE = '55000', HINT = 'A voided invoice stays voided; issue a new one for its statement with tco.issue_invoice.';
+    END IF;
+    UPDATE tco.invoice i SET voided_at = at, void_reason = reason, voided_by = current_user
+     WHERE i.invoice_id = void_invoice.invoice_id;
+END $$;
+COMMENT ON FUNCTION tco.void_invoice(bigint, text, timestamptz) IS
+'Voids an invoice (the row stays, with the reason); its statement may be invoiced again. Moves no money: the statement stays paid. Errors: 55000 already voided or with credit notes.';
+
+-- Credit notes: append-only reductions of an invoice, each refunded to the
+-- payer's balance through the ledger.
+CREATE TABLE tco.credit_note (
+    credit_note_id  bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    invoice_id      bigint NOT NULL REFERENCES tco.invoice ON DELETE RESTRICT,
+    amount          numeric(20,2) NOT NULL CONSTRAINT credit_note_positive CHECK (amount > 0),
+    reason          text NOT NULL CONSTRAINT credit_note_reason CHECK (btrim(reason) <> ''),
+    issued_at       timestamptz NOT NULL DEFAULT now(),
+    issued_by       name NOT NULL DEFAULT current_user,
+    ledger_entry_id bigint REFERENCES tco.ledger ON DELETE RESTRICT
+);
+CREATE INDEX credit_note_invoice ON tco.credit_note (invoice_id);
+COMMENT ON TABLE tco.credit_note IS 'Credit notes: append-only reductions of an issued invoice, never above what is left on it; each refunds its amount to the invoice''s recipient through tco.ledger (kind refund).';
+COMMENT ON COLUMN tco.credit_note.ledger_entry_id IS 'The refund in tco.ledger (set by the trigger).';
+SELECT pg_catalog.pg_extension_config_dump('tco.credit_note', '');
+
+-- BEFORE INSERT: locks the invoice (concurrent notes serialize here), refuses
+-- a voided invoice and an amount above what is left, and books the refund.
+CREATE FUNCTION tco.credit_note_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    inv tco.invoice;
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF NEW.invoice_id IS NULL OR NEW.amount IS NULL THEN
+        RETURN NEW;   -- the NOT NULL constraints report it
+    END IF;
+    SELECT * INTO inv FROM tco.invoice i WHERE i.invoice_id = NEW.invoice_id FOR UPDATE;
+    PERFORM tco.require_exists(FOUND, 'invoice', NEW.invoice_id);
+    IF inv.voided_at IS NOT NULL THEN
+        RAISE EXCEPTION 'invoice % is voided: no credit note', inv.invoice_id
+            USING ERRCODE = '55000', HINT = 'Credit the invoice that replaced it.';
+    END IF;
+    IF NEW.amount > inv.net_amount THEN
+        RAISE EXCEPTION 'credit note of % exceeds what is left on invoice % (% of %)', NEW.amount, inv.invoice_id, inv.net_amount, inv.amount
+            USING ERRCODE = '55000', HINT = pg_catalog.format('Credit at most %s.', inv.net_amount);
+    END IF;
+    IF NEW.ledger_entry_id IS NOT NULL THEN
+        RAISE EXCEPTION 'the refund of a credit note is booked by tco'
+            USING ERRCODE = '23514', HINT = 'Leave ledger_entry_id NULL.';
+    END IF;
+    INSERT INTO tco.ledger (account_id, amount, kind, reference)
+    VALUES (inv.recipient_account_id, NEW.amount, 'refund', pg_catalog.format('credit note of invoice %s', inv.invoice_id))
+    RETURNING entry_id INTO NEW.ledger_entry_id;
+    RETURN NEW;
+END $$;
+COMMENT ON FUNCTION tco.credit_note_check() IS 'BEFORE INSERT on tco.credit_note: locks the invoice, refuses a voided one and an amount above what is left (55000), books the refund in tco.ledger.';
+CREATE TRIGGER credit_note_check BEFORE INSERT ON tco.credit_note
+    FOR EACH ROW EXECUTE FUNCTION tco.credit_note_check();
+
+-- AFTER INSERT: the invoice's credited amount follows its notes.
+CREATE FUNCTION tco.credit_note_applied() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    UPDATE tco.invoice i
+       SET credited_amount = (SELECT sum(c.amount) FROM tco.credit_note c WHERE c.invoice_id = NEW.invoice_id)
+     WHERE i.invoice_id = NEW.invoice_id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER credit_note_applied AFTER INSERT ON tco.credit_note
+    FOR EACH ROW EXECUTE FUNCTION tco.credit_note_applied();
+CREATE TRIGGER credit_note_append_only BEFORE UPDATE OR DELETE ON tco.credit_note
+    FOR EACH ROW EXECUTE FUNCTION tco.r14_append_only();
+
+CREATE FUNCTION tco.issue_credit_note(invoice_id bigint, amount numeric, reason text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    PERFORM tco.require_arg(invoice_id, 'invoice_id');
+    PERFORM tco.require_amount(amount, 'amount');
+    PERFORM tco.require_name(reason, 'reason');
+    INSERT INTO tco.credit_note (invoice_id, amount, reason)
+    VALUES (issue_credit_note.invoice_id, issue_credit_note.amount, issue_credit_note.reason)
+    RETURNING credit_note_id INTO new_id;
+    RETURN new_id;
+END $$;
+COMMENT ON FUNCTION tco.issue_credit_note(bigint, numeric, text) IS
+'Issues a credit note reducing an invoice by amount (at most what is left on it), refunds it to the payer''s balance (tco.ledger, kind refund) and returns its id. Errors: 22023 bad amount, 23503 unknown invoice, 55000 voided invoice or amount above what is left.';
+
+SELECT tco.enable_reader_rls('credit_note', 'invoice_id IN (SELECT i.invoice_id FROM tco.invoice i)');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('tco.credit_note', 'credit_note_id')::regclass, '');
+CREATE TRIGGER credit_note_sync_identity AFTER INSERT ON tco.credit_note
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.sync_identity('credit_note_id');
+CREATE TRIGGER tco_no_truncate BEFORE TRUNCATE ON tco.credit_note
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.refuse_truncate();
+CREATE TRIGGER tco_writer_guard BEFORE INSERT OR UPDATE OR DELETE ON tco.credit_note
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.writer_guard();
+REVOKE ALL ON tco.credit_note FROM PUBLIC;
+REVOKE ALL ON SEQUENCE tco.credit_note_credit_note_id_seq FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON tco.credit_note TO tco_admin;
+GRANT ALL ON SEQUENCE tco.credit_note_credit_note_id_seq TO tco_admin;
+GRANT SELECT ON tco.credit_note TO tco_reader;
+REVOKE EXECUTE ON FUNCTION tco.invoice_update_check(), tco.void_invoice(bigint, text, timestamptz), tco.credit_note_check(),
+                          tco.credit_note_applied(), tco.issue_credit_note(bigint, numeric, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tco.invoice_update_check(), tco.void_invoice(bigint, text, timestamptz), tco.credit_note_check(),
+                          tco.credit_note_applied(), tco.issue_credit_note(bigint, numeric, text) TO tco_admin;
+
 -- ==== the FOCUS export and tags (README "FOCUS", "Tags and showback"):
 -- the billing currency and provider name in tco.config, tags on bill lines,
 -- tco.focus_cost_and_usage and tco.showback_by_tag.
@@ -608,7 +813,7 @@ COMMENT ON COLUMN tco.bill_line.tags IS 'Resource tags, as cloud providers attac
 CREATE VIEW tco.focus_cost_and_usage WITH (security_invoker = true) AS
 WITH line AS (
     SELECT p.pack_id, p.statement_id, p.payer_account_id, p.account_id, p.product_code, p.cycle,
-           u.line_id, u.li, u.di, u.be, u.src, u.did
+           tco.cycle_range(p.cycle) AS period, u.line_id, u.li, u.di, u.be, u.src, u.did
     FROM tco.settled_pack p
     CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_amounts, p.benefit_amounts,
                               p.discount_sources, p.discount_ids) AS u(line_id, li, di, be, src, did)
@@ -635,8 +840,8 @@ SELECT
     l.account_id::text                                                       AS "SubAccountId",
     sa.name                                                                  AS "SubAccountName",
     'Member account'::text                                                   AS "SubAccountType",
-    pg_catalog.lower(tco.cycle_range(l.cycle))                               AS "BillingPeriodStart",
-    pg_catalog.upper(tco.cycle_range(l.cycle))                               AS "BillingPeriodEnd",
+    pg_catalog.lower(l.period)                                               AS "BillingPeriodStart",
+    pg_catalog.upper(l.period)                                               AS "BillingPeriodEnd",
     bl.period_start                                                          AS "ChargePeriodStart",
     bl.period_end                                                            AS "ChargePeriodEnd",
     CASE bl.charge_type WHEN 'prepaid' THEN 'Purchase' ELSE 'Usage' END      AS "ChargeCategory",
@@ -670,7 +875,7 @@ JOIN tco.bill_line bl ON bl.line_id = l.line_id
 JOIN tco.statement st ON st.statement_id = l.statement_id
 LEFT JOIN tco.account pa ON pa.account_id = l.payer_account_id
 LEFT JOIN tco.account sa ON sa.account_id = l.account_id
-LEFT JOIN tco.invoice i ON i.statement_id = l.statement_id
+LEFT JOIN tco.invoice i ON i.statement_id = l.statement_id AND i.voided_at IS NULL
 LEFT JOIN tco.account ia ON ia.account_id = i.issuer_account_id
 LEFT JOIN commitment c ON c.line_id = l.line_id
 CROSS JOIN cfg cf;
@@ -2068,279 +2273,6 @@ GRANT EXECUTE ON FUNCTION tco.create_entity(bigint, text, boolean), tco.create_a
                           tco.insert_bill_lines(bigint[], text[], tco.charge_type[], timestamptz[], timestamptz[], numeric[], timestamptz[], timestamptz[])
     TO tco_admin;
 
--- ==== invoices after issue (README "Invoices"): voids and credit notes.
-ALTER TABLE tco.invoice
-    ADD COLUMN voided_at       timestamptz,
-    ADD COLUMN void_reason     text,
-    ADD COLUMN voided_by       name,
-    ADD COLUMN credited_amount numeric(20,2) NOT NULL DEFAULT 0,
-    ADD COLUMN net_amount      numeric(20,2) GENERATED ALWAYS AS (amount - credited_amount) STORED,
-    ADD CONSTRAINT invoice_void CHECK ((voided_at IS NULL) = (void_reason IS NULL) AND (voided_at IS NULL) = (voided_by IS NULL)
-                                   AND (void_reason IS NULL OR btrim(void_reason) <> '')),
-    ADD CONSTRAINT invoice_credited CHECK (credited_amount >= 0 AND credited_amount <= amount),
-    DROP CONSTRAINT invoice_one_per_statement;
-CREATE UNIQUE INDEX invoice_one_per_statement ON tco.invoice (statement_id) WHERE voided_at IS NULL;
-COMMENT ON COLUMN tco.invoice.voided_at IS 'When tco.void_invoice cancelled it (NULL: valid); its statement may then be invoiced again.';
-COMMENT ON COLUMN tco.invoice.void_reason IS 'Why it was voided.';
-COMMENT ON COLUMN tco.invoice.credited_amount IS 'Sum of its credit notes (tco.credit_note), refunded to the payer.';
-COMMENT ON COLUMN tco.invoice.net_amount IS 'amount - credited_amount: what the invoice finally charges.';
-DROP TRIGGER invoice_append_only ON tco.invoice;
-CREATE TRIGGER invoice_append_only BEFORE DELETE ON tco.invoice
-    FOR EACH ROW EXECUTE FUNCTION tco.r14_append_only();
--- BEFORE UPDATE: an invoice changes only by being voided (once, while it has
--- no credit note) and by its credited amount following its credit notes.
-CREATE FUNCTION tco.invoice_update_check() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
-        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
-    END IF;
-    IF (NEW.invoice_id, NEW.statement_id, NEW.issuer_account_id, NEW.recipient_account_id, NEW.amount, NEW.issued_at, NEW.issued_by)
-       IS DISTINCT FROM (OLD.invoice_id, OLD.statement_id, OLD.issuer_account_id, OLD.recipient_account_id, OLD.amount, OLD.issued_at, OLD.issued_by)
-       OR NEW.cycle OPERATOR(tco.<>) OLD.cycle
-       OR (OLD.voided_at IS NOT NULL AND (NEW.voided_at, NEW.void_reason, NEW.voided_by)
-                                         IS DISTINCT FROM (OLD.voided_at, OLD.void_reason, OLD.voided_by)) THEN
-        RAISE EXCEPTION 'R14: invoice % is issued: it is never rewritten', OLD.invoice_id
-            USING ERRCODE = 'TC008', HINT = 'Void it with tco.void_invoice and issue a new one, or reduce it with tco.issue_credit_note.';
-    END IF;
-    IF NEW.credited_amount IS DISTINCT FROM
-       (SELECT coalesce(sum(c.amount), 0) FROM tco.credit_note c WHERE c.invoice_id = NEW.invoice_id) THEN
-        RAISE EXCEPTION 'credited amount % of invoice % is not the sum of its credit notes', NEW.credited_amount, NEW.invoice_id
-            USING ERRCODE = '23514', HINT = 'Credit an invoice with tco.issue_credit_note(invoice_id, amount, reason).';
-    END IF;
-    IF NEW.voided_at IS NOT NULL AND OLD.voided_at IS NULL AND NEW.credited_amount > 0 THEN
-        RAISE EXCEPTION 'invoice % has credit notes (% credited): it cannot be voided', NEW.invoice_id, NEW.credited_amount
-            USING ERRCODE = '55000', HINT = 'Money has moved on it: credit what is left with tco.issue_credit_note instead.';
-    END IF;
-    RETURN NEW;
-END $$;
-COMMENT ON FUNCTION tco.invoice_update_check() IS 'BEFORE UPDATE on tco.invoice: only a void (once, without credit notes) and the credited amount (the sum of its credit notes) change.';
-CREATE TRIGGER invoice_update_check BEFORE UPDATE ON tco.invoice
-    FOR EACH ROW EXECUTE FUNCTION tco.invoice_update_check();
-CREATE OR REPLACE FUNCTION tco.issue_invoice(statement_id bigint, issuer_account_id bigint DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    st       tco.statement;
-    existing tco.invoice;
-    issuer   bigint;
-    new_id   bigint;
-BEGIN
-    PERFORM tco.require_arg(statement_id, 'statement_id');
-    -- Serializes issuers of one statement: the second waits, then sees the
-    -- first one's invoice and gets a clear 23505.
-    SELECT * INTO st FROM tco.statement s WHERE s.statement_id = issue_invoice.statement_id FOR UPDATE;
-    PERFORM tco.require_exists(FOUND, 'statement', statement_id);
-    issuer := coalesce(issuer_account_id, tco.current_account_id(), st.payer_account_id);
-    -- Who may issue is checked before anything is said about the statement's invoice.
-    IF NOT tco.may_issue_invoice(st, issuer) THEN
-        INSERT INTO tco.invoice (statement_id, issuer_account_id) VALUES (st.statement_id, issuer);  -- raises TC023
-    END IF;
-    SELECT * INTO existing FROM tco.invoice i WHERE i.statement_id = st.statement_id AND i.voided_at IS NULL;
-    IF FOUND THEN
-        RAISE EXCEPTION 'statement % already has invoice % (issued by account %)',
-                st.statement_id, existing.invoice_id, existing.issuer_account_id
-            USING ERRCODE = '23505', HINT = 'A statement has one valid invoice at a time: look it up in tco.invoice, or void it first (tco.void_invoice).';
-    END IF;
-    INSERT INTO tco.invoice (statement_id, issuer_account_id)
-        VALUES (st.statement_id, issuer)
-        RETURNING invoice_id INTO new_id;
-    RETURN new_id;
-END $$;
-COMMENT ON FUNCTION tco.issue_invoice(bigint, bigint) IS
-'Issues the invoice of a paid statement and returns its id. issuer_account_id defaults to the account of the invoking role (tco.account_login), else the statement''s payer. Errors: 23505 already invoiced (and not voided), 55000 unpaid or nothing due, TC023 issuer not allowed (only the payer or its organization''s admin; R7: a managed member issues none).';
-
-CREATE FUNCTION tco.void_invoice(invoice_id bigint, reason text, at timestamptz DEFAULT now()) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    inv tco.invoice;
-BEGIN
-    PERFORM tco.require_arg(invoice_id, 'invoice_id');
-    PERFORM tco.require_name(reason, 'reason');
-    PERFORM tco.require_arg(at, 'at');
-    SELECT * INTO inv FROM tco.invoice i WHERE i.invoice_id = void_invoice.invoice_id FOR UPDATE;
-    PERFORM tco.require_exists(FOUND, 'invoice', invoice_id);
-    IF inv.voided_at IS NOT NULL THEN
-        RAISE EXCEPTION 'invoice % was already voided (%)', invoice_id, inv.void_reason
-            USING ERRCODE = '55000', HINT = 'A voided invoice stays voided; issue a new one for its statement with tco.issue_invoice.';
-    END IF;
-    UPDATE tco.invoice i SET voided_at = at, void_reason = reason, voided_by = current_user
-     WHERE i.invoice_id = void_invoice.invoice_id;
-END $$;
-COMMENT ON FUNCTION tco.void_invoice(bigint, text, timestamptz) IS
-'Voids an invoice (the row stays, with the reason); its statement may be invoiced again. Moves no money: the statement stays paid. Errors: 55000 already voided or with credit notes.';
-
--- Credit notes: append-only reductions of an invoice, each refunded to the
--- payer's balance through the ledger.
-CREATE TABLE tco.credit_note (
-    credit_note_id  bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-    invoice_id      bigint NOT NULL REFERENCES tco.invoice ON DELETE RESTRICT,
-    amount          numeric(20,2) NOT NULL CONSTRAINT credit_note_positive CHECK (amount > 0),
-    reason          text NOT NULL CONSTRAINT credit_note_reason CHECK (btrim(reason) <> ''),
-    issued_at       timestamptz NOT NULL DEFAULT now(),
-    issued_by       name NOT NULL DEFAULT current_user,
-    ledger_entry_id bigint REFERENCES tco.ledger ON DELETE RESTRICT
-);
-CREATE INDEX credit_note_invoice ON tco.credit_note (invoice_id);
-COMMENT ON TABLE tco.credit_note IS 'Credit notes: append-only reductions of an issued invoice, never above what is left on it; each refunds its amount to the invoice''s recipient through tco.ledger (kind refund).';
-COMMENT ON COLUMN tco.credit_note.ledger_entry_id IS 'The refund in tco.ledger (set by the trigger).';
-SELECT pg_catalog.pg_extension_config_dump('tco.credit_note', '');
-
--- BEFORE INSERT: locks the invoice (concurrent notes serialize here), refuses
--- a voided invoice and an amount above what is left, and books the refund.
-CREATE FUNCTION tco.credit_note_check() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    inv tco.invoice;
-BEGIN
-    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
-        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
-    END IF;
-    IF NEW.invoice_id IS NULL OR NEW.amount IS NULL THEN
-        RETURN NEW;   -- the NOT NULL constraints report it
-    END IF;
-    SELECT * INTO inv FROM tco.invoice i WHERE i.invoice_id = NEW.invoice_id FOR UPDATE;
-    PERFORM tco.require_exists(FOUND, 'invoice', NEW.invoice_id);
-    IF inv.voided_at IS NOT NULL THEN
-        RAISE EXCEPTION 'invoice % is voided: no credit note', inv.invoice_id
-            USING ERRCODE = '55000', HINT = 'Credit the invoice that replaced it.';
-    END IF;
-    IF NEW.amount > inv.net_amount THEN
-        RAISE EXCEPTION 'credit note of % exceeds what is left on invoice % (% of %)', NEW.amount, inv.invoice_id, inv.net_amount, inv.amount
-            USING ERRCODE = '55000', HINT = pg_catalog.format('Credit at most %s.', inv.net_amount);
-    END IF;
-    IF NEW.ledger_entry_id IS NOT NULL THEN
-        RAISE EXCEPTION 'the refund of a credit note is booked by tco'
-            USING ERRCODE = '23514', HINT = 'Leave ledger_entry_id NULL.';
-    END IF;
-    INSERT INTO tco.ledger (account_id, amount, kind, reference)
-    VALUES (inv.recipient_account_id, NEW.amount, 'refund', pg_catalog.format('credit note of invoice %s', inv.invoice_id))
-    RETURNING entry_id INTO NEW.ledger_entry_id;
-    RETURN NEW;
-END $$;
-COMMENT ON FUNCTION tco.credit_note_check() IS 'BEFORE INSERT on tco.credit_note: locks the invoice, refuses a voided one and an amount above what is left (55000), books the refund in tco.ledger.';
-CREATE TRIGGER credit_note_check BEFORE INSERT ON tco.credit_note
-    FOR EACH ROW EXECUTE FUNCTION tco.credit_note_check();
-
--- AFTER INSERT: the invoice's credited amount follows its notes.
-CREATE FUNCTION tco.credit_note_applied() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
-        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
-    END IF;
-    UPDATE tco.invoice i
-       SET credited_amount = (SELECT sum(c.amount) FROM tco.credit_note c WHERE c.invoice_id = NEW.invoice_id)
-     WHERE i.invoice_id = NEW.invoice_id;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER credit_note_applied AFTER INSERT ON tco.credit_note
-    FOR EACH ROW EXECUTE FUNCTION tco.credit_note_applied();
-CREATE TRIGGER credit_note_append_only BEFORE UPDATE OR DELETE ON tco.credit_note
-    FOR EACH ROW EXECUTE FUNCTION tco.r14_append_only();
-
-CREATE FUNCTION tco.issue_credit_note(invoice_id bigint, amount numeric, reason text) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    new_id bigint;
-BEGIN
-    PERFORM tco.require_arg(invoice_id, 'invoice_id');
-    PERFORM tco.require_amount(amount, 'amount');
-    PERFORM tco.require_name(reason, 'reason');
-    INSERT INTO tco.credit_note (invoice_id, amount, reason)
-    VALUES (issue_credit_note.invoice_id, issue_credit_note.amount, issue_credit_note.reason)
-    RETURNING credit_note_id INTO new_id;
-    RETURN new_id;
-END $$;
-COMMENT ON FUNCTION tco.issue_credit_note(bigint, numeric, text) IS
-'Issues a credit note reducing an invoice by amount (at most what is left on it), refunds it to the payer''s balance (tco.ledger, kind refund) and returns its id. Errors: 22023 bad amount, 23503 unknown invoice, 55000 voided invoice or amount above what is left.';
-
-SELECT tco.enable_reader_rls('credit_note', 'invoice_id IN (SELECT i.invoice_id FROM tco.invoice i)');
-SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('tco.credit_note', 'credit_note_id')::regclass, '');
-CREATE TRIGGER credit_note_sync_identity AFTER INSERT ON tco.credit_note
-    FOR EACH STATEMENT EXECUTE FUNCTION tco.sync_identity('credit_note_id');
-CREATE TRIGGER tco_no_truncate BEFORE TRUNCATE ON tco.credit_note
-    FOR EACH STATEMENT EXECUTE FUNCTION tco.refuse_truncate();
-CREATE TRIGGER tco_writer_guard BEFORE INSERT OR UPDATE OR DELETE ON tco.credit_note
-    FOR EACH STATEMENT EXECUTE FUNCTION tco.writer_guard();
-REVOKE ALL ON tco.credit_note FROM PUBLIC;
-REVOKE ALL ON SEQUENCE tco.credit_note_credit_note_id_seq FROM PUBLIC;
-GRANT SELECT, INSERT, UPDATE, DELETE ON tco.credit_note TO tco_admin;
-GRANT ALL ON SEQUENCE tco.credit_note_credit_note_id_seq TO tco_admin;
-GRANT SELECT ON tco.credit_note TO tco_reader;
-REVOKE EXECUTE ON FUNCTION tco.invoice_update_check(), tco.void_invoice(bigint, text, timestamptz), tco.credit_note_check(),
-                          tco.credit_note_applied(), tco.issue_credit_note(bigint, numeric, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tco.invoice_update_check(), tco.void_invoice(bigint, text, timestamptz), tco.credit_note_check(),
-                          tco.credit_note_applied(), tco.issue_credit_note(bigint, numeric, text) TO tco_admin;
-CREATE OR REPLACE VIEW tco.focus_cost_and_usage WITH (security_invoker = true) AS
-WITH line AS (
-    SELECT p.pack_id, p.statement_id, p.payer_account_id, p.account_id, p.product_code, p.cycle,
-           u.line_id, u.li, u.di, u.be, u.src, u.did
-    FROM tco.settled_pack p
-    CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_amounts, p.benefit_amounts,
-                              p.discount_sources, p.discount_ids) AS u(line_id, li, di, be, src, did)
-), commitment AS (
-    -- per line: what resource packs and savings plans covered, and the one
-    -- that covered most (lowest id on a tie)
-    SELECT DISTINCT ON (u.line_id) u.line_id, b.benefit_id, b.kind,
-           sum(u.a) OVER (PARTITION BY u.line_id) AS covered
-    FROM tco.settled_pack p
-    CROSS JOIN LATERAL unnest(p.use_benefit_ids, p.use_line_ids, p.use_amounts) AS u(benefit_id, line_id, a)
-    JOIN tco.benefit b ON b.benefit_id = u.benefit_id AND b.kind IN ('resource_pack', 'savings_plan')
-    ORDER BY u.line_id, u.a DESC, b.benefit_id
-), cfg AS MATERIALIZED (
-    SELECT tco.billing_currency() AS currency, tco.provider_name() AS provider
-)
-SELECT
-    ((l.li - l.di - l.be) * 0.000001)::numeric(20,6)                        AS "BilledCost",
-    ((l.li - l.di - l.be + coalesce(c.covered, 0)) * 0.000001)::numeric(20,6) AS "EffectiveCost",
-    (l.li * 0.000001)::numeric(20,6)                                         AS "ListCost",
-    ((l.li - l.di) * 0.000001)::numeric(20,6)                                AS "ContractedCost",
-    l.payer_account_id::text                                                 AS "BillingAccountId",
-    pa.name                                                                  AS "BillingAccountName",
-    'Payer account'::text                                                    AS "BillingAccountType",
-    l.account_id::text                                                       AS "SubAccountId",
-    sa.name                                                                  AS "SubAccountName",
-    'Member account'::text                                                   AS "SubAccountType",
-    pg_catalog.lower(tco.cycle_range(l.cycle))                               AS "BillingPeriodStart",
-    pg_catalog.upper(tco.cycle_range(l.cycle))                               AS "BillingPeriodEnd",
-    bl.period_start                                                          AS "ChargePeriodStart",
-    bl.period_end                                                            AS "ChargePeriodEnd",
-    CASE bl.charge_type WHEN 'prepaid' THEN 'Purchase' ELSE 'Usage' END      AS "ChargeCategory",
-    NULL::text                                                               AS "ChargeClass",
-    l.product_code || CASE bl.charge_type WHEN 'prepaid' THEN ' prepaid order' ELSE ' usage' END
-                   || ' of account ' || l.account_id                         AS "ChargeDescription",
-    CASE bl.charge_type WHEN 'prepaid' THEN 'One-Time' ELSE 'Usage-Based' END AS "ChargeFrequency",
-    l.product_code                                                           AS "ServiceName",
-    'Other'::text                                                            AS "ServiceCategory",
-    cf.currency                                                              AS "BillingCurrency",
-    coalesce(ia.name, cf.provider)                                           AS "InvoiceIssuerName",
-    cf.provider                                                              AS "ProviderName",
-    cf.provider                                                              AS "PublisherName",
-    NULL::numeric                                                            AS "PricingQuantity",
-    NULL::text                                                               AS "PricingUnit",
-    c.benefit_id::text                                                       AS "CommitmentDiscountId",
-    CASE c.kind WHEN 'resource_pack' THEN 'Usage' WHEN 'savings_plan' THEN 'Spend' END AS "CommitmentDiscountCategory",
-    CASE WHEN c.kind IS NOT NULL THEN 'Used' END                             AS "CommitmentDiscountStatus",
-    CASE c.kind WHEN 'resource_pack' THEN 'Resource Pack' WHEN 'savings_plan' THEN 'Savings Plan' END AS "CommitmentDiscountType",
-    bl.tags                                                                  AS "Tags",
-    i.invoice_id::text                                                       AS "InvoiceId",
-    l.cycle::text                                                            AS "x_BillingCycle",
-    l.line_id                                                                AS "x_LineId",
-    l.statement_id                                                           AS "x_StatementId",
-    st.org_id                                                                AS "x_OrganizationId",
-    (l.di * 0.000001)::numeric(20,6)                                         AS "x_DiscountAmount",
-    ('{none,own,admin,manager,entity,own_new_trusteeship}'::text[])[l.src + 1] AS "x_DiscountSource",
-    (l.be * 0.000001)::numeric(20,6)                                         AS "x_BenefitAmount"
-FROM line l
-JOIN tco.bill_line bl ON bl.line_id = l.line_id
-JOIN tco.statement st ON st.statement_id = l.statement_id
-LEFT JOIN tco.account pa ON pa.account_id = l.payer_account_id
-LEFT JOIN tco.account sa ON sa.account_id = l.account_id
-LEFT JOIN tco.invoice i ON i.statement_id = l.statement_id AND i.voided_at IS NULL
-LEFT JOIN tco.account ia ON ia.account_id = i.issuer_account_id
-LEFT JOIN commitment c ON c.line_id = l.line_id
-CROSS JOIN cfg cf;
 -- ==== issue 15: scheduled settlement with pg_cron (src/sql/58_schedule.sql).
 -- Settles the cycle before the current one (in the billing time zone) for
 -- everything, as the caller; the command of the scheduled job.

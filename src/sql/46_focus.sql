@@ -33,7 +33,7 @@
 CREATE VIEW tco.focus_cost_and_usage WITH (security_invoker = true) AS
 WITH line AS (
     SELECT p.pack_id, p.statement_id, p.payer_account_id, p.account_id, p.product_code, p.cycle,
-           u.line_id, u.li, u.di, u.be, u.src, u.did
+           tco.cycle_range(p.cycle) AS period, u.line_id, u.li, u.di, u.be, u.src, u.did
     FROM tco.settled_pack p
     CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_amounts, p.benefit_amounts,
                               p.discount_sources, p.discount_ids) AS u(line_id, li, di, be, src, did)
@@ -60,8 +60,8 @@ SELECT
     l.account_id::text                                                       AS "SubAccountId",
     sa.name                                                                  AS "SubAccountName",
     'Member account'::text                                                   AS "SubAccountType",
-    pg_catalog.lower(tco.cycle_range(l.cycle))                               AS "BillingPeriodStart",
-    pg_catalog.upper(tco.cycle_range(l.cycle))                               AS "BillingPeriodEnd",
+    pg_catalog.lower(l.period)                                               AS "BillingPeriodStart",
+    pg_catalog.upper(l.period)                                               AS "BillingPeriodEnd",
     bl.period_start                                                          AS "ChargePeriodStart",
     bl.period_end                                                            AS "ChargePeriodEnd",
     CASE bl.charge_type WHEN 'prepaid' THEN 'Purchase' ELSE 'Usage' END      AS "ChargeCategory",
