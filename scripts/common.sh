@@ -33,7 +33,7 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 ensure_deps() {
     local pkgs=(build-essential postgresql-15 postgresql-server-dev-15 postgresql-contrib
                 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-                postgresql-15-cron python3-psycopg "$@")
+                postgresql-15-cron postgresql-15-plproxy python3-psycopg "$@")
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -48,10 +48,11 @@ ensure_deps() {
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
             --no-install-recommends "${missing[@]}" >/dev/null || return 1
     fi
-    # a private copy made before pg_cron was installed lacks it
+    # a private copy made before pg_cron or PL/Proxy was installed lacks them
     if [ -n "${TCO_PGROOT:-}" ]; then
         local f
-        for f in /usr/lib/postgresql/15/lib/pg_cron.so /usr/share/postgresql/15/extension/pg_cron*; do
+        for f in /usr/lib/postgresql/15/lib/pg_cron.so /usr/share/postgresql/15/extension/pg_cron* \
+                 /usr/lib/postgresql/15/lib/plproxy.so /usr/share/postgresql/15/extension/plproxy*; do
             [ -e "$f" ] && [ ! -e "$TCO_PGROOT$f" ] && cp -a "$f" "$TCO_PGROOT$f"
         done
     fi
@@ -125,4 +126,46 @@ pg_stop() {
         rm -rf "$PG_TMP"
     fi
     PG_TMP=""
+}
+
+# Extra throwaway servers for the several-server tests and benchmark
+# (scripts/test_cluster.sh, scripts/bench_cluster.sh): node_start DIR starts a
+# server whose data, socket and logs are under DIR (created, owned by the
+# server's user) on a free port, and prints the port; node_stop DIR stops it
+# and removes DIR.  Same settings as pg_start, smaller memory, prepared
+# transactions on (two-phase commit of account moves), no pg_cron.
+node_start() {
+    local dir=$1 port
+    mkdir -p "$dir"; chmod 755 "$dir"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
+    port=$(free_port)
+    as_pg "$PG_BIN/initdb" -D "$dir/data" -U "${PGUSER:-postgres}" --auth=trust --no-sync -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 \
+        || { cat "$dir/initdb.log" >&2; return 1; }
+    cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$dir'
+port = $port
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 40
+shared_buffers = ${NODE_SHARED_BUFFERS:-64MB}
+work_mem = 32MB
+maintenance_work_mem = 128MB
+max_wal_size = 2GB
+timezone = 'UTC'
+max_prepared_transactions = 10
+CONF
+    as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+        || { cat "$dir/server.log" >&2; return 1; }
+    echo "$port"
+}
+
+node_stop() {
+    local dir=$1
+    if [ -n "$dir" ] && [ -d "$dir/data" ]; then
+        as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    [ -n "$dir" ] && rm -rf "$dir"
+    return 0
 }

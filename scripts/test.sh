@@ -60,7 +60,7 @@ echo "    $tap_ok passed, $tap_bad failed"
 # script tests: each is one test, passed when it exits 0
 for t in scripts/test_dump_restore.sh scripts/test_upgrade.sh scripts/test_old_versions.sh \
          scripts/stress_r1.sh scripts/test_schedule.sh \
-         scripts/test_client_psycopg.sh scripts/test_client_node.sh; do
+         scripts/test_client_psycopg.sh scripts/test_client_node.sh scripts/test_cluster.sh; do
     [ -f "$t" ] || continue
     log "script test: $t"
     if bash "$t" >"$LOGS/$(basename "$t").log" 2>&1; then

@@ -1,0 +1,585 @@
+-- Schema tco of the router: the functions of DESIGN section 6 with the same
+-- names, arguments and results, routed by PL/Proxy to the shard holding the
+-- organization or account (RUN ON its partition, shard_id - 1), split by
+-- shard (SPLIT) for bill lines, and run on every shard in parallel (RUN ON
+-- ALL) for cluster-wide calls.  Each px_* function is the PL/Proxy call; the
+-- tco.* function around it finds the shard in the directory (unknown ids are
+-- 23503 as on one server), and turns a connection failure into an error
+-- naming the shard (tco_cluster.raise_if_unreachable).  Errors raised on a
+-- shard keep their SQLSTATE, message and hint (PL/Proxy passes them on).
+
+-- Keep a router sequence ahead of an explicit id, as tco keeps its identity
+-- sequences (src/sql/98_dump.sql): ids in the lower half of the range only.
+CREATE FUNCTION tco_cluster.advance_seq(seq regclass, id bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF id IS NOT NULL AND id > 0 AND id <= 4611686018427387903
+       AND id > coalesce(pg_catalog.pg_sequence_last_value(seq), 0) THEN
+        PERFORM pg_catalog.setval(seq, id);
+    END IF;
+END $$;
+
+-- ---------------------------------------------------------------------------
+-- PL/Proxy calls on one shard: p_part is its partition (shard_id - 1).
+
+CREATE FUNCTION tco_cluster.px_create_account(p_part integer, p_account_id bigint, p_name text, p_entity_id bigint,
+                                              p_balance numeric, p_credit_limit numeric) RETURNS bigint
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT tco.create_account(p_account_id, p_name, p_entity_id, p_balance, p_credit_limit);
+$$;
+CREATE FUNCTION tco_cluster.px_create_organization(p_part integer, p_org_id bigint, p_root_unit_id bigint,
+                                                   p_admin bigint, p_name text) RETURNS bigint
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT tco.cluster_create_organization(p_org_id, p_root_unit_id, p_admin, p_name);
+$$;
+CREATE FUNCTION tco_cluster.px_create_unit(p_part integer, p_unit_id bigint, p_org_id bigint, p_name text,
+                                           p_parent bigint) RETURNS bigint
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT tco.cluster_create_unit(p_unit_id, p_org_id, p_name, p_parent);
+$$;
+CREATE FUNCTION tco_cluster.px_add_member(p_part integer, p_org_id bigint, p_account_id bigint, p_unit_id bigint,
+                                          p_policy tco.settlement_policy) RETURNS void
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT tco.add_member(p_org_id, p_account_id, p_unit_id, p_policy);
+$$;
+CREATE FUNCTION tco_cluster.px_remove_member(p_part integer, p_account_id bigint) RETURNS void
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT tco.remove_member(p_account_id);
+$$;
+CREATE FUNCTION tco_cluster.px_establish_trusteeship(p_part integer, p_member bigint, p_manager bigint, p_at timestamptz) RETURNS bigint
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT tco.establish_trusteeship(p_member, p_manager, p_at);
+$$;
+CREATE FUNCTION tco_cluster.px_move_trusteeship(p_part integer, p_member bigint, p_manager bigint, p_at timestamptz) RETURNS bigint
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT tco.move_trusteeship(p_member, p_manager, p_at);
+$$;
+CREATE FUNCTION tco_cluster.px_end_trusteeship(p_part integer, p_member bigint, p_at timestamptz) RETURNS void
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT tco.end_trusteeship(p_member, p_at);
+$$;
+CREATE FUNCTION tco_cluster.px_trusteeship_effective_payer(p_part integer, p_account_id bigint, p_product_code text,
+                                                           p_at timestamptz) RETURNS bigint
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT tco.trusteeship_effective_payer(p_account_id, p_product_code, p_at);
+$$;
+CREATE FUNCTION tco_cluster.px_explain_payer(p_part integer, p_account_id bigint, p_product_code text,
+                                             p_at timestamptz) RETURNS jsonb
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT tco.explain_payer(p_account_id, p_product_code, p_at);
+$$;
+CREATE FUNCTION tco_cluster.px_available_credit(p_part integer, p_account_id bigint) RETURNS numeric
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT tco.available_credit(p_account_id);
+$$;
+CREATE FUNCTION tco_cluster.px_service_available(p_part integer, p_account_id bigint) RETURNS boolean
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT tco.service_available(p_account_id);
+$$;
+CREATE FUNCTION tco_cluster.px_deposit(p_part integer, p_account_id bigint, p_amount numeric) RETURNS numeric
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT tco.deposit(p_account_id, p_amount);
+$$;
+CREATE FUNCTION tco_cluster.px_grant_benefit(p_part integer, p_kind text, p_owner bigint, p_amount numeric,
+                                             p_valid_to timestamptz, p_product_code text) RETURNS bigint
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT CASE p_kind WHEN 'coupon' THEN tco.grant_coupon(p_owner, p_amount, p_valid_to, p_product_code)
+                       WHEN 'voucher' THEN tco.grant_voucher(p_owner, p_amount, p_valid_to, p_product_code)
+                       ELSE tco.grant_stored_value_card(p_owner, p_amount, p_valid_to, p_product_code) END;
+$$;
+CREATE FUNCTION tco_cluster.px_set_contract_discount(p_part integer, p_account_id bigint, p_entity_id bigint, p_rate numeric,
+                                                     p_product_code text, p_valid_from timestamptz,
+                                                     p_valid_to timestamptz) RETURNS bigint
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT tco.set_contract_discount(p_account_id, p_entity_id, p_rate, p_product_code, p_valid_from, p_valid_to);
+$$;
+CREATE FUNCTION tco_cluster.px_set_contract_discount_all(p_entity_id bigint, p_rate numeric, p_product_code text,
+                                                         p_valid_from timestamptz, p_valid_to timestamptz) RETURNS SETOF bigint
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON ALL;
+    SELECT tco.set_contract_discount(NULL::bigint, p_entity_id, p_rate, p_product_code, p_valid_from, p_valid_to);
+$$;
+CREATE FUNCTION tco_cluster.px_settle_cycle(p_part integer, p_cycle tco.billing_cycle, p_org_id bigint,
+                                            OUT statements bigint, OUT lines bigint,
+                                            OUT list_total numeric, OUT due_total numeric)
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT s.statements, s.lines, s.list_total, s.due_total FROM tco.settle_cycle(p_cycle, p_org_id) s;
+$$;
+-- Cluster-wide: every shard in parallel, one row each.
+CREATE FUNCTION tco_cluster.px_settle_cycle_all(p_cycle tco.billing_cycle,
+                                                OUT statements bigint, OUT lines bigint,
+                                                OUT list_total numeric, OUT due_total numeric) RETURNS SETOF record
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON ALL;
+    SELECT s.statements, s.lines, s.list_total, s.due_total FROM tco.settle_cycle(p_cycle) s;
+$$;
+CREATE FUNCTION tco_cluster.px_cycle_of(p_at timestamptz) RETURNS tco.billing_cycle
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON ANY;
+    SELECT tco.cycle_of(p_at);
+$$;
+CREATE FUNCTION tco_cluster.px_cycle_range(p_cycle tco.billing_cycle) RETURNS tstzrange
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON ANY;
+    SELECT tco.cycle_range(p_cycle);
+$$;
+CREATE FUNCTION tco_cluster.px_set_billing_timezone_all(p_zone text) RETURNS SETOF text
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON ALL;
+    SELECT tco.set_billing_timezone(p_zone);
+$$;
+-- Bill lines: the arrays are split by shard (p_part holds each line's
+-- partition), so each shard gets one call with its own lines.
+CREATE FUNCTION tco_cluster.px_insert_bill_lines(p_part integer[], p_account_id bigint[], p_product_code text[],
+                                                 p_charge_type tco.charge_type[], p_period_start timestamptz[],
+                                                 p_period_end timestamptz[], p_list_amount numeric[],
+                                                 p_issued_at timestamptz[], p_paid_at timestamptz[]) RETURNS SETOF bigint
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster';
+    SPLIT ALL;
+    RUN ON p_part;
+    SELECT tco.insert_bill_lines(p_account_id, p_product_code, p_charge_type, p_period_start, p_period_end,
+                                 p_list_amount, p_issued_at, p_paid_at);
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Global data: written on the router, copied to every shard.
+
+CREATE FUNCTION tco.create_entity(entity_id bigint, name text, verified boolean DEFAULT false) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'argument "name" must not be NULL' USING ERRCODE = '22004', HINT = 'Pass a value for every required argument.';
+    END IF;
+    new_id := coalesce(entity_id, pg_catalog.nextval('tco_cluster.entity_id_seq'));
+    INSERT INTO tco_cluster.entity (entity_id, name, verified) VALUES (new_id, name, coalesce(verified, false));
+    PERFORM tco_cluster.advance_seq('tco_cluster.entity_id_seq', new_id);
+    PERFORM tco_cluster.push_globals(NULL, ARRAY[new_id], ARRAY[name], ARRAY[coalesce(verified, false)],
+                                     '{}', '{}', NULL, NULL);
+    RETURN new_id;
+END $$;
+COMMENT ON FUNCTION tco.create_entity(bigint, text, boolean) IS 'Router: creates an entity (global: copied to every shard). Returns its id.';
+
+CREATE FUNCTION tco.create_product(product_code text, granularity tco.granularity) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF product_code IS NULL OR granularity IS NULL THEN
+        RAISE EXCEPTION 'argument "%" must not be NULL', CASE WHEN product_code IS NULL THEN 'product_code' ELSE 'granularity' END
+            USING ERRCODE = '22004', HINT = 'Pass a value for every required argument.';
+    END IF;
+    INSERT INTO tco_cluster.product (product_code, granularity) VALUES (product_code, granularity);
+    PERFORM tco_cluster.push_globals(NULL, '{}', '{}', '{}', ARRAY[product_code], ARRAY[granularity], NULL, NULL);
+    RETURN product_code;
+END $$;
+COMMENT ON FUNCTION tco.create_product(text, tco.granularity) IS 'Router: creates a product (global: copied to every shard). Returns its code.';
+
+CREATE FUNCTION tco.set_billing_timezone(zone text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF zone IS NULL THEN
+        RAISE EXCEPTION 'billing time zone must not be NULL'
+            USING ERRCODE = '22004', HINT = 'Pass a zone name such as ''UTC'' or ''Asia/Shanghai''.';
+    END IF;
+    INSERT INTO tco_cluster.config (billing_timezone) VALUES (zone)
+        ON CONFLICT (singleton) DO UPDATE SET billing_timezone = excluded.billing_timezone;
+    -- each shard validates the zone (22023 for an offset or an unknown name)
+    PERFORM tco_cluster.push_globals(NULL, '{}', '{}', '{}', '{}', '{}', zone, NULL);
+    RETURN zone;
+END $$;
+COMMENT ON FUNCTION tco.set_billing_timezone(text) IS 'Router: sets the billing time zone of the installation (global: copied to every shard, which validates it).';
+
+CREATE FUNCTION tco.billing_timezone() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT c.billing_timezone FROM tco_cluster.config c), 'UTC')
+$$;
+COMMENT ON FUNCTION tco.billing_timezone() IS 'Router: the billing time zone of the installation (default UTC).';
+
+CREATE FUNCTION tco_cluster.set_legacy_cutover(at timestamptz) RETURNS timestamptz
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF at IS NULL THEN
+        RAISE EXCEPTION 'legacy cut-over must not be NULL' USING ERRCODE = '22004', HINT = 'Pass an instant.';
+    END IF;
+    INSERT INTO tco_cluster.config (legacy_cutover) VALUES (at)
+        ON CONFLICT (singleton) DO UPDATE SET legacy_cutover = excluded.legacy_cutover;
+    PERFORM tco_cluster.push_globals(NULL, '{}', '{}', '{}', '{}', '{}', NULL, at);
+    RETURN at;
+END $$;
+COMMENT ON FUNCTION tco_cluster.set_legacy_cutover(timestamptz) IS 'Sets tco.config.legacy_cutover on every shard (the new-version cut-over of DESIGN section 4).';
+
+CREATE FUNCTION tco.cycle_of(timestamptz) RETURNS tco.billing_cycle
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN tco_cluster.px_cycle_of($1);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_of', SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.cycle_of(timestamptz) IS 'Router: the billing cycle containing an instant (computed by a shard).';
+
+CREATE FUNCTION tco.cycle_range(tco.billing_cycle) RETURNS tstzrange
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN tco_cluster.px_cycle_range($1);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_range', SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.cycle_range(tco.billing_cycle) IS 'Router: [start, next start) of a billing cycle (computed by a shard).';
+
+-- ---------------------------------------------------------------------------
+-- Accounts and organizations.
+
+CREATE FUNCTION tco.create_account(account_id bigint, name text, entity_id bigint DEFAULT NULL,
+                                   balance numeric DEFAULT 0, credit_limit numeric DEFAULT 0) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id bigint := coalesce(account_id, pg_catalog.nextval('tco_cluster.account_id_seq'));
+    s integer;
+BEGIN
+    -- Home shard: where the entity's accounts already are (a trusteeship or
+    -- a pooled organization needs them together), else the least loaded.
+    SELECT d.shard_id INTO s FROM tco_cluster.account_directory d
+      JOIN tco_cluster.account_entity e ON e.account_id = d.account_id
+     WHERE e.entity_id = create_account.entity_id
+     GROUP BY d.shard_id ORDER BY count(*) DESC, d.shard_id LIMIT 1;
+    s := coalesce(s, tco_cluster.least_loaded_shard(true));
+    IF EXISTS (SELECT 1 FROM tco_cluster.account_directory d WHERE d.account_id = new_id) THEN
+        RAISE EXCEPTION 'account % already exists', new_id
+            USING ERRCODE = '23505', HINT = 'Choose another account id, or pass NULL for the next one.';
+    END IF;
+    INSERT INTO tco_cluster.account_directory (account_id, shard_id) VALUES (new_id, s);
+    IF entity_id IS NOT NULL THEN
+        INSERT INTO tco_cluster.account_entity (account_id, entity_id) VALUES (new_id, entity_id);
+    END IF;
+    PERFORM tco_cluster.advance_seq('tco_cluster.account_id_seq', new_id);
+    RETURN tco_cluster.px_create_account(s - 1, new_id, name, entity_id, balance, credit_limit);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.create_account(bigint, text, bigint, numeric, numeric) IS 'Router: creates an account on its home shard: the shard holding most accounts of its entity, else the one with the fewest accounts. Returns its id.';
+
+CREATE FUNCTION tco.create_organization(admin_account_id bigint, name text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integer := tco_cluster.account_shard(admin_account_id);
+    new_org bigint;
+    root bigint;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'argument "name" must not be NULL' USING ERRCODE = '22004', HINT = 'Pass a value for every required argument.';
+    END IF;
+    new_org := pg_catalog.nextval('tco_cluster.org_id_seq');
+    root := pg_catalog.nextval('tco_cluster.unit_id_seq');
+    INSERT INTO tco_cluster.org_directory (org_id, shard_id) VALUES (new_org, s);
+    UPDATE tco_cluster.account_directory d SET org_id = new_org WHERE d.account_id = admin_account_id;
+    RETURN tco_cluster.px_create_organization(s - 1, new_org, root, admin_account_id, name);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.create_organization(bigint, text) IS 'Router: creates an organization on the shard of its admin account. Returns org_id.';
+
+CREATE FUNCTION tco.create_unit(org_id bigint, name text, parent_unit_id bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integer := tco_cluster.org_shard(org_id);
+BEGIN
+    RETURN tco_cluster.px_create_unit(s - 1, pg_catalog.nextval('tco_cluster.unit_id_seq'), org_id, name, parent_unit_id);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.create_unit(bigint, text, bigint) IS 'Router: creates a unit on its organization''s shard. Returns unit_id.';
+
+CREATE FUNCTION tco.add_member(org_id bigint, account_id bigint, unit_id bigint DEFAULT NULL,
+                               policy tco.settlement_policy DEFAULT 'self_pay') RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integer := tco_cluster.org_shard(org_id);
+    a integer := tco_cluster.account_shard(account_id);
+BEGIN
+    IF a <> s THEN
+        -- the account moves to the organization's shard first (two-phase commit)
+        PERFORM tco_cluster.move_account(account_id, s);
+    END IF;
+    PERFORM tco_cluster.px_add_member(s - 1, org_id, account_id, unit_id, policy);
+    UPDATE tco_cluster.account_directory d SET org_id = add_member.org_id WHERE d.account_id = add_member.account_id;
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.add_member(bigint, bigint, bigint, tco.settlement_policy) IS 'Router: adds an account to an organization on the organization''s shard, moving the account there first when it lives on another shard.';
+
+CREATE FUNCTION tco.remove_member(account_id bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integer := tco_cluster.account_shard(account_id);
+BEGIN
+    PERFORM tco_cluster.px_remove_member(s - 1, account_id);
+    UPDATE tco_cluster.account_directory d SET org_id = NULL WHERE d.account_id = remove_member.account_id;
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.remove_member(bigint) IS 'Router: removes an account from its organization (the account stays on that shard, its new home).';
+
+-- ---------------------------------------------------------------------------
+-- Trusteeship, payer, money: on the member's (account's) shard.
+
+CREATE FUNCTION tco.establish_trusteeship(member_account_id bigint, management_account_id bigint,
+                                          at timestamptz DEFAULT now()) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integer := tco_cluster.account_shard(member_account_id);
+BEGIN
+    RETURN tco_cluster.px_establish_trusteeship(s - 1, member_account_id, management_account_id, at);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.establish_trusteeship(bigint, bigint, timestamptz) IS 'Router: tco.establish_trusteeship on the member''s shard (its manager is in the same organization, so on the same shard).';
+
+CREATE FUNCTION tco.move_trusteeship(member_account_id bigint, new_management_account_id bigint,
+                                     at timestamptz DEFAULT now()) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integer := tco_cluster.account_shard(member_account_id);
+BEGIN
+    RETURN tco_cluster.px_move_trusteeship(s - 1, member_account_id, new_management_account_id, at);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.move_trusteeship(bigint, bigint, timestamptz) IS 'Router: tco.move_trusteeship on the member''s shard.';
+
+CREATE FUNCTION tco.end_trusteeship(member_account_id bigint, at timestamptz DEFAULT now()) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integer := tco_cluster.account_shard(member_account_id);
+BEGIN
+    PERFORM tco_cluster.px_end_trusteeship(s - 1, member_account_id, at);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.end_trusteeship(bigint, timestamptz) IS 'Router: tco.end_trusteeship on the member''s shard.';
+
+CREATE FUNCTION tco.trusteeship_effective_payer(account_id bigint, product_code text, at timestamptz) RETURNS bigint
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integer := tco_cluster.account_shard(account_id);
+BEGIN
+    RETURN tco_cluster.px_trusteeship_effective_payer(s - 1, account_id, product_code, at);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.trusteeship_effective_payer(bigint, text, timestamptz) IS 'Router: the payer of a line of the account for the product starting at the instant (R6), answered by the account''s shard.';
+
+CREATE FUNCTION tco.explain_payer(account_id bigint, product_code text, at timestamptz) RETURNS jsonb
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integer := tco_cluster.account_shard(account_id);
+BEGIN
+    RETURN tco_cluster.px_explain_payer(s - 1, account_id, product_code, at);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.explain_payer(bigint, text, timestamptz) IS 'Router: tco.explain_payer on the account''s shard.';
+
+CREATE FUNCTION tco.available_credit(account_id bigint) RETURNS numeric
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integer := tco_cluster.account_shard(account_id);
+BEGIN
+    RETURN tco_cluster.px_available_credit(s - 1, account_id);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.available_credit(bigint) IS 'Router: tco.available_credit on the account''s shard (a managed member''s is its manager''s, on the same shard).';
+
+CREATE FUNCTION tco.service_available(account_id bigint) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integer := tco_cluster.account_shard(account_id);
+BEGIN
+    RETURN tco_cluster.px_service_available(s - 1, account_id);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.service_available(bigint) IS 'Router: tco.service_available on the account''s shard.';
+
+CREATE FUNCTION tco.deposit(account_id bigint, amount numeric) RETURNS numeric
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integer := tco_cluster.account_shard(account_id);
+BEGIN
+    RETURN tco_cluster.px_deposit(s - 1, account_id, amount);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.deposit(bigint, numeric) IS 'Router: tco.deposit on the account''s shard.';
+
+CREATE FUNCTION tco_cluster.grant_benefit(p_kind text, p_owner bigint, p_amount numeric, p_valid_to timestamptz,
+                                          p_product_code text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integer := tco_cluster.account_shard(p_owner);
+BEGIN
+    RETURN tco_cluster.px_grant_benefit(s - 1, p_kind, p_owner, p_amount, p_valid_to, p_product_code);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+END $$;
+CREATE FUNCTION tco.grant_coupon(owner_account_id bigint, amount numeric, valid_to timestamptz, product_code text DEFAULT NULL)
+RETURNS bigint LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tco_cluster.grant_benefit('coupon', owner_account_id, amount, valid_to, product_code)
+$$;
+CREATE FUNCTION tco.grant_voucher(owner_account_id bigint, amount numeric, valid_to timestamptz, product_code text DEFAULT NULL)
+RETURNS bigint LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tco_cluster.grant_benefit('voucher', owner_account_id, amount, valid_to, product_code)
+$$;
+CREATE FUNCTION tco.grant_stored_value_card(owner_account_id bigint, amount numeric, valid_to timestamptz, product_code text DEFAULT NULL)
+RETURNS bigint LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tco_cluster.grant_benefit('stored_value_card', owner_account_id, amount, valid_to, product_code)
+$$;
+COMMENT ON FUNCTION tco.grant_coupon(bigint, numeric, timestamptz, text) IS 'Router: tco.grant_coupon on the owner''s shard (benefit ids are the shard''s).';
+COMMENT ON FUNCTION tco.grant_voucher(bigint, numeric, timestamptz, text) IS 'Router: tco.grant_voucher on the owner''s shard (benefit ids are the shard''s).';
+COMMENT ON FUNCTION tco.grant_stored_value_card(bigint, numeric, timestamptz, text) IS 'Router: tco.grant_stored_value_card on the owner''s shard (benefit ids are the shard''s).';
+
+CREATE FUNCTION tco.set_contract_discount(account_id bigint, entity_id bigint, rate numeric,
+                                          product_code text DEFAULT NULL, valid_from timestamptz DEFAULT now(),
+                                          valid_to timestamptz DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integer;
+    id bigint;
+BEGIN
+    IF account_id IS NOT NULL THEN
+        s := tco_cluster.account_shard(account_id);
+        RETURN tco_cluster.px_set_contract_discount(s - 1, account_id, entity_id, rate, product_code, valid_from, valid_to);
+    END IF;
+    -- an entity-level discount applies to the entity's accounts on every shard
+    SELECT min(x) INTO id FROM tco_cluster.px_set_contract_discount_all(entity_id, rate, product_code, valid_from, valid_to) x;
+    RETURN id;
+EXCEPTION WHEN internal_error THEN
+    IF s IS NOT NULL THEN
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    ELSE
+        PERFORM tco_cluster.raise_unreachable_shards('tco.set_contract_discount', SQLERRM);
+    END IF;
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.set_contract_discount(bigint, bigint, numeric, text, timestamptz, timestamptz) IS 'Router: an account''s discount on its shard; an entity''s discount on every shard. Returns the discount id (per shard).';
+
+-- ---------------------------------------------------------------------------
+-- Bill lines and settlement.
+
+CREATE FUNCTION tco.insert_bill_lines(account_id bigint[], product_code text[], charge_type tco.charge_type[],
+                                      period_start timestamptz[], period_end timestamptz[], list_amount numeric[],
+                                      issued_at timestamptz[], paid_at timestamptz[]) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer := pg_catalog.cardinality(account_id);
+    parts integer[];
+    missing bigint;
+    inserted bigint;
+BEGIN
+    IF account_id IS NULL OR product_code IS NULL OR period_start IS NULL OR period_end IS NULL OR list_amount IS NULL THEN
+        RAISE EXCEPTION 'argument "%" must not be NULL',
+                CASE WHEN account_id IS NULL THEN 'account_id' WHEN product_code IS NULL THEN 'product_code'
+                     WHEN period_start IS NULL THEN 'period_start' WHEN period_end IS NULL THEN 'period_end'
+                     ELSE 'list_amount' END
+            USING ERRCODE = '22004', HINT = 'Pass a value for every required argument.';
+    END IF;
+    IF pg_catalog.array_ndims(account_id) > 1 OR pg_catalog.cardinality(product_code) <> n
+       OR pg_catalog.cardinality(period_start) <> n OR pg_catalog.cardinality(period_end) <> n
+       OR pg_catalog.cardinality(list_amount) <> n
+       OR pg_catalog.cardinality(coalesce(charge_type, pg_catalog.array_fill(NULL::tco.charge_type, ARRAY[n]))) <> n
+       OR pg_catalog.cardinality(coalesce(issued_at, pg_catalog.array_fill(NULL::timestamptz, ARRAY[n]))) <> n
+       OR pg_catalog.cardinality(coalesce(paid_at, pg_catalog.array_fill(NULL::timestamptz, ARRAY[n]))) <> n THEN
+        RAISE EXCEPTION 'the arrays of tco.insert_bill_lines must have one length (account_id has %)', n
+            USING ERRCODE = '22023',
+                  HINT = 'Pass one element per bill line in every array; charge_type, issued_at and paid_at may be NULL as a whole.';
+    END IF;
+    IF n = 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT pg_catalog.array_agg(d.shard_id - 1 ORDER BY u.i), min(u.a) FILTER (WHERE d.shard_id IS NULL)
+      INTO parts, missing
+      FROM pg_catalog.unnest(account_id) WITH ORDINALITY AS u(a, i)
+      LEFT JOIN tco_cluster.account_directory d ON d.account_id = u.a;
+    IF missing IS NOT NULL OR pg_catalog.array_position(account_id, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'bill line of account % that does not exist', coalesce(missing::text, 'NULL')
+            USING ERRCODE = CASE WHEN missing IS NULL THEN '23502' ELSE '23503' END,
+                  HINT = 'Create the account with tco.create_account() through the router first.';
+    END IF;
+    SELECT sum(x) INTO inserted
+      FROM tco_cluster.px_insert_bill_lines(parts, account_id, product_code,
+                                            coalesce(charge_type, pg_catalog.array_fill(NULL::tco.charge_type, ARRAY[n])),
+                                            period_start, period_end, list_amount,
+                                            coalesce(issued_at, pg_catalog.array_fill(NULL::timestamptz, ARRAY[n])),
+                                            coalesce(paid_at, pg_catalog.array_fill(NULL::timestamptz, ARRAY[n]))) x;
+    RETURN inserted;
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_unreachable_shards('tco.insert_bill_lines', SQLERRM);
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.insert_bill_lines(bigint[], text[], tco.charge_type[], timestamptz[], timestamptz[], numeric[], timestamptz[], timestamptz[]) IS
+'Router: the lines are split by the shard of their account (PL/Proxy SPLIT) and each shard inserts its own in one statement. Returns the number of lines inserted.';
+
+CREATE FUNCTION tco.settle_cycle(cycle tco.billing_cycle, org_id bigint DEFAULT NULL,
+                                 OUT statements bigint, OUT lines bigint, OUT list_total numeric, OUT due_total numeric)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s integer;
+BEGIN
+    IF cycle IS NULL THEN
+        RAISE EXCEPTION 'argument "cycle" must not be NULL' USING ERRCODE = '22004', HINT = 'Pass a cycle such as ''2023-02''.';
+    END IF;
+    IF org_id IS NOT NULL THEN
+        s := tco_cluster.org_shard(org_id);
+        SELECT r.statements, r.lines, r.list_total, r.due_total INTO statements, lines, list_total, due_total
+          FROM tco_cluster.px_settle_cycle(s - 1, cycle, org_id) r;
+        RETURN;
+    END IF;
+    statements := 0; lines := 0; list_total := 0; due_total := 0;
+    IF EXISTS (SELECT 1 FROM tco_cluster.shard_conf) THEN
+        SELECT coalesce(sum(r.statements), 0), coalesce(sum(r.lines), 0), coalesce(sum(r.list_total), 0), coalesce(sum(r.due_total), 0)
+          INTO statements, lines, list_total, due_total
+          FROM tco_cluster.px_settle_cycle_all(cycle) r;
+    END IF;
+EXCEPTION WHEN internal_error THEN
+    IF s IS NOT NULL THEN
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    ELSE
+        PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('settlement of cycle %s on every shard', cycle), SQLERRM);
+    END IF;
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco.settle_cycle(tco.billing_cycle, bigint) IS
+'Router: settles one organization on its shard, or (org_id NULL) every shard in parallel (PL/Proxy RUN ON ALL) and returns the summed row. Idempotent per shard: after a shard outage, rerun it to complete what was missing.';
