@@ -61,3 +61,110 @@ lines=$(wc -l <"$CL_TMP/router.out")
 log "identical output ($lines lines)"
 [ -n "${TCO_CLUSTER_KEEP:-}" ] && cp "$CL_TMP/router.out" "$TCO_CLUSTER_KEEP"
 on router -d tco -c 'SELECT * FROM tco_cluster.shard ORDER BY shard_id'
+
+# check NODE DESCRIPTION EXPECTED SQL: the one-value answer of SQL on NODE
+checks=0
+check() {
+    local node=$1 what=$2 want=$3 got
+    got=$(psql -X -q -At -v ON_ERROR_STOP=1 -h "$CL_TMP/$node" -p "${PORT[$node]}" -d tco -c "$4" 2>&1) || true
+    if [ "$got" != "$want" ]; then
+        echo "FAIL: $what"; echo "  on $node: $4"; echo "  expected: $want"; echo "  got:      $got"; exit 1
+    fi
+    checks=$((checks + 1)); echo "ok $checks - $what"
+}
+# fails NODE DESCRIPTION PATTERN SQL [ROLE]: SQL fails with an error matching PATTERN
+fails() {
+    local node=$1 what=$2 pattern=$3 out
+    if out=$(psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -h "$CL_TMP/$node" -p "${PORT[$node]}" -d tco -U "${5:-$PGUSER}" -c "$4" 2>&1); then
+        echo "FAIL: $what: no error"; echo "  $4"; echo "  got: $out"; exit 1
+    fi
+    if ! grep -Eq -- "$pattern" <<<"$out"; then
+        echo "FAIL: $what: the error does not match /$pattern/"; echo "  $4"; echo "$out" | sed 's/^/  /'; exit 1
+    fi
+    checks=$((checks + 1)); echo "ok $checks - $what"; echo "$out" | sed -n '1,3s/^/    /p'
+}
+
+log "2. topology, directory, SPLIT, pushed-down BI reads"
+check router "three shards, two organizations and twelve accounts each" "1|2|12,2|2|12,3|2|12" \
+    "SELECT string_agg(concat_ws('|', shard_id, organizations, accounts), ',' ORDER BY shard_id) FROM tco_cluster.shard"
+check router "an organization's accounts live on its shard" "0" \
+    "SELECT count(*) FROM tco_cluster.account_directory d WHERE d.org_id IS NOT NULL AND d.shard_id <> tco_cluster.shard_of_org(d.org_id)"
+check router "unknown ids are not in the directory" "|" "SELECT concat(tco_cluster.shard_of_org(999), '|', tco_cluster.shard_of_account(999))"
+fails router "an unknown account is refused as on one server (23503)" "23503.*account 999 does not exist" \
+    "SELECT tco.available_credit(999)"
+for n in shard1 shard2 shard3; do
+    want=$(on router -d tco -At -c "SELECT string_agg(account_id::text, ',' ORDER BY account_id) FROM tco_cluster.account_directory
+                                     WHERE shard_id = (SELECT shard_id FROM tco_cluster.shard_conf WHERE name = '$n')")
+    check "$n" "$n holds the bill lines of its own accounts, and only those" "$want" \
+        "SELECT string_agg(account_id::text, ',' ORDER BY account_id) FROM (SELECT DISTINCT account_id FROM tco.bill_line) b"
+    check "$n" "$n got the 2160 lines of the big SPLIT call in one statement (one transaction)" "1" \
+        "SELECT count(DISTINCT xmin::text) FROM tco.bill_line WHERE period_start > '2023-01-01 00:00+08'"
+    check "$n" "$n has the global entities, products and billing zone" "6|5|Asia/Shanghai" \
+        "SELECT concat_ws('|', (SELECT count(*) FROM tco.entity), (SELECT count(*) FROM tco.product), tco.billing_timezone())"
+done
+on router -d tco -At -c "EXPLAIN (VERBOSE, COSTS OFF) SELECT payer_account_id, due_total FROM tco.settlement_by_payer WHERE cycle = '2023-02' AND org_id = 3 AND payer_account_id IN (300, 303)" >"$CL_TMP/explain.txt"
+sed 's/^/    /' "$CL_TMP/explain.txt"
+# grep_count WHAT WANT PATTERN FILE
+grep_count() {
+    local got; got=$(grep -cE -- "$3" "$4") || true
+    [ "$got" = "$2" ] || { echo "FAIL: $1 (expected $2 lines matching /$3/, got $got)"; exit 1; }
+    checks=$((checks + 1)); echo "ok $checks - $1"
+}
+grep_count "the BI view reads the three shards concurrently (async foreign scans)" 3 'Async Foreign Scan on tco_cluster.s[123]_settlement_by_payer' "$CL_TMP/explain.txt"
+grep_count "the filters on cycle, organization and payer are pushed down to every shard" 3 \
+    "Remote SQL: SELECT payer_account_id, due_total FROM tco.settlement_by_payer WHERE .*payer_account_id = ANY \\('\\{300,303\\}'::bigint\\[\\]\\).* AND \\(\\(cycle = '2023-02'\\)\\) AND \\(\\(org_id = 3\\)\\)" "$CL_TMP/explain.txt"
+
+# a shard added later: the global data is copied to it, new organizations go there
+on shard3 -d postgres -c 'CREATE DATABASE tco4' >/dev/null
+psql -X -q -h "$CL_TMP/shard3" -p "${PORT[shard3]}" -d tco4 -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION tco CASCADE' >/dev/null
+check router "a fourth shard can be added later" "4" \
+    "SELECT tco_cluster.add_shard('shard4', 'host=$CL_TMP/shard3 port=${PORT[shard3]} dbname=tco4')"
+on router -d tco -c "SELECT tco.create_entity(7, 'Entity 7', true)" -c "SELECT tco.create_account(700, 'acct-7-0', 7, 50)" \
+    -c "SELECT tco.create_organization(700, 'Org 7')" >/dev/null
+check router "a new entity's account and organization go to the new, least loaded shard" "4|4" \
+    "SELECT concat(tco_cluster.shard_of_account(700), '|', tco_cluster.shard_of_org(7))"
+check router "the new shard answers through the router" "50.00|0" \
+    "SELECT concat(tco.available_credit(700), '|', (SELECT count(*) FROM tco_cluster.s4_settlement_by_payer))"
+got=$(psql -X -At -h "$CL_TMP/shard3" -p "${PORT[shard3]}" -d tco4 -c "SELECT concat_ws('|', (SELECT count(*) FROM tco.entity), (SELECT count(*) FROM tco.product), tco.billing_timezone(), (SELECT count(*) FROM tco.organization))")
+[ "$got" = "7|5|Asia/Shanghai|1" ] || { echo "FAIL: the new shard lacks the global data: $got"; exit 1; }
+checks=$((checks + 1)); echo "ok $checks - the new shard got the entities, products and billing zone"
+
+log "3. faults: a shard down during a cluster-wide settlement"
+on single -d tco -f test/cluster/march_lines.sql >/dev/null
+on router -d tco -f test/cluster/march_lines.sql >/dev/null
+on single -d tco -f test/cluster/march_settle.sql >"$CL_TMP/single_march.out"
+# statements SHARD [MAX_ID]: the statements of a shard (ids, payers, cycles,
+# totals) up to an id, as one digest, after the largest id
+statements() { psql -X -At -h "$CL_TMP/$1" -p "${PORT[$1]}" -d tco -c \
+    "SELECT max(statement_id) || ' ' || md5(coalesce(string_agg(concat_ws('|', statement_id, payer_account_id, cycle, list_total, due_total), ',' ORDER BY statement_id), ''))
+       FROM tco.statement WHERE statement_id <= ${2:-9223372036854775807}"; }
+as_pg "$PG_BIN/pg_ctl" -D "$CL_TMP/shard2/data" -m fast -w stop >/dev/null
+fails router "a call for an account on the stopped shard names the shard and its conninfo" \
+    "08006.*shard 2 \"shard2\" \\(host=$CL_TMP/shard2 port=${PORT[shard2]} dbname=tco\\) is unreachable" \
+    "SELECT tco.trusteeship_effective_payer(200, 'cvm', '2023-03-05 00:00+08')"
+check router "calls for organizations on the other shards go on working" "100|300" \
+    "SELECT concat(tco.trusteeship_effective_payer(101, 'cvm', '2023-03-05 00:00+08'), '|', tco.trusteeship_effective_payer(301, 'cvm', '2023-03-05 00:00+08'))"
+check router "settling an organization of another shard works" "t" "SELECT statements > 0 FROM tco.settle_cycle('2023-03', 1)"
+fails router "the cluster-wide settlement fails naming the stopped shard" \
+    "08006.*settlement of cycle 2023-03 on every shard failed: shard 2 \"shard2\" \\(host=[^)]*\\) unreachable" \
+    "SELECT * FROM tco.settle_cycle('2023-03')"
+fails router "a cross-shard BI read fails instead of returning a partial result" \
+    "could not connect to server \"tco_shard_shard2\"" "SELECT count(*) FROM tco.settlement_by_payer WHERE cycle = '2023-03'"
+fails router "writing global data fails naming the stopped shard" "08006.*shard 2 \"shard2\"" \
+    "SELECT tco.create_product('gpu', 'hour')"
+check router "the failed write left nothing on the router" "0" "SELECT count(*) FROM tco_cluster.product WHERE product_code = 'gpu'"
+s1_before=$(statements shard1); s3_before=$(statements shard3)
+as_pg "$PG_BIN/pg_ctl" -D "$CL_TMP/shard2/data" -l "$CL_TMP/shard2/server.log" -w -t 60 start >/dev/null
+on router -d tco -f test/cluster/march_settle.sql >"$CL_TMP/router_march.out"
+if ! diff -u "$CL_TMP/single_march.out" "$CL_TMP/router_march.out"; then
+    echo "FAIL: the settlement rerun after the outage differs from one server's"; exit 1
+fi
+checks=$((checks + 1)); echo "ok $checks - the rerun after the restart completes the settlement: same totals and views as one server"
+[ "$(statements shard1 "${s1_before%% *}")" = "$s1_before" ] && [ "$(statements shard3 "${s3_before%% *}")" = "$s3_before" ] \
+    || { echo "FAIL: the rerun changed statements of shard 1 or 3 written before the outage"; exit 1; }
+checks=$((checks + 1)); echo "ok $checks - the rerun left the statements written before the outage unchanged (organization 1 of shard 1 settled during it)"
+all_after=$(for n in shard1 shard2 shard3; do statements $n; done)
+on router -d tco -c "SELECT * FROM tco.settle_cycle('2023-03')" >/dev/null
+[ "$(for n in shard1 shard2 shard3; do statements $n; done)" = "$all_after" ] \
+    || { echo "FAIL: a second cluster-wide settlement changed statements"; exit 1; }
+checks=$((checks + 1)); echo "ok $checks - settling again changes nothing on any shard"

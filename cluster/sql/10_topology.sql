@@ -51,7 +51,7 @@ SELECT pg_catalog.pg_extension_config_dump('tco_cluster.account_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('tco_cluster.entity_id_seq', '');
 
 -- Global data: the master copy, written through the router, copied to every
--- shard (and to a shard added later) by tco.cluster_sync_globals.
+-- shard (and to a shard added later) by tco_shard.sync_globals.
 CREATE TABLE tco_cluster.entity (
     entity_id bigint PRIMARY KEY,
     name      text NOT NULL,
@@ -203,7 +203,7 @@ CREATE FUNCTION tco_cluster.px_sync_globals(p_part integer, p_entity_id bigint[]
 LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
     CLUSTER 'tco_cluster';
     RUN ON p_part;
-    SELECT tco.cluster_sync_globals(p_entity_id, p_entity_name, p_entity_verified, p_product_code,
+    SELECT tco_shard.sync_globals(p_entity_id, p_entity_name, p_entity_verified, p_product_code,
                                     p_product_granularity, p_billing_timezone, p_legacy_cutover);
 $$;
 
@@ -213,7 +213,7 @@ CREATE FUNCTION tco_cluster.px_sync_globals_all(p_entity_id bigint[], p_entity_n
 LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
     CLUSTER 'tco_cluster';
     RUN ON ALL;
-    SELECT tco.cluster_sync_globals(p_entity_id, p_entity_name, p_entity_verified, p_product_code,
+    SELECT tco_shard.sync_globals(p_entity_id, p_entity_name, p_entity_verified, p_product_code,
                                     p_product_granularity, p_billing_timezone, p_legacy_cutover);
 $$;
 
@@ -272,7 +272,7 @@ BEGIN
     RETURN n;
 END $$;
 COMMENT ON FUNCTION tco_cluster.push_globals(integer, bigint[], text[], boolean[], text[], tco.granularity[], text, timestamptz) IS
-'Copies the given entities, products and configuration (NULL: unchanged) to one shard or (NULL) every shard, with tco.cluster_sync_globals. Returns the rows inserted or changed.';
+'Copies the given entities, products and configuration (NULL: unchanged) to one shard or (NULL) every shard, with tco_shard.sync_globals. Returns the rows inserted or changed.';
 
 -- Copy all the global data to one shard or to all (NULL).
 CREATE FUNCTION tco_cluster.sync_globals(p_shard_id integer DEFAULT NULL) RETURNS bigint

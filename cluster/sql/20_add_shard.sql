@@ -138,6 +138,7 @@ BEGIN
     END LOOP;
     PERFORM tco_cluster.rebuild_views();
 
+    PERFORM tco_cluster.install_shard_support(srv);
     PERFORM tco_cluster.sync_globals(new_id);
     RETURN new_id;
 END $$;

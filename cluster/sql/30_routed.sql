@@ -32,13 +32,13 @@ CREATE FUNCTION tco_cluster.px_create_organization(p_part integer, p_org_id bigi
                                                    p_admin bigint, p_name text) RETURNS bigint
 LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
     CLUSTER 'tco_cluster'; RUN ON p_part;
-    SELECT tco.cluster_create_organization(p_org_id, p_root_unit_id, p_admin, p_name);
+    SELECT tco_shard.create_organization(p_org_id, p_root_unit_id, p_admin, p_name);
 $$;
 CREATE FUNCTION tco_cluster.px_create_unit(p_part integer, p_unit_id bigint, p_org_id bigint, p_name text,
                                            p_parent bigint) RETURNS bigint
 LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
     CLUSTER 'tco_cluster'; RUN ON p_part;
-    SELECT tco.cluster_create_unit(p_unit_id, p_org_id, p_name, p_parent);
+    SELECT tco_shard.create_unit(p_unit_id, p_org_id, p_name, p_parent);
 $$;
 CREATE FUNCTION tco_cluster.px_add_member(p_part integer, p_org_id bigint, p_account_id bigint, p_unit_id bigint,
                                           p_policy tco.settlement_policy) RETURNS void

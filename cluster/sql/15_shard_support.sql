@@ -1,20 +1,37 @@
--- Shard side of tco_cluster (DESIGN section 10, README "Running on several
--- servers").  A shard is an ordinary tco database; the router (extension
--- tco_cluster) calls these functions on it through PL/Proxy:
+-- Shard side of tco_cluster.  A shard is an ordinary tco database (CREATE
+-- EXTENSION tco); tco_cluster.add_shard installs these functions on it, in a
+-- schema tco_shard of its own (through dblink, as the router's superuser), and
+-- the router calls them through PL/Proxy:
 --
 --   * ids a single server draws from its own sequences (organizations,
 --     units) are drawn by the router for the whole installation, so that the
 --     same workload gives the same ids on one server and on several;
 --   * global data (entities, products, configuration) is copied to every
---     shard idempotently: a copy interrupted by a shard outage is simply run
---     again;
---   * an account moving to another shard is exported, imported and removed
---     (tco_cluster's two-phase commit runs the import and the removal).
+--     shard idempotently: a copy interrupted by a shard outage is run again.
 --
--- Executable by tco_admin only (99_grants.sql revokes them from PUBLIC).
+-- They run with the caller's rights (tco_admin on the shard) and are
+-- executable by tco_admin only.  tco itself is unchanged.
+CREATE FUNCTION tco_cluster.shard_support_sql() RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $support$ SELECT $sql$
+SET LOCAL search_path = pg_catalog, pg_temp;
+DO $guard$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+                WHERE n.nspname = 'tco_shard' AND NOT r.rolsuper) THEN
+        RAISE EXCEPTION 'schema tco_shard exists on this shard and is not owned by a superuser'
+            USING ERRCODE = '42501', HINT = 'Drop or rename it: tco_cluster installs its shard functions there.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'tco') THEN
+        RAISE EXCEPTION 'database % is not a tco database', pg_catalog.current_database()
+            USING ERRCODE = '55000', HINT = 'Run CREATE EXTENSION tco CASCADE in the shard database first.';
+    END IF;
+END $guard$;
+CREATE SCHEMA IF NOT EXISTS tco_shard;
+REVOKE ALL ON SCHEMA tco_shard FROM PUBLIC;
+GRANT USAGE ON SCHEMA tco_shard TO tco_admin;
 
 -- tco.create_organization with the router's organization id and root unit id.
-CREATE FUNCTION tco.cluster_create_organization(org_id bigint, root_unit_id bigint,
+CREATE OR REPLACE FUNCTION tco_shard.create_organization(org_id bigint, root_unit_id bigint,
                                                 admin_account_id bigint, name text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -25,7 +42,7 @@ BEGIN
     PERFORM tco.require_arg(admin_account_id, 'admin_account_id');
     PERFORM tco.require_name(name, 'name');
     PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a
-                                        WHERE a.account_id = cluster_create_organization.admin_account_id),
+                                        WHERE a.account_id = create_organization.admin_account_id),
                                'account', admin_account_id);
     -- The root unit is created by the insert trigger of tco.organization from
     -- the unit sequence: point the sequence at the router's id, with unit
@@ -34,21 +51,21 @@ BEGIN
     PERFORM pg_catalog.setval(pg_catalog.pg_get_serial_sequence('tco.org_unit', 'unit_id')::regclass,
                               root_unit_id, false);
     INSERT INTO tco.organization (org_id, name, admin_account_id)
-        VALUES (cluster_create_organization.org_id, cluster_create_organization.name,
-                cluster_create_organization.admin_account_id);
+        VALUES (create_organization.org_id, create_organization.name,
+                create_organization.admin_account_id);
     SELECT u.unit_id INTO root FROM tco.org_unit u
-     WHERE u.org_id = cluster_create_organization.org_id AND u.parent_unit_id IS NULL;
+     WHERE u.org_id = create_organization.org_id AND u.parent_unit_id IS NULL;
     IF root IS DISTINCT FROM root_unit_id THEN
         RAISE EXCEPTION 'organization % got root unit % instead of unit % chosen by the router', org_id, root, root_unit_id
             USING ERRCODE = '55000', HINT = 'A unit with that id exists on this shard already: check the router''s unit sequence.';
     END IF;
     RETURN org_id;
 END $$;
-COMMENT ON FUNCTION tco.cluster_create_organization(bigint, bigint, bigint, text) IS
-'tco_cluster: tco.create_organization with the organization id and root unit id chosen by the router. Returns org_id.';
+COMMENT ON FUNCTION tco_shard.create_organization(bigint, bigint, bigint, text) IS
+'tco_cluster (router) support: tco.create_organization with the organization id and root unit id chosen by the router. Returns org_id.';
 
 -- tco.create_unit with the router's unit id.
-CREATE FUNCTION tco.cluster_create_unit(unit_id bigint, org_id bigint, name text, parent_unit_id bigint DEFAULT NULL)
+CREATE OR REPLACE FUNCTION tco_shard.create_unit(unit_id bigint, org_id bigint, name text, parent_unit_id bigint DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -59,20 +76,20 @@ BEGIN
     PERFORM tco.require_name(name, 'name');
     IF parent IS NULL THEN
         SELECT u.unit_id INTO parent FROM tco.org_unit u
-            WHERE u.org_id = cluster_create_unit.org_id AND u.parent_unit_id IS NULL;
+            WHERE u.org_id = create_unit.org_id AND u.parent_unit_id IS NULL;
         PERFORM tco.require_exists(FOUND, 'organization', org_id);
     END IF;
     INSERT INTO tco.org_unit (unit_id, org_id, parent_unit_id, name)
-        VALUES (cluster_create_unit.unit_id, cluster_create_unit.org_id, parent, cluster_create_unit.name);
+        VALUES (create_unit.unit_id, create_unit.org_id, parent, create_unit.name);
     RETURN unit_id;
 END $$;
-COMMENT ON FUNCTION tco.cluster_create_unit(bigint, bigint, text, bigint) IS
-'tco_cluster: tco.create_unit with the unit id chosen by the router. Returns unit_id.';
+COMMENT ON FUNCTION tco_shard.create_unit(bigint, bigint, text, bigint) IS
+'tco_cluster (router) support: tco.create_unit with the unit id chosen by the router. Returns unit_id.';
 
 -- Global data, copied from the router: entities and products are inserted or
 -- brought up to date, the configuration set when given (NULL: unchanged).
 -- Idempotent.  Returns the number of rows inserted or changed.
-CREATE FUNCTION tco.cluster_sync_globals(entity_id bigint[], entity_name text[], entity_verified boolean[],
+CREATE OR REPLACE FUNCTION tco_shard.sync_globals(entity_id bigint[], entity_name text[], entity_verified boolean[],
                                          product_code text[], product_granularity tco.granularity[],
                                          billing_timezone text DEFAULT NULL, legacy_cutover timestamptz DEFAULT NULL)
 RETURNS bigint
@@ -104,11 +121,38 @@ BEGIN
     IF legacy_cutover IS NOT NULL
        AND legacy_cutover IS DISTINCT FROM coalesce((SELECT c.legacy_cutover FROM tco.config c),
                                                      '2022-08-01 12:00:00+08'::timestamptz) THEN
-        INSERT INTO tco.config AS c (singleton, legacy_cutover) VALUES (true, cluster_sync_globals.legacy_cutover)
+        INSERT INTO tco.config AS c (singleton, legacy_cutover) VALUES (true, sync_globals.legacy_cutover)
         ON CONFLICT (singleton) DO UPDATE SET legacy_cutover = excluded.legacy_cutover;
         changed := changed + 1;
     END IF;
     RETURN changed;
 END $$;
-COMMENT ON FUNCTION tco.cluster_sync_globals(bigint[], text[], boolean[], text[], tco.granularity[], text, timestamptz) IS
-'tco_cluster: copies global data from the router (entities, products, billing time zone, legacy cut-over; NULL configuration: unchanged). Idempotent; returns the rows inserted or changed.';
+COMMENT ON FUNCTION tco_shard.sync_globals(bigint[], text[], boolean[], text[], tco.granularity[], text, timestamptz) IS
+'tco_cluster (router) support: copies global data from the router (entities, products, billing time zone, legacy cut-over; NULL configuration: unchanged). Idempotent; returns the rows inserted or changed.';
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tco_shard FROM PUBLIC;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tco_shard TO tco_admin;
+$sql$ $support$;
+COMMENT ON FUNCTION tco_cluster.shard_support_sql() IS 'The SQL that installs (or updates) schema tco_shard on a shard: the functions the router calls there.';
+
+-- dblink_exec of the dblink extension, wherever CREATE EXTENSION ... CASCADE
+-- put it.
+CREATE FUNCTION tco_cluster.dblink_exec(conn text, command text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r text;
+BEGIN
+    EXECUTE pg_catalog.format('SELECT %I.dblink_exec($1, $2)',
+                              (SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+                                WHERE e.extname = 'dblink'))
+       INTO r USING conn, command;
+    RETURN r;
+END $$;
+
+-- Install the shard functions on a shard, through its postgres_fdw server and
+-- the calling role's user mapping (dblink).
+CREATE FUNCTION tco_cluster.install_shard_support(p_server name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tco_cluster.dblink_exec(p_server::text, 'BEGIN; ' || tco_cluster.shard_support_sql() || ' COMMIT;');
+END $$;
