@@ -168,3 +168,119 @@ on router -d tco -c "SELECT * FROM tco.settle_cycle('2023-03')" >/dev/null
 [ "$(for n in shard1 shard2 shard3; do statements $n; done)" = "$all_after" ] \
     || { echo "FAIL: a second cluster-wide settlement changed statements"; exit 1; }
 checks=$((checks + 1)); echo "ok $checks - settling again changes nothing on any shard"
+
+log "4. security: conninfo for admins only, a reader across the shards through user mappings and RLS"
+# roles are per server: the same names on the router, on every shard and on the single server
+for n in router shard1 shard2 shard3 single; do
+    on "$n" -d tco >/dev/null <<'SQL'
+CREATE ROLE cl_ops LOGIN IN ROLE tco_admin;
+CREATE ROLE cl_reader LOGIN IN ROLE tco_reader;
+CREATE ROLE cl_outsider LOGIN;
+SQL
+done
+shard_of_300=$(on router -d tco -At -c "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account(300)")
+# the login -> account mapping lives with the account, on its shard
+on "$shard_of_300" -d tco -c "INSERT INTO tco.account_login (role_name, account_id) VALUES ('cl_reader', 300)" >/dev/null
+on single -d tco -c "INSERT INTO tco.account_login (role_name, account_id) VALUES ('cl_reader', 300)" >/dev/null
+check router "user mappings give the reader and the operator their credentials on the four shards" "4|4" \
+    "SELECT concat(tco_cluster.map_role('cl_reader'), '|', tco_cluster.map_role('cl_ops'))"
+as_role() { local node=$1 role=$2; shift 2; psql -X -q -At -v ON_ERROR_STOP=1 -h "$CL_TMP/$node" -p "${PORT[$node]}" -d tco -U "$role" "$@"; }
+reader_q="SELECT concat_ws('|', cycle, payer_account_id, org_id, list_total, due_total) FROM tco.settlement_by_payer ORDER BY cycle, payer_account_id"
+as_role single cl_reader -c "$reader_q" >"$CL_TMP/reader_single.out"
+as_role router cl_reader -c "$reader_q" >"$CL_TMP/reader_router.out"
+[ -s "$CL_TMP/reader_router.out" ] && diff -u "$CL_TMP/reader_single.out" "$CL_TMP/reader_router.out" \
+    || { echo "FAIL: the reader sees other rows through the router than on one server"; exit 1; }
+checks=$((checks + 1)); echo "ok $checks - the reader (admin of organization 3) sees through the router exactly what it sees on one server ($(wc -l <"$CL_TMP/reader_router.out") rows)"
+check router "the reader's rows come from its own organization only, over the four shards" "3" \
+    "SET ROLE cl_reader; SELECT string_agg(DISTINCT org_id::text, ',') FROM tco.settlement_by_member"
+check router "the reader lists the shards without their conninfo" "4|0" \
+    "SET ROLE cl_reader; SELECT concat(count(*), '|', count(conninfo)) FROM tco_cluster.shard"
+check router "an operator (tco_admin) reads the conninfo" "4|4" \
+    "SET ROLE cl_ops; SELECT concat(count(*), '|', count(conninfo)) FROM tco_cluster.shard"
+check router "an operator's routed calls reach the shards as itself" "100|cl_ops" \
+    "SET ROLE cl_ops; SELECT concat(tco.trusteeship_effective_payer(101, 'cvm', '2023-03-05 00:00+08'), '|', current_user)"
+fails router "the reader cannot read the shard table" "42501" "SELECT conninfo FROM tco_cluster.shard_conf" cl_reader
+fails router "the reader cannot change topology" "42501" "SELECT tco_cluster.add_shard('x', 'host=/tmp port=1 dbname=x')" cl_reader
+fails router "the operator cannot hand out credentials" "42501" "SELECT tco_cluster.map_role('cl_outsider')" cl_ops
+fails router "the reader cannot write through the router" "42501" "SELECT tco.create_product('gpu', 'hour')" cl_reader
+fails router "a role without tco_reader reads nothing" "42501" "SELECT count(*) FROM tco.settlement_by_payer" cl_outsider
+fails router "a role without tco_reader calls nothing" "42501" "SELECT tco.available_credit(101)" cl_outsider
+fails router "a conninfo with a password is refused (credentials belong in user mappings)" "22023.*names a user or a password" \
+    "SELECT tco_cluster.add_shard('x', 'host=/tmp port=1 dbname=x password=secret')"
+check router "the operator adds a shard's error-free description with no password anywhere" "0" \
+    "SELECT count(*) FROM tco_cluster.shard_conf WHERE conninfo ~* 'password'"
+
+log "5. accounts that change shard: two-phase commit, crashes, tco_cluster.recover()"
+# accounts 900-902 of a new entity get a home shard (one of the first three:
+# entity 7's accounts fill shard 4 first); organization $org lives on another one
+on router -d tco -c "SELECT count(tco.create_account(a, 'acct-7-' || a, 7)) FROM generate_series(710, 729) a" \
+    -c "SELECT tco.create_entity(9, 'Entity 9', true)" \
+    -c "SELECT tco.create_account(a, 'mover-' || a, 9, 30) FROM generate_series(900, 902) a" >/dev/null
+acct_0=900; acct_1=901
+org=$(on router -d tco -At -c "SELECT min(org_id) FROM tco_cluster.org_directory WHERE shard_id <> tco_cluster.shard_of_account(900) AND shard_id <= 3")
+admin=$(on router -d tco -At -c "SELECT 100 * $org")
+on router -d tco >/dev/null <<SQL
+SELECT tco.deposit($acct_0, 20);
+SELECT tco.insert_bill_lines(array_fill($acct_0::bigint, ARRAY[5]), array_fill('cvm'::text, ARRAY[5]), NULL,
+       ARRAY(SELECT '2023-04-01 00:00+08'::timestamptz + g * interval '1 hour' FROM generate_series(0, 4) g),
+       ARRAY(SELECT '2023-04-01 01:00+08'::timestamptz + g * interval '1 hour' FROM generate_series(0, 4) g),
+       array_fill(2.5, ARRAY[5]), NULL, NULL);
+SELECT tco.set_contract_discount($acct_0, NULL, 0.1);
+SQL
+src=$(on router -d tco -At -c "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account($acct_0)")
+dst=$(on router -d tco -At -c "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_org($org)")
+state_q="SELECT concat_ws('|', (SELECT balance FROM tco.account WHERE account_id = $acct_0), (SELECT count(*) FROM tco.ledger WHERE account_id = $acct_0),
+                  (SELECT count(*) || ':' || sum(list_amount) FROM tco.bill_line WHERE account_id = $acct_0),
+                  (SELECT count(*) FROM tco.contract_discount WHERE account_id = $acct_0))"
+before=$(on "$src" -d tco -At -c "$state_q")
+echo "    account $acct_0 on $src: $before; organization $org on $dst"
+prepared() { on "$1" -d tco -At -c "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'tco_move_%'"; }
+
+# a. the router's session dies between PREPARE and the decision: recover() rolls back
+if on router -d tco -c "SET tco_cluster.fail_move_at = 'prepared'" -c "SELECT tco.add_member($org, $acct_0)" >"$CL_TMP/crash_a.log" 2>&1; then
+    echo "FAIL: the session did not die"; exit 1
+fi
+check "$src" "after a crash between prepare and decision, the source shard holds a prepared transaction" "1" \
+    "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'tco_move_%'"
+check "$dst" "and so does the target shard" "1" "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'tco_move_%'"
+check router "recover() rolls the undecided move back on both shards" "rolled back|2" \
+    "SELECT action || '|' || transactions FROM tco_cluster.recover()"
+check "$src" "the account is whole on its shard again" "$before" "$state_q"
+check "$dst" "and absent from the target" "0|0" "$state_q"
+check router "the directory still points at the source shard, the move is recorded as aborted" "$src|aborted" \
+    "SELECT (SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account($acct_0)) || '|' || state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1"
+
+# b. the router's session dies after the decision: recover() commits
+if on router -d tco -c "SET tco_cluster.fail_move_at = 'decided'" -c "SELECT tco.add_member($org, $acct_0)" >"$CL_TMP/crash_b.log" 2>&1; then
+    echo "FAIL: the session did not die"; exit 1
+fi
+check router "after a crash after the decision, the directory already points at the target" "$dst" \
+    "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account($acct_0)"
+# the target shard crashes too, with the transaction prepared: it survives the restart
+as_pg "$PG_BIN/pg_ctl" -D "$CL_TMP/$dst/data" -m immediate -w stop >/dev/null
+as_pg "$PG_BIN/pg_ctl" -D "$CL_TMP/$dst/data" -l "$CL_TMP/$dst/server.log" -w -t 60 start >/dev/null
+check "$dst" "the prepared transaction survived the target shard's crash" "1" "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'tco_move_%'"
+check router "recover() commits the decided move on both shards" "committed|2" \
+    "SELECT action || '|' || transactions FROM tco_cluster.recover()"
+check "$dst" "the account arrived whole: balance, ledger, bill lines, discount" "$before" "$state_q"
+check "$src" "and left the source shard" "0|0" "$state_q"
+check router "recover() again finds nothing to do" "0" "SELECT count(*) FROM tco_cluster.recover()"
+on router -d tco -c "SELECT tco.add_member($org, $acct_0)" >/dev/null
+check router "the moved account joins organization $org on its shard" "$org|$acct_0" \
+    "SELECT concat((SELECT org_id FROM tco_cluster.account_directory WHERE account_id = $acct_0), '|', tco.trusteeship_effective_payer($acct_0, 'cvm', '2023-04-01 00:00+08'))"
+
+# c. an ordinary move, in the add_member call itself
+on router -d tco -c "SELECT tco.add_member($org, $acct_1)" >/dev/null
+check router "add_member of an account of another shard moves it there first" "$dst|done" \
+    "SELECT (SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account($acct_1)) || '|' || state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1"
+check "$dst" "the moved account is a member of organization $org on the target shard" "$org" "SELECT org_id FROM tco.member WHERE account_id = $acct_1"
+check "$src" "no transaction is left prepared" "0" "SELECT count(*) FROM pg_prepared_xacts"
+# d. refused moves
+fails router "an account with statements is not moved" "55000.*account 605 cannot move to another shard: it has settled statements" \
+    "SELECT tco_cluster.move_account(605, (SELECT shard_id FROM tco_cluster.shard_conf WHERE shard_id <> tco_cluster.shard_of_account(605) LIMIT 1))"
+fails router "an account in an organization, in trusteeship, is not moved" "55000.*account 101 cannot move to another shard: it is a member of organization 1; it has trusteeship history" \
+    "SELECT tco_cluster.move_account(101, (SELECT shard_id FROM tco_cluster.shard_conf WHERE shard_id <> tco_cluster.shard_of_account(101) LIMIT 1))"
+check router "refused moves leave nothing prepared and are recorded as aborted" "0|aborted" \
+    "SELECT concat((SELECT count(*) FROM tco_cluster.recover()), '|', (SELECT state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1))"
+
+log "$checks checks passed"

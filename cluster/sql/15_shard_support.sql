@@ -130,22 +130,147 @@ END $$;
 COMMENT ON FUNCTION tco_shard.sync_globals(bigint[], text[], boolean[], text[], tco.granularity[], text, timestamptz) IS
 'tco_cluster (router) support: copies global data from the router (entities, products, billing time zone, legacy cut-over; NULL configuration: unchanged). Idempotent; returns the rows inserted or changed.';
 
+-- Moving an account off this shard or onto it (tco_cluster.move_account,
+-- which runs these in two transactions it prepares and commits with
+-- two-phase commit, as a superuser).  What a move carries: the account row,
+-- its ledger, its bill lines (not yet settled), its membership history,
+-- account-level discounts, alert thresholds and channels, login mappings.
+-- What ties an account to its shard otherwise refuses the move.
+CREATE OR REPLACE FUNCTION tco_shard.move_blockers(p_account_id bigint) RETURNS text[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.array_remove(ARRAY[
+        (SELECT 'it is a member of organization ' || m.org_id FROM tco.member m WHERE m.account_id = p_account_id),
+        (SELECT 'it is the admin of organization ' || min(o.org_id) FROM tco.organization o WHERE o.admin_account_id = p_account_id HAVING count(*) > 0),
+        CASE WHEN EXISTS (SELECT 1 FROM tco.trusteeship t WHERE p_account_id IN (t.member_account_id, t.management_account_id))
+             THEN 'it has trusteeship history (as member or manager)' END,
+        CASE WHEN EXISTS (SELECT 1 FROM tco.statement s WHERE s.payer_account_id = p_account_id)
+               OR EXISTS (SELECT 1 FROM tco.statement_line l WHERE l.account_id = p_account_id)
+               OR EXISTS (SELECT 1 FROM tco.settled_pack k WHERE p_account_id IN (k.payer_account_id, k.account_id))
+             THEN 'it has settled statements (paid or unpaid)' END,
+        CASE WHEN EXISTS (SELECT 1 FROM tco.invoice i WHERE p_account_id IN (i.issuer_account_id, i.recipient_account_id))
+             THEN 'it has invoices' END,
+        CASE WHEN EXISTS (SELECT 1 FROM tco.benefit b WHERE b.owner_account_id = p_account_id)
+               OR EXISTS (SELECT 1 FROM tco.benefit_share b WHERE b.account_id = p_account_id)
+             THEN 'it owns or shares benefits' END,
+        CASE WHEN EXISTS (SELECT 1 FROM tco.prepaid_resource r WHERE p_account_id IN (r.owner_account_id, r.holder_account_id))
+               OR EXISTS (SELECT 1 FROM tco.prepaid_transfer t WHERE p_account_id IN (t.from_account_id, t.to_account_id))
+             THEN 'it has prepaid resources' END,
+        CASE WHEN EXISTS (SELECT 1 FROM tco.ledger g WHERE g.counterparty_account_id = p_account_id
+                                                        OR g.account_id = p_account_id AND g.counterparty_account_id IS NOT NULL)
+             THEN 'it has top-ups with other accounts' END,
+        CASE WHEN EXISTS (SELECT 1 FROM tco.alert a WHERE a.account_id = p_account_id) THEN 'it has fired alerts' END,
+        CASE WHEN EXISTS (SELECT 1 FROM tco.invitation i WHERE i.account_id = p_account_id AND i.status = 'pending')
+             THEN 'it has a pending invitation' END,
+        CASE WHEN EXISTS (SELECT 1 FROM tco.allocation_rule r WHERE r.source_account_id = p_account_id)
+               OR EXISTS (SELECT 1 FROM tco.allocation_target t WHERE t.target_account_id = p_account_id)
+             THEN 'it is in cost allocation rules' END
+    ], NULL)
+$$;
+
+-- The tables a move carries, parents first.
+CREATE OR REPLACE FUNCTION tco_shard.moved_tables() RETURNS text[]
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ARRAY['account', 'ledger', 'bill_line', 'member_history', 'contract_discount', 'alert_threshold',
+                 'alert_channel', 'account_login']
+$$;
+
+-- The account's rows, for the shard it moves to; locks the account and the
+-- settlement of the cycles of its lines (no settlement runs under a move).
+CREATE OR REPLACE FUNCTION tco_shard.export_account(p_account_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    blockers text[] := tco_shard.move_blockers(p_account_id);
+    t text;
+    rows jsonb;
+    result jsonb := '{}';
+BEGIN
+    IF pg_catalog.cardinality(blockers) > 0 THEN
+        RAISE EXCEPTION 'account % cannot move to another shard: %', p_account_id, pg_catalog.array_to_string(blockers, '; ')
+            USING ERRCODE = '55000',
+                  HINT = 'An account moves to its new organization''s shard only while it carries no settled or shared history: create the account through the router after its organization, or keep it on its shard.';
+    END IF;
+    PERFORM 1 FROM tco.account a WHERE a.account_id = p_account_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist on this shard', p_account_id
+            USING ERRCODE = '23503', HINT = 'Check tco_cluster.account_directory on the router (tco_cluster.recover() resolves interrupted moves).';
+    END IF;
+    PERFORM tco.settlement_lock_shared(c.cycle)
+       FROM (SELECT DISTINCT tco.cycle_of(b.period_start) AS cycle FROM tco.bill_line b WHERE b.account_id = p_account_id) c;
+    FOREACH t IN ARRAY tco_shard.moved_tables() LOOP
+        EXECUTE pg_catalog.format('SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(x)), ''[]'') FROM tco.%I x WHERE x.account_id = $1', t)
+           INTO rows USING p_account_id;
+        result := result || pg_catalog.jsonb_build_object(t, rows);
+    END LOOP;
+    RETURN result;
+END $$;
+
+-- Remove the account's rows (after export_account in the same
+-- transaction): raw deletes, history included, with triggers off
+-- (session_replication_role = replica, superuser only): the rows are not
+-- gone, they move.
+CREATE OR REPLACE FUNCTION tco_shard.forget_account(p_account_id bigint) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t text;
+    n bigint;
+    total bigint := 0;
+BEGIN
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    FOR t IN SELECT u.t FROM pg_catalog.unnest(tco_shard.moved_tables()) WITH ORDINALITY AS u(t, o) ORDER BY u.o DESC LOOP
+        EXECUTE pg_catalog.format('DELETE FROM tco.%I x WHERE x.account_id = $1', t) USING p_account_id;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+    END LOOP;
+    PERFORM pg_catalog.set_config('session_replication_role', 'origin', true);
+    RETURN total;
+END $$;
+
+-- Insert the rows of export_account: as a restore does (row_security off,
+-- superuser: tco.restoring() is true, so triggers neither derive rows nor
+-- re-judge past actions), with this shard's own ids for every row but the
+-- account.
+CREATE OR REPLACE FUNCTION tco_shard.import_account(data jsonb) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t text;
+    cols text;
+    n bigint;
+    total bigint := 0;
+BEGIN
+    PERFORM pg_catalog.set_config('row_security', 'off', true);
+    FOREACH t IN ARRAY tco_shard.moved_tables() LOOP
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = pg_catalog.format('tco.%I', t)::regclass AND a.attnum > 0 AND NOT a.attisdropped
+           AND a.attgenerated = '' AND (a.attidentity = '' OR t = 'account');
+        EXECUTE pg_catalog.format('INSERT INTO tco.%I (%s) SELECT %s FROM pg_catalog.jsonb_populate_recordset(NULL::tco.%I, $1)',
+                                  t, cols, cols, t)
+          USING data -> t;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+    END LOOP;
+    PERFORM pg_catalog.set_config('row_security', 'on', true);
+    RETURN total;
+END $$;
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tco_shard FROM PUBLIC;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tco_shard TO tco_admin;
 $sql$ $support$;
 COMMENT ON FUNCTION tco_cluster.shard_support_sql() IS 'The SQL that installs (or updates) schema tco_shard on a shard: the functions the router calls there.';
 
--- dblink_exec of the dblink extension, wherever CREATE EXTENSION ... CASCADE
--- put it.
+-- The schema of the dblink extension, wherever CREATE EXTENSION ... CASCADE
+-- put it, and its dblink_exec.
+CREATE FUNCTION tco_cluster.dblink_schema() RETURNS name
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+     WHERE e.extname = 'dblink'
+$$;
 CREATE FUNCTION tco_cluster.dblink_exec(conn text, command text) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r text;
 BEGIN
-    EXECUTE pg_catalog.format('SELECT %I.dblink_exec($1, $2)',
-                              (SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
-                                WHERE e.extname = 'dblink'))
-       INTO r USING conn, command;
+    EXECUTE pg_catalog.format('SELECT %I.dblink_exec($1, $2)', tco_cluster.dblink_schema()) INTO r USING conn, command;
     RETURN r;
 END $$;
 

@@ -163,6 +163,7 @@ BEGIN
     END IF;
     opts := pg_catalog.format('user %L', coalesce(remote_user, role_name::text))
             || CASE WHEN password IS NULL THEN ', password_required ''false''' ELSE pg_catalog.format(', password %L', password) END;
+    SET LOCAL client_min_messages = warning;
     EXECUTE pg_catalog.format('DROP USER MAPPING IF EXISTS FOR %I SERVER tco_cluster', role_name);
     EXECUTE pg_catalog.format('CREATE USER MAPPING FOR %I SERVER tco_cluster OPTIONS (user %L%s)', role_name,
                               coalesce(remote_user, role_name::text),

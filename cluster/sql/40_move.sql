@@ -1,8 +1,221 @@
--- Moving an account to another shard (DESIGN section 10): see below.
-CREATE FUNCTION tco_cluster.move_account(account_id bigint, to_shard_id integer) RETURNS void
+-- Moving an account between shards (DESIGN section 10): tco.add_member of an
+-- account whose shard is not its new organization's moves it there first,
+-- atomically, with two-phase commit:
+--
+--   1. the move is recorded on the router (state 'preparing'), committed at
+--      once through a loopback connection, whatever becomes of the caller;
+--   2. on the source shard export_account + forget_account, on the target
+--      import_account, each in a transaction, both PREPAREd (gid tco_move_<id>);
+--   3. the decision: state 'committing' and the directory's new shard,
+--      committed together on the router (loopback);
+--   4. COMMIT PREPARED on both shards; state 'done'.
+--
+-- A crash before 3 leaves both shards' transactions prepared with a move in
+-- state 'preparing': tco_cluster.recover() rolls them back.  A crash after 3
+-- leaves a move in state 'committing': recover() commits them.  Either way
+-- nothing is half-moved.  The shard connections (dblink, through each
+-- shard's postgres_fdw server and user mapping) and the loopback run as the
+-- extension's owner, a superuser (the shard functions need it: see
+-- tco_shard.forget_account in 15_shard_support.sql).
+
+CREATE TABLE tco_cluster.account_move (
+    move_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id  bigint NOT NULL,
+    from_shard  integer NOT NULL REFERENCES tco_cluster.shard_conf,
+    to_shard    integer NOT NULL REFERENCES tco_cluster.shard_conf,
+    state       text NOT NULL CHECK (state IN ('preparing', 'committing', 'done', 'aborted')),
+    started_at  timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    finished_at timestamptz,
+    error       text
+);
+CREATE INDEX account_move_open ON tco_cluster.account_move (state) WHERE state IN ('preparing', 'committing');
+COMMENT ON TABLE tco_cluster.account_move IS 'The router''s record of every move of an account between shards (two-phase commit, gid tco_move_<move_id>): the decision tco_cluster.recover() follows.';
+SELECT pg_catalog.pg_extension_config_dump('tco_cluster.account_move', '');
+
+-- dblink, wherever CREATE EXTENSION ... CASCADE put it.
+CREATE FUNCTION tco_cluster.dblink_connect(name text, conn text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r text;
+BEGIN
+    EXECUTE pg_catalog.format('SELECT %I.dblink_connect($1, $2)', tco_cluster.dblink_schema()) INTO r USING name, conn;
+    RETURN r;
+END $$;
+CREATE FUNCTION tco_cluster.dblink_disconnect_all() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c text;
+BEGIN
+    FOR c IN EXECUTE pg_catalog.format('SELECT unnest(%I.dblink_get_connections())', tco_cluster.dblink_schema()) LOOP
+        IF c LIKE 'tco_move_%' THEN
+            EXECUTE pg_catalog.format('SELECT %I.dblink_disconnect($1)', tco_cluster.dblink_schema()) USING c;
+        END IF;
+    END LOOP;
+END $$;
+CREATE FUNCTION tco_cluster.dblink_value(conn text, query text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r text;
+BEGIN
+    EXECUTE pg_catalog.format('SELECT v FROM %I.dblink($1, $2) AS t(v text)', tco_cluster.dblink_schema()) INTO r USING conn, query;
+    RETURN r;
+END $$;
+CREATE FUNCTION tco_cluster.dblink_values(conn text, query text) RETURNS SETOF text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RAISE EXCEPTION 'account % lives on shard %, not on shard % of the organization', account_id,
-            tco_cluster.shard_of_account(account_id), to_shard_id
-        USING ERRCODE = '0A000', HINT = 'Moving accounts between shards is not available yet: create the account after its organization.';
+    RETURN QUERY EXECUTE pg_catalog.format('SELECT v FROM %I.dblink($1, $2) AS t(v text)', tco_cluster.dblink_schema()) USING conn, query;
 END $$;
+
+-- The router itself, for the move's record (autonomous commits).
+CREATE FUNCTION tco_cluster.loopback_conninfo() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.format('host=%s port=%s dbname=%s user=%s',
+                             coalesce(nullif(pg_catalog.btrim(pg_catalog.split_part(pg_catalog.current_setting('unix_socket_directories'), ',', 1)), ''), 'localhost'),
+                             pg_catalog.current_setting('port'), pg_catalog.quote_ident(pg_catalog.current_database()),
+                             pg_catalog.quote_ident(current_user::text))
+$$;
+
+-- Move an account to another shard (see above).  Called by tco.add_member;
+-- tco_admin may call it directly to rebalance.
+CREATE FUNCTION tco_cluster.move_account(account_id bigint, to_shard_id integer) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    src integer := tco_cluster.account_shard(account_id);
+    s_src tco_cluster.shard_conf;
+    s_dst tco_cluster.shard_conf;
+    lb text := tco_cluster.loopback_conninfo();
+    mid bigint;
+    gid text;
+    data text;
+    decided boolean := false;
+    crash text := pg_catalog.current_setting('tco_cluster.fail_move_at', true);
+BEGIN
+    SELECT * INTO s_dst FROM tco_cluster.shard_conf s WHERE s.shard_id = to_shard_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'shard % does not exist', to_shard_id USING ERRCODE = '23503', HINT = 'List the shards in tco_cluster.shard.';
+    END IF;
+    IF src = to_shard_id THEN
+        RETURN;
+    END IF;
+    SELECT * INTO s_src FROM tco_cluster.shard_conf s WHERE s.shard_id = src;
+    IF EXISTS (SELECT 1 FROM tco_cluster.account_directory d
+                WHERE d.account_id = move_account.account_id AND pg_catalog.age(d.xmin) = 0) THEN
+        RAISE EXCEPTION 'account % was created or changed in this transaction and cannot move to shard % in it', account_id, to_shard_id
+            USING ERRCODE = '55000', HINT = 'Commit the account''s creation first, then add it to the organization.';
+    END IF;
+    -- one move of an account at a time; recover() skips moves in progress
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('tco_cluster.move_account'), pg_catalog.hashint8(account_id));
+    PERFORM tco_cluster.dblink_disconnect_all();
+    mid := tco_cluster.dblink_value(lb, pg_catalog.format(
+        'INSERT INTO tco_cluster.account_move (account_id, from_shard, to_shard, state) VALUES (%s, %s, %s, %L) RETURNING move_id',
+        account_id, src, to_shard_id, 'preparing'))::bigint;
+    gid := 'tco_move_' || mid;
+    PERFORM tco_cluster.dblink_connect('tco_move_src', s_src.fdw_server);
+    PERFORM tco_cluster.dblink_connect('tco_move_dst', s_dst.fdw_server);
+    PERFORM tco_cluster.dblink_exec('tco_move_src', 'BEGIN');
+    data := tco_cluster.dblink_value('tco_move_src', pg_catalog.format('SELECT tco_shard.export_account(%s)::text', account_id));
+    PERFORM tco_cluster.dblink_value('tco_move_src', pg_catalog.format('SELECT tco_shard.forget_account(%s)::text', account_id));
+    PERFORM tco_cluster.dblink_exec('tco_move_dst', 'BEGIN');
+    PERFORM tco_cluster.dblink_value('tco_move_dst', pg_catalog.format('SELECT tco_shard.import_account(%L::jsonb)::text', data));
+    PERFORM tco_cluster.dblink_exec('tco_move_dst', pg_catalog.format('PREPARE TRANSACTION %L', gid));
+    PERFORM tco_cluster.dblink_exec('tco_move_src', pg_catalog.format('PREPARE TRANSACTION %L', gid));
+    IF crash = 'prepared' THEN       -- test hook (scripts/test_cluster.sh): the router dies here
+        PERFORM pg_catalog.pg_terminate_backend(pg_catalog.pg_backend_pid());
+        PERFORM pg_catalog.pg_sleep(30);
+    END IF;
+    -- the decision, with the directory's new shard, committed on the router
+    PERFORM tco_cluster.dblink_exec(lb, pg_catalog.format(
+        'BEGIN; UPDATE tco_cluster.account_move SET state = %L WHERE move_id = %s; '
+        'UPDATE tco_cluster.account_directory SET shard_id = %s, org_id = NULL WHERE account_id = %s; COMMIT',
+        'committing', mid, to_shard_id, account_id));
+    decided := true;
+    IF crash = 'decided' THEN        -- test hook: the router dies after the decision
+        PERFORM pg_catalog.pg_terminate_backend(pg_catalog.pg_backend_pid());
+        PERFORM pg_catalog.pg_sleep(30);
+    END IF;
+    PERFORM tco_cluster.dblink_exec('tco_move_dst', pg_catalog.format('COMMIT PREPARED %L', gid));
+    PERFORM tco_cluster.dblink_exec('tco_move_src', pg_catalog.format('COMMIT PREPARED %L', gid));
+    PERFORM tco_cluster.dblink_exec(lb, pg_catalog.format(
+        'UPDATE tco_cluster.account_move SET state = %L, finished_at = pg_catalog.clock_timestamp() WHERE move_id = %s', 'done', mid));
+    PERFORM tco_cluster.dblink_disconnect_all();
+EXCEPTION WHEN OTHERS THEN
+    IF decided THEN
+        RAISE EXCEPTION 'the move % of account % to shard % is decided but not finished: %', mid, account_id, to_shard_id, SQLERRM
+            USING ERRCODE = '55000', HINT = 'Run tco_cluster.recover() when both shards answer: it commits the move.';
+    END IF;
+    -- not decided: undo what was prepared or is open, record the abort
+    BEGIN
+        PERFORM tco_cluster.dblink_disconnect_all();
+        IF mid IS NOT NULL THEN
+            PERFORM tco_cluster.recover_move(mid, false, SQLERRM);
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        NULL;   -- a shard that does not answer: tco_cluster.recover() finishes the rollback
+    END;
+    RAISE;
+END $$;
+COMMENT ON FUNCTION tco_cluster.move_account(bigint, integer) IS
+'Moves an account (its row, ledger, unsettled bill lines, history, discounts, alert thresholds, logins) to another shard atomically: two-phase commit on both shards, decision recorded on the router. Refused (55000) for an account in an organization, with trusteeship history, statements, benefits, prepaid resources or invoices.';
+
+-- Resolve the prepared transactions of one move on both shards: commit
+-- (decided) or roll back.  Returns the number of transactions resolved.
+CREATE FUNCTION tco_cluster.recover_move(p_move_id bigint, p_commit boolean, p_error text DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m tco_cluster.account_move;
+    s tco_cluster.shard_conf;
+    gid text := 'tco_move_' || p_move_id;
+    n integer := 0;
+BEGIN
+    SELECT * INTO m FROM tco_cluster.account_move WHERE move_id = p_move_id;
+    FOR s IN SELECT * FROM tco_cluster.shard_conf c WHERE c.shard_id IN (m.from_shard, m.to_shard) LOOP
+        IF EXISTS (SELECT 1 FROM tco_cluster.dblink_values(s.fdw_server::text,
+                       pg_catalog.format('SELECT gid FROM pg_catalog.pg_prepared_xacts WHERE gid = %L', gid))) THEN
+            PERFORM tco_cluster.dblink_exec(s.fdw_server::text,
+                pg_catalog.format('%s PREPARED %L', CASE WHEN p_commit THEN 'COMMIT' ELSE 'ROLLBACK' END, gid));
+            n := n + 1;
+        END IF;
+    END LOOP;
+    PERFORM tco_cluster.dblink_exec(tco_cluster.loopback_conninfo(), pg_catalog.format(
+        'UPDATE tco_cluster.account_move SET state = %L, finished_at = pg_catalog.clock_timestamp(), error = coalesce(%L, error) WHERE move_id = %s',
+        CASE WHEN p_commit THEN 'done' ELSE 'aborted' END, p_error, p_move_id));
+    RETURN n;
+END $$;
+
+-- Resolve every move left unfinished by a crash (of the router's session, of
+-- the router or of a shard): the prepared transactions of a decided move
+-- ('committing') are committed, those of an undecided one ('preparing', or a
+-- tco_move_ transaction the router has no record of) rolled back.  Moves in
+-- progress in other sessions are left alone.  Safe to run any time.
+CREATE FUNCTION tco_cluster.recover()
+RETURNS TABLE (move_id bigint, account_id bigint, action text, transactions integer)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m tco_cluster.account_move;
+    s tco_cluster.shard_conf;
+    g text;
+BEGIN
+    FOR m IN SELECT * FROM tco_cluster.account_move a WHERE a.state IN ('preparing', 'committing') ORDER BY a.move_id LOOP
+        IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('tco_cluster.move_account'), pg_catalog.hashint8(m.account_id)) THEN
+            CONTINUE;   -- in progress in another session
+        END IF;
+        move_id := m.move_id; account_id := m.account_id;
+        action := CASE m.state WHEN 'committing' THEN 'committed' ELSE 'rolled back' END;
+        transactions := tco_cluster.recover_move(m.move_id, m.state = 'committing', 'interrupted; resolved by tco_cluster.recover()');
+        RETURN NEXT;
+    END LOOP;
+    -- prepared transactions of moves the router never recorded (none should exist)
+    FOR s IN SELECT * FROM tco_cluster.shard_conf ORDER BY shard_id LOOP
+        FOR g IN SELECT v FROM tco_cluster.dblink_values(s.fdw_server::text,
+                     'SELECT gid FROM pg_catalog.pg_prepared_xacts WHERE gid LIKE ''tco\_move\_%'' AND database = pg_catalog.current_database()') v LOOP
+            IF NOT EXISTS (SELECT 1 FROM tco_cluster.account_move a
+                            WHERE 'tco_move_' || a.move_id = g AND a.state IN ('preparing', 'committing')) THEN
+                PERFORM tco_cluster.dblink_exec(s.fdw_server::text, pg_catalog.format('ROLLBACK PREPARED %L', g));
+                move_id := NULL; account_id := NULL; action := 'rolled back (unknown to the router)'; transactions := 1;
+                RETURN NEXT;
+            END IF;
+        END LOOP;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION tco_cluster.recover() IS
+'Resolves the moves of accounts left unfinished by a crash, from the router''s record (tco_cluster.account_move): commits decided ones, rolls back the others, on both shards. Moves in progress elsewhere are skipped. Safe to run any time; returns what it did.';

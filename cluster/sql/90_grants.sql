@@ -17,8 +17,14 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tco TO tco_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tco_cluster TO tco_admin;
 -- map_role stays with superusers: a mapping without a password
 -- (password_required false) lets its role connect to the shards without one.
+-- The moves' internals run inside tco_cluster.move_account and recover():
+-- deciding a move's outcome by hand could half-move an account.
 REVOKE EXECUTE ON FUNCTION tco_cluster.map_role(name, text, text),
-                           tco_cluster.create_fdw_mapping(name, text, text), tco_cluster.rebuild_views() FROM tco_admin;
+                           tco_cluster.create_fdw_mapping(name, text, text), tco_cluster.rebuild_views(),
+                           tco_cluster.install_shard_support(name), tco_cluster.recover_move(bigint, boolean, text),
+                           tco_cluster.dblink_exec(text, text), tco_cluster.dblink_connect(text, text),
+                           tco_cluster.dblink_disconnect_all(), tco_cluster.dblink_value(text, text),
+                           tco_cluster.dblink_values(text, text) FROM tco_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON tco_cluster.org_directory, tco_cluster.account_directory, tco_cluster.account_entity,
                                         tco_cluster.entity, tco_cluster.product, tco_cluster.config TO tco_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA tco_cluster TO tco_admin;
