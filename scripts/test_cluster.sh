@@ -97,8 +97,8 @@ for n in shard1 shard2 shard3; do
                                      WHERE shard_id = (SELECT shard_id FROM tco_cluster.shard_conf WHERE name = '$n')")
     check "$n" "$n holds the bill lines of its own accounts, and only those" "$want" \
         "SELECT string_agg(account_id::text, ',' ORDER BY account_id) FROM (SELECT DISTINCT account_id FROM tco.bill_line) b"
-    check "$n" "$n got the 2160 lines of the big SPLIT call in one statement (one transaction)" "1" \
-        "SELECT count(DISTINCT xmin::text) FROM tco.bill_line WHERE period_start > '2023-01-01 00:00+08'"
+    check "$n" "$n got its lines of the big SPLIT call (3,600) in one statement, one transaction" "1:3600" \
+        "SELECT count(DISTINCT xmin::text) || ':' || count(*) FROM tco.bill_line WHERE issued_at = period_start + interval '2 hours'"
     check "$n" "$n has the global entities, products and billing zone" "6|5|Asia/Shanghai" \
         "SELECT concat_ws('|', (SELECT count(*) FROM tco.entity), (SELECT count(*) FROM tco.product), tco.billing_timezone())"
 done
@@ -282,5 +282,23 @@ fails router "an account in an organization, in trusteeship, is not moved" "5500
     "SELECT tco_cluster.move_account(101, (SELECT shard_id FROM tco_cluster.shard_conf WHERE shard_id <> tco_cluster.shard_of_account(101) LIMIT 1))"
 check router "refused moves leave nothing prepared and are recorded as aborted" "0|aborted" \
     "SELECT concat((SELECT count(*) FROM tco_cluster.recover()), '|', (SELECT state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1))"
+
+log "6. the router's catalog: pinned search_path, nothing for PUBLIC, a guarded install"
+check router "every function of the router pins search_path (but the four I/O functions of tco.billing_cycle)" "4" \
+    "SELECT count(*) FROM pg_proc WHERE pronamespace IN ('tco'::regnamespace, 'tco_cluster'::regnamespace)
+       AND NOT coalesce(proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)"
+check router "PUBLIC may execute only those four" "4" \
+    "SELECT count(*) FROM pg_proc WHERE pronamespace IN ('tco'::regnamespace, 'tco_cluster'::regnamespace)
+       AND has_function_privilege('cl_outsider', oid, 'EXECUTE')"
+check router "the SECURITY DEFINER functions are add_shard, map_role, move_account, recover, recover_move, billing_timezone" \
+    "add_shard,billing_timezone,map_role,move_account,recover,recover_move" \
+    "SELECT string_agg(proname, ',' ORDER BY proname) FROM pg_proc WHERE prosecdef AND pronamespace IN ('tco'::regnamespace, 'tco_cluster'::regnamespace)"
+on router -d postgres -c 'CREATE DATABASE guard' -c '\c guard' -c 'CREATE SCHEMA tco_cluster' \
+    -c 'CREATE FUNCTION tco_cluster.planted() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$' >/dev/null
+if out=$(psql -X -q -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -h "$CL_TMP/router" -p "${PORT[router]}" -d guard \
+              -c 'CREATE EXTENSION tco_cluster CASCADE' 2>&1) || ! grep -q '42P06.*schema tco_cluster exists already' <<<"$out"; then
+    echo "FAIL: CREATE EXTENSION installed into a prepared schema tco_cluster: $out"; exit 1
+fi
+checks=$((checks + 1)); echo "ok $checks - CREATE EXTENSION refuses a schema tco_cluster prepared beforehand"
 
 log "$checks checks passed"

@@ -12,6 +12,24 @@
 -- install script, src/sql/00_guard.sql): every object is schema-qualified.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
+-- tco_cluster.control names `schema = tco_cluster`: PostgreSQL installs into
+-- that schema when it exists already, whoever owns it and whatever it holds.
+-- Refuse unless it is empty and owned by a superuser (as tco does for its
+-- schema, src/sql/00_guard.sql).
+DO $guard$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+                WHERE n.nspname = 'tco_cluster' AND NOT r.rolsuper)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.relnamespace = 'tco_cluster'::regnamespace)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'tco_cluster'::regnamespace)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_type t WHERE t.typnamespace = 'tco_cluster'::regnamespace)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_operator o WHERE o.oprnamespace = 'tco_cluster'::regnamespace) THEN
+        RAISE EXCEPTION 'schema tco_cluster exists already and is not empty or not owned by a superuser'
+            USING ERRCODE = '42P06', HINT = 'Drop it (or rename it) before CREATE EXTENSION tco_cluster.';
+    END IF;
+END
+$guard$;
+
 -- Schema tco of the router: created here, so the install fails if one exists
 -- (objects planted in it beforehand could shadow the routed functions).
 CREATE SCHEMA tco;
