@@ -77,8 +77,9 @@ tco_settlement_lock(BillingCycle cycle, LOCKMODE mode)
 		{
 			LOCKTAG		tag;
 
+			/* ShareLock conflicts with the RowExclusiveLock of every writer */
 			SET_LOCKTAG_RELATION(tag, MyDatabaseId, lines);
-			WaitForLockers(tag, RowExclusiveLock, false);
+			WaitForLockers(tag, ShareLock, false);
 		}
 	}
 }

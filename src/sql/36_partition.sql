@@ -42,8 +42,10 @@ SELECT pg_catalog.pg_extension_config_dump('tco.bill_line_cycle', '');
 CREATE FUNCTION tco.bill_line_storage_guard() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF tco.restoring()
-       OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = current_user AND r.rolsuper)
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = current_user AND r.rolsuper)
        OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c
                    WHERE c.oid = TG_RELID AND c.relowner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
         RETURN NULL;
@@ -74,7 +76,8 @@ CREATE TRIGGER bill_line_cycle_invalidate AFTER INSERT OR UPDATE OR DELETE OR TR
 -- cycle's lines moved out of the default partition, and attached (or left
 -- standalone when the row says detached, as a restore of an archived cycle
 -- does).  A table that exists already (a full restore creates the partitions
--- before it loads this table's rows) is left as it is.
+-- before it loads this table's rows) is left as it is.  It acts in a restore
+-- too: a data-only restore loads this table first, then the partitions.
 CREATE FUNCTION tco.bill_line_cycle_create() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -109,6 +112,13 @@ BEGIN
             'INSERT INTO %s SELECT * FROM m', rel)
             USING NEW.range_start, NEW.range_end;
         GET DIAGNOSTICS moved = ROW_COUNT;
+    END IF;
+    -- The partition's own indexes (30_trusteeship.sql says why the
+    -- partitioned table has none), built after the moved lines are in.
+    EXECUTE pg_catalog.format('CREATE UNIQUE INDEX %I ON %s (line_id)', NEW.relname || '_line_id', rel);
+    EXECUTE pg_catalog.format('CREATE INDEX %I ON %s (account_id, product_code, period_start)',
+                              NEW.relname || '_account_product', rel);
+    IF NOT NEW.detached THEN
         EXECUTE pg_catalog.format('ALTER TABLE tco.bill_line ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
                                   rel, NEW.range_start, NEW.range_end);
         IF moved > 0 THEN
@@ -243,8 +253,10 @@ DECLARE
     r tco.bill_line_cycle;
     busy boolean;
 BEGIN
-    IF tco.restoring() OR NEW.billing_timezone IS NOT DISTINCT FROM
-          (CASE TG_OP WHEN 'UPDATE' THEN OLD.billing_timezone ELSE 'UTC' END) THEN
+    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
+        RETURN NEW;
+    END IF;
+    IF NEW.billing_timezone IS NOT DISTINCT FROM (CASE TG_OP WHEN 'UPDATE' THEN OLD.billing_timezone ELSE 'UTC' END) THEN
         RETURN NEW;
     END IF;
     FOR r IN SELECT * FROM tco.bill_line_cycle ORDER BY cycle LOOP
