@@ -4,7 +4,7 @@
 # (dump/restore, upgrades, old versions with the current library, the R1
 # stress run, scheduling with pg_cron, the psycopg and node-pg clients; one
 # test each) and a smoke run of the
-# benchmarks, against a throwaway server.  Ends with "N passed, N failed" and
+# benchmarks (settlement and payer; ingest), against a throwaway server.  Ends with "N passed, N failed" and
 # exits non-zero on any failure.
 source "$(dirname "$0")/common.sh"
 set +e
@@ -76,6 +76,15 @@ if [ -x scripts/bench.sh ]; then
         tail -n 20 "$LOGS/bench.log"; echo "    1 passed, 0 failed"; passed=$((passed + 1))
     else
         tail -n 40 "$LOGS/bench.log"; echo "    0 passed, 1 failed"; failed=$((failed + 1))
+    fi
+fi
+
+if [ -f scripts/bench_ingest.sh ]; then
+    log "ingest benchmark smoke run (small sizes)"
+    if BENCH_SMOKE=1 bash scripts/bench_ingest.sh --reuse-server >"$LOGS/bench_ingest.log" 2>&1; then
+        tail -n 5 "$LOGS/bench_ingest.log"; echo "    1 passed, 0 failed"; passed=$((passed + 1))
+    else
+        tail -n 30 "$LOGS/bench_ingest.log"; echo "    0 passed, 1 failed"; failed=$((failed + 1))
     fi
 fi
 

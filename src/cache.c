@@ -31,6 +31,7 @@
 #include "storage/proc.h"
 #include "utils/snapmgr.h"
 
+#include "payer.h"
 #include "tco.h"
 
 static const char *const granularity_names[] = {"minute", "hour", "day", "week", "month"};
@@ -85,6 +86,21 @@ tco_invalidate_cache(PG_FUNCTION_ARGS)
 				 errmsg("tco.invalidate_cache() must be called as a trigger")));
 	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
 	return PointerGetDatum(NULL);
+}
+
+PG_FUNCTION_INFO_V1(tco_bill_lines_written);
+
+/*
+ * tco.bill_lines_written(): this backend wrote bill lines outside the
+ * statement trigger of tco.bill_line (TRUNCATE): its payer reads them from
+ * its next call (src/payer.c keeps what it read of bill lines for one
+ * snapshot only, so other backends need no message).
+ */
+Datum
+tco_bill_lines_written(PG_FUNCTION_ARGS)
+{
+	tco_payer_lines_written();
+	PG_RETURN_VOID();
 }
 
 static uint64 snapshot_epoch = 0;

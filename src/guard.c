@@ -58,6 +58,30 @@ tco_settlement_lock(BillingCycle cycle, LOCKMODE mode)
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("billing cycle out of range")));
 	LockDatabaseObject(classid, (Oid) (cycle - TCO_CYCLE_MIN), 0, mode);
+
+	/*
+	 * A settlement also waits for every transaction that is writing bill
+	 * lines right now.  Writers take the shared lock above only for cycles
+	 * that have ended (48_bill_line_triggers.sql: a cycle that has not ended
+	 * cannot be being settled, and the lock would be one more shared lock
+	 * per ingest statement); a line of a cycle written just before it ended,
+	 * by a transaction still open when its settlement begins, is thus waited
+	 * for here and read by the settlement's snapshot, taken after this.
+	 * Writers that come later find the cycle ended and take the lock.
+	 */
+	if (mode == ExclusiveLock)
+	{
+		Oid			lines = tco_relid("bill_line");
+
+		if (OidIsValid(lines))
+		{
+			LOCKTAG		tag;
+
+			/* ShareLock conflicts with the RowExclusiveLock of every writer */
+			SET_LOCKTAG_RELATION(tag, MyDatabaseId, lines);
+			WaitForLockers(tag, ShareLock, false);
+		}
+	}
 }
 
 /*
@@ -131,15 +155,64 @@ tco_writer_guard(PG_FUNCTION_ARGS)
  * association, an instant before the latest change, R14 on settled cycles).
  * Constraints, foreign keys and unique indexes still apply.
  */
-PG_FUNCTION_INFO_V1(tco_restoring);
-
-Datum
-tco_restoring(PG_FUNCTION_ARGS)
+/*
+ * Whether rows are being restored as stored history (README "Backup and
+ * restore"): row_security off, which pg_dump and pg_restore set, by a role
+ * that bypasses row-level security.
+ */
+bool
+tco_is_restoring(void)
 {
 	const char *rs = GetConfigOption("row_security", true, false);
 	Oid			outer = GetOuterUserId();
 
 	if (rs == NULL || strcmp(rs, "off") != 0)
-		PG_RETURN_BOOL(false);
-	PG_RETURN_BOOL(superuser_arg(outer) || has_bypassrls_privilege(outer));
+		return false;
+	return superuser_arg(outer) || has_bypassrls_privilege(outer);
+}
+
+PG_FUNCTION_INFO_V1(tco_restoring);
+
+Datum
+tco_restoring(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(tco_is_restoring());
+}
+
+PG_FUNCTION_INFO_V1(tco_storage_guard);
+
+/*
+ * BEFORE statement trigger on the partitions of tco.bill_line and its helper
+ * tables (src/sql/36_partition.sql): writes come from tco's own functions
+ * (the extension owner), a superuser or a restore; anyone else writes
+ * through tco.bill_line, whose statement triggers check the rules a write
+ * naming a partition would skip.
+ */
+Datum
+tco_storage_guard(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Oid			user = GetUserId();
+	Oid			relid;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("tco.bill_line_storage_guard() must be called as a statement-level trigger")));
+	relid = RelationGetRelid(trigdata->tg_relation);
+	if (tco_is_restoring() || superuser_arg(user))
+		return PointerGetDatum(NULL);
+#if PG_VERSION_NUM >= 160000
+	if (object_ownercheck(RelationRelationId, relid, user))
+		return PointerGetDatum(NULL);
+#else
+	if (pg_class_ownercheck(relid, user))
+		return PointerGetDatum(NULL);
+#endif
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("tco.%s is written by tco only", RelationGetRelationName(trigdata->tg_relation)),
+			 errdetail("The rules of bill lines are checked by the statement triggers of tco.bill_line, which a write naming a partition or a helper table would skip."),
+			 errhint("Insert, update and delete bill lines through tco.bill_line (or tco.insert_bill_lines).")));
+	return PointerGetDatum(NULL);	/* not reached */
 }

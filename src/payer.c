@@ -17,11 +17,15 @@
  * account's list of changes, and per (account, product) the effective
  * instants of the changes (computed lazily: the frozen test needs one index
  * probe of tco.bill_line per change).  The cache follows the rule of cache.c:
- * tco.trusteeship, tco.bill_line, tco.product, tco.account and tco.config
- * carry statement triggers that send relcache invalidations, and the
- * callback below only marks the cache stale; it is rebuilt at the start of
- * the next call, never in the middle of one, so no pointer is ever freed
- * under a caller's feet.
+ * tco.trusteeship, tco.product, tco.account, tco.config and
+ * tco.bill_line_cycle carry statement triggers that send relcache
+ * invalidations, and the callback below only marks the cache stale; it is
+ * rebuilt at the start of the next call, never in the middle of one, so no
+ * pointer is ever freed under a caller's feet.  Bill lines send none (README
+ * "Ingest": every backend would drop its caches and plans for each statement
+ * of a stream): what the frozen test read of them is kept for one view of
+ * the data only (LinesView: the same snapshot data, no bill line written by
+ * this backend since), and read again under the next.
  *
  * Snapshots: a cache built under a transaction snapshot (REPEATABLE READ and
  * above) may miss changes that later snapshots see; it is therefore dropped
@@ -65,6 +69,22 @@ typedef struct ProductEntry
 	TcoGranularity granularity;
 } ProductEntry;
 
+/*
+ * What the frozen-product rule read is valid for: the bill lines it probed
+ * as seen by one snapshot (no transaction completed since, and this backend
+ * wrote no bill line since).  Bill-line writes send no invalidation (README
+ * "Ingest"): the frozen flags are not kept beyond the view they were read
+ * in, while the changes and products (invalidated by their tables) are.
+ */
+typedef struct LinesView
+{
+	LocalTransactionId lxid;
+	TransactionId xmin;
+	TransactionId xmax;
+	uint64		completions;	/* snapXactCompletionCount, or the curcid */
+	uint64		writes;			/* bill-line statements of this backend */
+} LinesView;
+
 /* The effective instant of each change of one account, for one product. */
 typedef struct ProductEffective
 {
@@ -72,6 +92,7 @@ typedef struct ProductEffective
 	ProductEntry *product;
 	TimestampTz *effective;		/* one per change */
 	bool	   *frozen;			/* one per change */
+	LinesView	view;			/* what frozen was read under */
 } ProductEffective;
 
 typedef struct AccountEntry
@@ -91,7 +112,12 @@ typedef struct PayerCache
 	HTAB	   *products;
 	HTAB	   *accounts;
 	pg_tz	   *tz;
-	Oid			relids[5];
+	Oid			relids[6];
+	/* cycles whose partition is detached (archived): their lines are not here */
+	int			ndetached;
+	BillingCycle *detached;
+	TimestampTz *detached_start;	/* [start, end) of each, in the billing zone */
+	TimestampTz *detached_end;
 	/* how long what was read stays valid (cache.c) */
 	TcoCacheScope scope;
 	LocalTransactionId built_lxid;
@@ -107,7 +133,8 @@ typedef struct PayerCache
 
 static PayerCache cache;
 
-static const char *const cache_tables[] = {"trusteeship", "bill_line", "product", "account", "config"};
+static const char *const cache_tables[] = {"trusteeship", "bill_line", "product", "account", "config",
+"bill_line_cycle"};
 
 static void
 payer_cache_invalidate(Datum arg, Oid relid)
@@ -127,6 +154,54 @@ payer_cache_invalidate(Datum arg, Oid relid)
 	cache.last_account = NULL;
 	cache.last_product = NULL;
 	cache.last_effective = NULL;
+}
+
+/* Bill-line statements of this backend (tco_payer_lines_written). */
+static uint64 lines_written = 0;
+
+/*
+ * Called by the statement triggers of tco.bill_line (src/ingest.c): this
+ * backend's own new, changed or deleted lines are seen by the frozen-product
+ * rule from its next call on.  Other backends see them with their next
+ * snapshot taken after the commit, as they see any data: nothing is sent.
+ */
+void
+tco_payer_lines_written(void)
+{
+	lines_written++;
+}
+
+/*
+ * The view of bill lines of the active snapshot; false when there is none
+ * (then nothing read about lines is reused).
+ */
+static bool
+lines_view_now(LinesView *v)
+{
+	Snapshot	snap;
+
+	if (!ActiveSnapshotSet())
+		return false;
+	snap = GetActiveSnapshot();
+	v->lxid = MyProc->lxid;
+	v->xmin = snap->xmin;
+	v->xmax = snap->xmax;
+#if PG_VERSION_NUM >= 140000
+	/* equal counts: no transaction completed between the two snapshots */
+	v->completions = snap->snapXactCompletionCount != 0 ? snap->snapXactCompletionCount
+		: ((uint64) 1 << 63) | snap->curcid;
+#else
+	v->completions = ((uint64) 1 << 63) | snap->curcid;
+#endif
+	v->writes = lines_written;
+	return true;
+}
+
+static inline bool
+lines_view_equal(const LinesView *a, const LinesView *b)
+{
+	return a->lxid == b->lxid && a->xmin == b->xmin && a->xmax == b->xmax &&
+		a->completions == b->completions && a->writes == b->writes;
 }
 
 void
@@ -270,6 +345,44 @@ load_changes(void)
 	}
 }
 
+/*
+ * The cycles whose partition of tco.bill_line is detached (README "Storage:
+ * bill lines partitioned by cycle"); none before version 1.3, which has no
+ * tco.bill_line_cycle.
+ */
+static void
+load_detached(void)
+{
+	uint64		i;
+	int			ret;
+
+	cache.ndetached = 0;
+	cache.detached = NULL;
+	if (!OidIsValid(tco_relid("bill_line_cycle")))
+		return;
+	ret = SPI_execute("SELECT cycle::pg_catalog.text FROM tco.bill_line_cycle WHERE detached ORDER BY 1", true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read tco.bill_line_cycle: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return;
+	cache.detached = MemoryContextAlloc(cache.context, sizeof(BillingCycle) * SPI_processed);
+	cache.detached_start = MemoryContextAlloc(cache.context, sizeof(TimestampTz) * SPI_processed);
+	cache.detached_end = MemoryContextAlloc(cache.context, sizeof(TimestampTz) * SPI_processed);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *text = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		int			y,
+					m;
+
+		if (text == NULL || sscanf(text, "%d-%d", &y, &m) != 2)
+			elog(ERROR, "malformed cycle in tco.bill_line_cycle");
+		cache.detached[cache.ndetached] = (BillingCycle) (y * 12 + m - 1);
+		cache.detached_start[cache.ndetached] = tco_cycle_start(cache.detached[cache.ndetached], cache.tz);
+		cache.detached_end[cache.ndetached] = tco_next_cycle_start(cache.detached[cache.ndetached], cache.tz);
+		cache.ndetached++;
+	}
+}
+
 static void
 ensure_cache(void)
 {
@@ -312,6 +425,7 @@ ensure_cache(void)
 		elog(ERROR, "SPI_connect failed");
 	load_products();
 	load_changes();
+	load_detached();
 	SPI_finish();
 	PopActiveSnapshot();
 	tco_restore_search_path(nestlevel);
@@ -533,7 +647,7 @@ compute_frozen(AccountEntry *account, ProductEntry *product, bool *frozen)
 }
 
 static ProductEffective *
-product_effective(AccountEntry *account, ProductEntry *product)
+product_effective(AccountEntry *account, ProductEntry *product, const LinesView *view, bool have_view)
 {
 	ProductEffective *pe;
 	bool	   *frozen;
@@ -541,15 +655,22 @@ product_effective(AccountEntry *account, ProductEntry *product)
 
 	for (pe = account->products; pe != NULL; pe = pe->next)
 		if (pe->product == product)
-			return pe;
+			break;
+	if (pe != NULL && have_view && lines_view_equal(&pe->view, view))
+		return pe;
 
 	frozen = palloc(sizeof(bool) * account->nchanges);
 	compute_frozen(account, product, frozen);
 
-	pe = MemoryContextAlloc(cache.context, sizeof(ProductEffective));
-	pe->product = product;
-	pe->effective = MemoryContextAlloc(cache.context, sizeof(TimestampTz) * account->nchanges);
-	pe->frozen = MemoryContextAlloc(cache.context, sizeof(bool) * account->nchanges);
+	if (pe == NULL)
+	{
+		pe = MemoryContextAlloc(cache.context, sizeof(ProductEffective));
+		pe->product = product;
+		pe->effective = MemoryContextAlloc(cache.context, sizeof(TimestampTz) * account->nchanges);
+		pe->frozen = MemoryContextAlloc(cache.context, sizeof(bool) * account->nchanges);
+		pe->next = account->products;
+		account->products = pe;
+	}
 	for (i = 0; i < account->nchanges; i++)
 	{
 		TimestampTz t = account->changes[i].at;
@@ -560,8 +681,11 @@ product_effective(AccountEntry *account, ProductEntry *product)
 		else
 			pe->effective[i] = tco_boundary_ceil(t, product->granularity, cache.tz);
 	}
-	pe->next = account->products;
-	account->products = pe;
+	/* without a snapshot, what was read serves this call only */
+	if (have_view)
+		pe->view = *view;
+	else
+		memset(&pe->view, 0, sizeof(pe->view));
 	pfree(frozen);
 	return pe;
 }
@@ -578,6 +702,8 @@ tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
 	ProductEntry *product;
 	ProductEffective *pe;
 	int			i;
+	LinesView	view;
+	bool		have_view;
 
 	ensure_cache();
 
@@ -586,8 +712,11 @@ tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
 	decision->payer = account_id;
 	decision->change_index = -1;
 
+	have_view = lines_view_now(&view);
 	if (cache.last_account != NULL && cache.last_account->account_id == account_id &&
-		strcmp(cache.last_product->product_code, product_code) == 0)
+		strcmp(cache.last_product->product_code, product_code) == 0 &&
+		(cache.last_effective == NULL ||
+		 (have_view && lines_view_equal(&cache.last_effective->view, &view))))
 	{
 		account = cache.last_account;
 		product = cache.last_product;
@@ -599,7 +728,7 @@ tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
 
 		product = lookup_product(product_code);
 		account = lookup_account(account_id);
-		pe = account->nchanges > 0 ? product_effective(account, product) : NULL;
+		pe = account->nchanges > 0 ? product_effective(account, product, &view, have_view) : NULL;
 		/* an invalidation while computing: the memo must not outlive it */
 		if (generation == cache.generation)
 		{
@@ -613,6 +742,35 @@ tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
 	decision->nchanges = account->nchanges;
 	decision->effective = pe ? pe->effective : NULL;
 	decision->frozen = pe ? pe->frozen : NULL;
+
+	/*
+	 * A line starting in a cycle whose partition is detached: when a change
+	 * of the account falls in that cycle, its effective instant depends on
+	 * the frozen-product rule, that is on lines that are not here.  Refuse
+	 * rather than answer from missing data (payers of other cycles do not
+	 * depend on it: a change of the detached cycle is in effect by the start
+	 * of the next cycle either way).
+	 */
+	if (cache.ndetached > 0 && account->nchanges > 0)
+	{
+		int			k;
+
+		for (k = 0; k < cache.ndetached; k++)
+			if (at >= cache.detached_start[k] && at < cache.detached_end[k])
+				break;
+		if (k < cache.ndetached)
+			for (i = 0; i < account->nchanges; i++)
+				if (account->changes[i].at >= cache.detached_start[k] &&
+					account->changes[i].at < cache.detached_end[k])
+					ereport(ERROR,
+							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+							 errmsg("billing cycle %04d-%02d of tco.bill_line is detached",
+									cache.detached[k] / 12, cache.detached[k] % 12 + 1),
+							 errdetail("Account " INT64_FORMAT " has a trusteeship change in that cycle, and who pays a line of it depends on the cycle's bill lines (frozen-product rule).",
+									   account_id),
+							 errhint("Reattach the cycle with tco.attach_cycle('%04d-%02d').",
+									 cache.detached[k] / 12, cache.detached[k] % 12 + 1)));
+	}
 
 	/* the latest change (by instant) whose effective instant is <= at */
 	for (i = account->nchanges - 1; i >= 0; i--)

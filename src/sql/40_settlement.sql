@@ -372,102 +372,9 @@ BEGIN
               HINT = 'A settled cycle is never rewritten: book an adjustment as a bill line in the next open cycle.';
 END $$;
 
--- R14 on bill lines: no insert into, update of or delete from a settled cycle
--- (of the line's organization or of everything).  paid_at may be set.
--- Statement-level with transition tables, so bulk loads pay one query.
-CREATE FUNCTION tco.r14_bill_line_insert_check() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    bad record;
-BEGIN
-    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
-        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
-    END IF;
-    PERFORM tco.settlement_lock_shared(c)
-        FROM (SELECT DISTINCT tco.cycle_of(period_start) AS c FROM new_lines) x ORDER BY c;
-    SELECT n.line_id, s.cycle INTO bad
-    FROM new_lines n
-    LEFT JOIN tco.member m ON m.account_id = n.account_id
-    JOIN tco.settled_cycle s ON s.cycle OPERATOR(tco.=) tco.cycle_of(n.period_start)
-                            AND (s.org_id IS NULL OR s.org_id = m.org_id)
-    ORDER BY n.line_id LIMIT 1;
-    IF FOUND THEN
-        PERFORM tco.r14_settled_error(bad.cycle, format('bill line %s cannot be added to it', bad.line_id));
-    END IF;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER r14_bill_line_insert AFTER INSERT ON tco.bill_line
-    REFERENCING NEW TABLE AS new_lines
-    FOR EACH STATEMENT EXECUTE FUNCTION tco.r14_bill_line_insert_check();
-
-CREATE FUNCTION tco.r14_bill_line_update_check() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    bad record;
-BEGIN
-    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
-        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
-    END IF;
-    -- Lines already on a statement: only paid_at may change.
-    SELECT o.line_id, tco.cycle_of(o.period_start) AS cycle INTO bad
-    FROM old_lines o JOIN new_lines n USING (line_id)
-    JOIN tco.settled_pack sp ON sp.account_id = o.account_id AND sp.product_code = o.product_code
-                            AND sp.cycle OPERATOR(tco.=) tco.cycle_of(o.period_start)
-                            AND o.line_id = ANY (sp.line_ids)
-    WHERE (o.account_id, o.product_code, o.charge_type, o.period_start, o.period_end, o.list_amount, o.issued_at)
-          IS DISTINCT FROM
-          (n.account_id, n.product_code, n.charge_type, n.period_start, n.period_end, n.list_amount, n.issued_at)
-    ORDER BY o.line_id LIMIT 1;
-    IF FOUND THEN
-        PERFORM tco.r14_settled_error(bad.cycle, format('bill line %s is settled and only its paid_at can be set', bad.line_id));
-    END IF;
-    -- A line may not move into a settled cycle either.
-    PERFORM tco.settlement_lock_shared(c)
-        FROM (SELECT DISTINCT tco.cycle_of(period_start) AS c FROM new_lines) x ORDER BY c;
-    SELECT n.line_id, s.cycle INTO bad
-    FROM new_lines n JOIN old_lines o USING (line_id)
-    LEFT JOIN tco.member m ON m.account_id = n.account_id
-    JOIN tco.settled_cycle s ON s.cycle OPERATOR(tco.=) tco.cycle_of(n.period_start)
-                            AND (s.org_id IS NULL OR s.org_id = m.org_id)
-    WHERE (o.account_id, o.product_code, o.period_start, o.list_amount)
-          IS DISTINCT FROM (n.account_id, n.product_code, n.period_start, n.list_amount)
-    ORDER BY n.line_id LIMIT 1;
-    IF FOUND THEN
-        PERFORM tco.r14_settled_error(bad.cycle, format('bill line %s cannot be moved into it', bad.line_id));
-    END IF;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER r14_bill_line_update AFTER UPDATE ON tco.bill_line
-    REFERENCING OLD TABLE AS old_lines NEW TABLE AS new_lines
-    FOR EACH STATEMENT EXECUTE FUNCTION tco.r14_bill_line_update_check();
-
-CREATE FUNCTION tco.r14_bill_line_delete_check() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    bad record;
-BEGIN
-    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
-        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
-    END IF;
-    PERFORM tco.settlement_lock_shared(c)
-        FROM (SELECT DISTINCT tco.cycle_of(period_start) AS c FROM old_lines) x ORDER BY c;
-    SELECT o.line_id, tco.cycle_of(o.period_start) AS cycle INTO bad
-    FROM old_lines o
-    LEFT JOIN tco.member m ON m.account_id = o.account_id
-    WHERE EXISTS (SELECT 1 FROM tco.settled_pack sp
-                  WHERE sp.account_id = o.account_id AND sp.product_code = o.product_code
-                    AND sp.cycle OPERATOR(tco.=) tco.cycle_of(o.period_start) AND o.line_id = ANY (sp.line_ids))
-       OR EXISTS (SELECT 1 FROM tco.settled_cycle s WHERE s.cycle OPERATOR(tco.=) tco.cycle_of(o.period_start)
-                  AND (s.org_id IS NULL OR s.org_id = m.org_id))
-    ORDER BY o.line_id LIMIT 1;
-    IF FOUND THEN
-        PERFORM tco.r14_settled_error(bad.cycle, format('bill line %s cannot be deleted', bad.line_id));
-    END IF;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER r14_bill_line_delete AFTER DELETE ON tco.bill_line
-    REFERENCING OLD TABLE AS old_lines
-    FOR EACH STATEMENT EXECUTE FUNCTION tco.r14_bill_line_delete_check();
+-- R14 on bill lines (no insert into, update of or delete from a settled
+-- cycle; paid_at may be set) is checked by the statement triggers of
+-- tco.bill_line, 48_bill_line_triggers.sql.
 
 -- R14 on trusteeships: a change (establish or end, new or old value) before
 -- the end of the latest settled cycle of the member's organization would
@@ -662,12 +569,31 @@ COMMENT ON FUNCTION tco.pay_statement(bigint, timestamptz) IS
 CREATE FUNCTION tco.explain_line(line_id bigint) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    detached_cycle tco.billing_cycle;
     bl tco.bill_line;
     sl tco.settled_line;
     st tco.statement;
 BEGIN
     PERFORM tco.require_arg(line_id, 'line_id');
-    SELECT * INTO bl FROM tco.bill_line b WHERE b.line_id = explain_line.line_id;
+    -- the line's period start from tco.bill_line_id reads one partition
+    -- (36_partition.sql); lines restored without it are found all the same
+    SELECT * INTO bl FROM tco.bill_line b
+     WHERE b.line_id = explain_line.line_id
+       AND b.period_start = (SELECT k.period_start FROM tco.bill_line_id k WHERE k.line_id = explain_line.line_id);
+    IF NOT FOUND THEN
+        SELECT * INTO bl FROM tco.bill_line b WHERE b.line_id = explain_line.line_id;
+    END IF;
+    IF NOT FOUND THEN
+        SELECT r.cycle INTO detached_cycle
+          FROM tco.bill_line_id k
+          JOIN tco.bill_line_cycle r ON r.detached AND k.period_start >= r.range_start AND k.period_start < r.range_end
+         WHERE k.line_id = explain_line.line_id;
+        IF FOUND THEN
+            RAISE EXCEPTION 'bill line % is in billing cycle %, whose partition of tco.bill_line is detached', line_id, detached_cycle
+                USING ERRCODE = '55000',
+                      HINT = pg_catalog.format('Attach it again with SELECT tco.attach_cycle(%L);', detached_cycle);
+        END IF;
+    END IF;
     PERFORM tco.require_exists(FOUND, 'bill line', line_id);
     -- the pack of the line's account, product and cycle (tco.settled_line
     -- would unnest every pack)
