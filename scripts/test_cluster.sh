@@ -264,6 +264,11 @@ check router "recover() commits the decided move on both shards" "committed|2" \
     "SELECT action || '|' || transactions FROM tco_cluster.recover()"
 check "$dst" "the account arrived whole: balance, ledger, bill lines, discount" "$before" "$state_q"
 check "$src" "and left the source shard" "0|0" "$state_q"
+for n in "$src" "$dst"; do
+    check "$n" "tco.bill_line_id of $n lists exactly the lines there" "0|0" \
+        "SELECT (SELECT count(*) FROM tco.bill_line_id k WHERE NOT EXISTS (SELECT 1 FROM tco.bill_line b WHERE b.line_id = k.line_id)) || '|' ||
+                (SELECT count(*) FROM tco.bill_line b WHERE NOT EXISTS (SELECT 1 FROM tco.bill_line_id k WHERE k.line_id = b.line_id))"
+done
 check router "recover() again finds nothing to do" "0" "SELECT count(*) FROM tco_cluster.recover()"
 on router -d tco -c "SELECT tco.add_member($org, $acct_0)" >/dev/null
 check router "the moved account joins organization $org on its shard" "$org|$acct_0" \

@@ -216,6 +216,11 @@ DECLARE
     total bigint := 0;
 BEGIN
     PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    -- the line ids of tco.bill_line_id (kept by the bill line triggers, off here)
+    IF pg_catalog.to_regclass('tco.bill_line_id') IS NOT NULL THEN
+        EXECUTE 'DELETE FROM tco.bill_line_id k USING tco.bill_line b WHERE b.account_id = $1 AND k.line_id = b.line_id'
+          USING p_account_id;
+    END IF;
     FOR t IN SELECT u.t FROM pg_catalog.unnest(tco_shard.moved_tables()) WITH ORDINALITY AS u(t, o) ORDER BY u.o DESC LOOP
         EXECUTE pg_catalog.format('DELETE FROM tco.%I x WHERE x.account_id = $1', t) USING p_account_id;
         GET DIAGNOSTICS n = ROW_COUNT;
@@ -227,8 +232,9 @@ END $$;
 
 -- Insert the rows of export_account: as a restore does (row_security off,
 -- superuser: tco.restoring() is true, so triggers neither derive rows nor
--- re-judge past actions), with this shard's own ids for every row but the
--- account.
+-- re-judge past actions: the ledger is not applied to the balance twice),
+-- with this shard's own ids for every row but the account.  Bill lines are
+-- written last as new lines are (R14, partitions, line ids of this shard).
 CREATE OR REPLACE FUNCTION tco_shard.import_account(data jsonb) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -238,7 +244,10 @@ DECLARE
     total bigint := 0;
 BEGIN
     PERFORM pg_catalog.set_config('row_security', 'off', true);
-    FOREACH t IN ARRAY tco_shard.moved_tables() LOOP
+    FOREACH t IN ARRAY pg_catalog.array_append(pg_catalog.array_remove(tco_shard.moved_tables(), 'bill_line'), 'bill_line') LOOP
+        IF t = 'bill_line' THEN
+            PERFORM pg_catalog.set_config('row_security', 'on', true);
+        END IF;
         SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
           FROM pg_catalog.pg_attribute a
          WHERE a.attrelid = pg_catalog.format('tco.%I', t)::regclass AND a.attnum > 0 AND NOT a.attisdropped
@@ -249,7 +258,6 @@ BEGIN
         GET DIAGNOSTICS n = ROW_COUNT;
         total := total + n;
     END LOOP;
-    PERFORM pg_catalog.set_config('row_security', 'on', true);
     RETURN total;
 END $$;
 
