@@ -287,6 +287,15 @@ fails router "an account in an organization, in trusteeship, is not moved" "5500
     "SELECT tco_cluster.move_account(101, (SELECT shard_id FROM tco_cluster.shard_conf WHERE shard_id <> tco_cluster.shard_of_account(101) LIMIT 1))"
 check router "refused moves leave nothing prepared and are recorded as aborted" "0|aborted" \
     "SELECT concat((SELECT count(*) FROM tco_cluster.recover()), '|', (SELECT state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1))"
+# e. a new organization goes to the shard with the fewest organizations (shard 4), its admin moved there
+on router -d tco -c "SELECT tco.create_entity(11, 'Entity 11', true)" -c "SELECT tco.create_account(1100, 'admin-11', 11, 10)" >/dev/null
+check router "the new admin account's home is one of the first three shards" "t" "SELECT tco_cluster.shard_of_account(1100) <= 3"
+on router -d tco -c "SELECT tco.create_organization(1100, 'Org 11')" -c "SELECT tco.create_organization(605, 'Org 605')" >/dev/null
+check router "its organization goes to the shard with the fewest organizations, the admin moved there first" "4|4|done" \
+    "SELECT concat(tco_cluster.shard_of_org(d.org_id), '|', d.shard_id, '|', (SELECT state FROM tco_cluster.account_move WHERE account_id = 1100))
+       FROM tco_cluster.account_directory d WHERE d.account_id = 1100"
+check router "an admin with history stays: its organization is created on its shard" "t" \
+    "SELECT tco_cluster.shard_of_org(d.org_id) = d.shard_id FROM tco_cluster.account_directory d WHERE d.account_id = 605"
 
 log "6. the router's catalog: pinned search_path, nothing for PUBLIC, a guarded install"
 check router "every function of the router pins search_path (but the four I/O functions of tco.billing_cycle)" "4" \

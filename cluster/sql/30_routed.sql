@@ -282,11 +282,25 @@ CREATE FUNCTION tco.create_organization(admin_account_id bigint, name text) RETU
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     s integer := tco_cluster.account_shard(admin_account_id);
+    target integer;
     new_org bigint;
     root bigint;
 BEGIN
     IF name IS NULL THEN
         RAISE EXCEPTION 'argument "name" must not be NULL' USING ERRCODE = '22004', HINT = 'Pass a value for every required argument.';
+    END IF;
+    -- A new organization goes to the shard with the fewest organizations: its
+    -- admin moves there first when it can (an account with no settled or
+    -- shared history, tco_cluster.move_account); otherwise the organization
+    -- stays on the admin's shard.
+    target := tco_cluster.least_loaded_shard(false);
+    IF target <> s THEN
+        BEGIN
+            PERFORM tco_cluster.move_account(admin_account_id, target);
+            s := target;
+        EXCEPTION WHEN object_not_in_prerequisite_state THEN
+            NULL;
+        END;
     END IF;
     new_org := pg_catalog.nextval('tco_cluster.org_id_seq');
     root := pg_catalog.nextval('tco_cluster.unit_id_seq');
@@ -297,7 +311,7 @@ EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
     RAISE;
 END $$;
-COMMENT ON FUNCTION tco.create_organization(bigint, text) IS 'Router: creates an organization on the shard of its admin account. Returns org_id.';
+COMMENT ON FUNCTION tco.create_organization(bigint, text) IS 'Router: creates an organization on the shard with the fewest organizations, moving its admin account there first when it can (else on the admin''s shard). Returns org_id.';
 
 CREATE FUNCTION tco.create_unit(org_id bigint, name text, parent_unit_id bigint DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

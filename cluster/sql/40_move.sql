@@ -5,7 +5,9 @@
 --   1. the move is recorded on the router (state 'preparing'), committed at
 --      once through a loopback connection, whatever becomes of the caller;
 --   2. on the source shard export_account + forget_account, on the target
---      import_account, each in a transaction, both PREPAREd (gid tco_move_<id>);
+--      import_account, each in a transaction, both PREPAREd (gids
+--      tco_move_<id>_<shard_id>: two shards may share a server, and gids are
+--      per server);
 --   3. the decision: state 'committing' and the directory's new shard,
 --      committed together on the router (loopback);
 --   4. COMMIT PREPARED on both shards; state 'done'.
@@ -29,7 +31,7 @@ CREATE TABLE tco_cluster.account_move (
     error       text
 );
 CREATE INDEX account_move_open ON tco_cluster.account_move (state) WHERE state IN ('preparing', 'committing');
-COMMENT ON TABLE tco_cluster.account_move IS 'The router''s record of every move of an account between shards (two-phase commit, gid tco_move_<move_id>): the decision tco_cluster.recover() follows.';
+COMMENT ON TABLE tco_cluster.account_move IS 'The router''s record of every move of an account between shards (two-phase commit, gids tco_move_<move_id>_<shard_id>): the decision tco_cluster.recover() follows.';
 SELECT pg_catalog.pg_extension_config_dump('tco_cluster.account_move', '');
 
 -- dblink, wherever CREATE EXTENSION ... CASCADE put it.
@@ -85,7 +87,8 @@ DECLARE
     s_dst tco_cluster.shard_conf;
     lb text := tco_cluster.loopback_conninfo();
     mid bigint;
-    gid text;
+    gid_src text;
+    gid_dst text;
     data text;
     decided boolean := false;
     crash text := pg_catalog.current_setting('tco_cluster.fail_move_at', true);
@@ -109,7 +112,8 @@ BEGIN
     mid := tco_cluster.dblink_value(lb, pg_catalog.format(
         'INSERT INTO tco_cluster.account_move (account_id, from_shard, to_shard, state) VALUES (%s, %s, %s, %L) RETURNING move_id',
         account_id, src, to_shard_id, 'preparing'))::bigint;
-    gid := 'tco_move_' || mid;
+    gid_src := pg_catalog.format('tco_move_%s_%s', mid, src);
+    gid_dst := pg_catalog.format('tco_move_%s_%s', mid, to_shard_id);
     PERFORM tco_cluster.dblink_connect('tco_move_src', s_src.fdw_server);
     PERFORM tco_cluster.dblink_connect('tco_move_dst', s_dst.fdw_server);
     PERFORM tco_cluster.dblink_exec('tco_move_src', 'BEGIN');
@@ -117,8 +121,8 @@ BEGIN
     PERFORM tco_cluster.dblink_value('tco_move_src', pg_catalog.format('SELECT tco_shard.forget_account(%s)::text', account_id));
     PERFORM tco_cluster.dblink_exec('tco_move_dst', 'BEGIN');
     PERFORM tco_cluster.dblink_value('tco_move_dst', pg_catalog.format('SELECT tco_shard.import_account(%L::jsonb)::text', data));
-    PERFORM tco_cluster.dblink_exec('tco_move_dst', pg_catalog.format('PREPARE TRANSACTION %L', gid));
-    PERFORM tco_cluster.dblink_exec('tco_move_src', pg_catalog.format('PREPARE TRANSACTION %L', gid));
+    PERFORM tco_cluster.dblink_exec('tco_move_dst', pg_catalog.format('PREPARE TRANSACTION %L', gid_dst));
+    PERFORM tco_cluster.dblink_exec('tco_move_src', pg_catalog.format('PREPARE TRANSACTION %L', gid_src));
     IF crash = 'prepared' THEN       -- test hook (scripts/test_cluster.sh): the router dies here
         PERFORM pg_catalog.pg_terminate_backend(pg_catalog.pg_backend_pid());
         PERFORM pg_catalog.pg_sleep(30);
@@ -133,8 +137,8 @@ BEGIN
         PERFORM pg_catalog.pg_terminate_backend(pg_catalog.pg_backend_pid());
         PERFORM pg_catalog.pg_sleep(30);
     END IF;
-    PERFORM tco_cluster.dblink_exec('tco_move_dst', pg_catalog.format('COMMIT PREPARED %L', gid));
-    PERFORM tco_cluster.dblink_exec('tco_move_src', pg_catalog.format('COMMIT PREPARED %L', gid));
+    PERFORM tco_cluster.dblink_exec('tco_move_dst', pg_catalog.format('COMMIT PREPARED %L', gid_dst));
+    PERFORM tco_cluster.dblink_exec('tco_move_src', pg_catalog.format('COMMIT PREPARED %L', gid_src));
     PERFORM tco_cluster.dblink_exec(lb, pg_catalog.format(
         'UPDATE tco_cluster.account_move SET state = %L, finished_at = pg_catalog.clock_timestamp() WHERE move_id = %s', 'done', mid));
     PERFORM tco_cluster.dblink_disconnect_all();
@@ -164,11 +168,12 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m tco_cluster.account_move;
     s tco_cluster.shard_conf;
-    gid text := 'tco_move_' || p_move_id;
+    gid text;
     n integer := 0;
 BEGIN
     SELECT * INTO m FROM tco_cluster.account_move WHERE move_id = p_move_id;
     FOR s IN SELECT * FROM tco_cluster.shard_conf c WHERE c.shard_id IN (m.from_shard, m.to_shard) LOOP
+        gid := pg_catalog.format('tco_move_%s_%s', p_move_id, s.shard_id);
         IF EXISTS (SELECT 1 FROM tco_cluster.dblink_values(s.fdw_server::text,
                        pg_catalog.format('SELECT gid FROM pg_catalog.pg_prepared_xacts WHERE gid = %L', gid))) THEN
             PERFORM tco_cluster.dblink_exec(s.fdw_server::text,
@@ -209,7 +214,9 @@ BEGIN
         FOR g IN SELECT v FROM tco_cluster.dblink_values(s.fdw_server::text,
                      'SELECT gid FROM pg_catalog.pg_prepared_xacts WHERE gid LIKE ''tco\_move\_%'' AND database = pg_catalog.current_database()') v LOOP
             IF NOT EXISTS (SELECT 1 FROM tco_cluster.account_move a
-                            WHERE 'tco_move_' || a.move_id = g AND a.state IN ('preparing', 'committing')) THEN
+                            WHERE g IN (pg_catalog.format('tco_move_%s_%s', a.move_id, a.from_shard),
+                                        pg_catalog.format('tco_move_%s_%s', a.move_id, a.to_shard))
+                              AND a.state IN ('preparing', 'committing')) THEN
                 PERFORM tco_cluster.dblink_exec(s.fdw_server::text, pg_catalog.format('ROLLBACK PREPARED %L', g));
                 move_id := NULL; account_id := NULL; action := 'rolled back (unknown to the router)'; transactions := 1;
                 RETURN NEXT;
