@@ -9,9 +9,12 @@ cd "$(dirname "$0")/.."
 PSQL=(psql -X -q -v ON_ERROR_STOP=1)
 current=$(sed -n "s/^default_version = '\(.*\)'/\1/p" tco.control)
 fail=0
+# digests in a directory of this run (several work trees may test at once)
+dig=$(mktemp -d /tmp/tco-digest.XXXXXX)
+trap 'rm -rf "$dig"' EXIT
 "${PSQL[@]}" -c 'DROP DATABASE IF EXISTS tco_upgrade_new' -c 'CREATE DATABASE tco_upgrade_new'
 "${PSQL[@]}" -d tco_upgrade_new -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION tco CASCADE'
-"${PSQL[@]}" -d tco_upgrade_new -f scripts/catalog_digest.sql > /tmp/tco-digest-new.txt
+"${PSQL[@]}" -d tco_upgrade_new -f scripts/catalog_digest.sql > "$dig/new.txt"
 for script in $(ls upgrade/tco--*.sql | grep -v -- "--.*--"); do
     old=$(basename "$script" .sql); old=${old#tco--}
     [ "$old" = "$current" ] && continue
@@ -93,11 +96,11 @@ SQL
     else
         echo "bill lines kept by the update, one partition per cycle: $(echo $where)"
     fi
-    "${PSQL[@]}" -d "$db" -f scripts/catalog_digest.sql > /tmp/tco-digest-old.txt
-    if ! diff -u /tmp/tco-digest-new.txt /tmp/tco-digest-old.txt > /tmp/tco-digest.diff; then
-        echo "$old -> $current differs from a fresh $current install:"; head -n 80 /tmp/tco-digest.diff; fail=1
+    "${PSQL[@]}" -d "$db" -f scripts/catalog_digest.sql > "$dig/old.txt"
+    if ! diff -u "$dig/new.txt" "$dig/old.txt" > "$dig/diff"; then
+        echo "$old -> $current differs from a fresh $current install:"; head -n 80 "$dig/diff"; fail=1
     else
-        echo "$old -> $current: $(wc -l < /tmp/tco-digest-new.txt) catalog facts equal to a fresh install"
+        echo "$old -> $current: $(wc -l < "$dig/new.txt") catalog facts equal to a fresh install"
     fi
     out=$("${PSQL[@]}" -At -d "$db" -c "SELECT lines, list_total FROM tco.settle_cycle('2023-02')" \
                          -c "SELECT tco.trusteeship_effective_payer(2, 'cvm', '2023-02-02 00:00+08')" 2>&1 || true)
