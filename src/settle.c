@@ -57,6 +57,7 @@
 #include "commands/sequence.h"
 #include "common/int.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "nodes/params.h"
 #include "portability/instr_time.h"
 #include "tcop/dest.h"
@@ -75,6 +76,8 @@
 #include "utils/numeric.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/tuplesort.h"
+#include "utils/typcache.h"
 
 #include "bulk.h"
 #include "payer.h"
@@ -390,13 +393,17 @@ typedef struct SettleRun
 	char	  (*products)[PRODUCT_CODE_LEN];	/* in collation order */
 	int		   *product_len;	/* strlen of each */
 	HTAB	   *product_ranks;
-	int64	   *settled_ids;	/* skip mode: settled lines of the current group */
+	int64	   *settled_ids;	/* skip mode: settled lines of the current group ... */
 	int			nsettled_ids;
+	int64		group_account;	/* ... of this account ... */
+	int32		group_product;	/* ... and product (-1: none yet) */
 	/* where the time went, reported at DEBUG1 */
 	instr_time	phase_mark;
 	double		phase_ms[NUM_PHASES];
-	int			radix_sorts;	/* passes ordered by order_lines' radix sort */
-	int			comparison_sorts;	/* and by the comparison sort */
+	bool		radix_sort;		/* in memory: order_lines used its radix sort */
+	const char *sort_method;	/* spilled: the tuplesort's method, else NULL */
+	int64		sort_space_kb;	/* and the space it used */
+	bool		sort_on_disk;
 } SettleRun;
 
 /* Charge the time since the last mark to phase p. */
@@ -413,7 +420,9 @@ phase_done(SettleRun *run, SettlePhase p)
 /*
  * Plans kept for the life of the backend.  Parameters are base types only
  * (cycles go as text), so a plan survives the extension being dropped and
- * created again: the plan cache re-analyzes the query text.
+ * created again: the plan cache re-analyzes the query text.  The plan
+ * cache may switch a query to a generic plan after five calls; the read of
+ * the cycle's lines is kept on custom plans (PlanDef.cursor_options).
  */
 typedef enum SettlePlan
 {
@@ -450,14 +459,20 @@ typedef enum SettlePlan
 } SettlePlan;
 
 /*
- * The cycle's lines, unsorted (settle_run sorts them in memory: an SQL sort on
+ * The cycle's lines, unsorted (settle_run puts them in order: an SQL sort on
  * (account_id, product_code, period_start, line_id) cost three times the
- * whole aggregate of the benchmark), from account $3 on.
+ * whole aggregate of the benchmark).  A plain range on period_start, so that
+ * it works on a table partitioned by period_start as well (the planner
+ * prunes to the cycle's partition) and needs no particular index: it is
+ * planned for each run with the run's bounds (CURSOR_OPT_CUSTOM_PLAN, see
+ * get_plan), so a third of the table in the cycle is a sequential scan and a
+ * small cycle of a large table an index scan, never a generic plan chosen
+ * without knowing the cycle.
  */
 #define LINES_SELECT \
 	"SELECT line_id, account_id, product_code, period_start, list_amount " \
-	"FROM tco.bill_line b WHERE period_start >= $1 AND period_start < $2 AND account_id >= $3"
-#define LINES_IN_ORG " AND account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $4)"
+	"FROM tco.bill_line b WHERE period_start >= $1 AND period_start < $2"
+#define LINES_IN_ORG " AND account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $3)"
 #define BENEFITS_SELECT \
 	"SELECT benefit_id, CASE kind WHEN 'coupon' THEN 0 " \
 	"WHEN 'voucher' THEN CASE WHEN pool_org_id IS NULL THEN 1 ELSE 5 END " \
@@ -477,6 +492,7 @@ typedef struct PlanDef
 	const char *sql;
 	int			nargs;
 	Oid			argtypes[20];
+	int			cursor_options; /* CURSOR_OPT_CUSTOM_PLAN: planned for each call's values */
 } PlanDef;
 
 static const PlanDef plan_defs[NUM_PLANS] = {
@@ -486,8 +502,9 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 	[PLAN_PARTLY_SETTLED] = {"SELECT 1 FROM tco.settled_cycle WHERE cycle OPERATOR(tco.=) $1::tco.billing_cycle LIMIT 1",
 	1, {TEXTOID}},
 	[PLAN_PRODUCTS] = {"SELECT product_code FROM tco.product ORDER BY product_code", 0, {0}},
-	[PLAN_LINES] = {LINES_SELECT, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}},
-	[PLAN_LINES_ORG] = {LINES_SELECT LINES_IN_ORG, 4, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, INT8OID}},
+	[PLAN_LINES] = {LINES_SELECT, 2, {TIMESTAMPTZOID, TIMESTAMPTZOID}, CURSOR_OPT_CUSTOM_PLAN},
+	[PLAN_LINES_ORG] = {LINES_SELECT LINES_IN_ORG, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID},
+	CURSOR_OPT_CUSTOM_PLAN},
 	[PLAN_SETTLED_IDS] = {"SELECT l FROM tco.settled_pack p, unnest(p.line_ids) l "
 		"WHERE p.account_id = $1 AND p.product_code = $2 AND p.cycle OPERATOR(tco.=) $3::tco.billing_cycle "
 		"ORDER BY l", 3, {INT8OID, TEXTOID, TEXTOID}},
@@ -612,7 +629,8 @@ get_plan(SettlePlan which)
 	if (plans[which] == NULL)
 	{
 		const PlanDef *def = &plan_defs[which];
-		SPIPlanPtr	plan = SPI_prepare(def->sql, def->nargs, (Oid *) def->argtypes);
+		SPIPlanPtr	plan = SPI_prepare_cursor(def->sql, def->nargs, (Oid *) def->argtypes,
+											  def->cursor_options);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed for settlement query %d: %s",
@@ -2240,9 +2258,11 @@ is_settled_id(SettleRun *run, int64 line_id)
 }
 
 /*
- * Receives the cycle's lines from the executor and keeps them as LineRec,
- * at most cap of them: when full, only the accounts below the middle one
- * are kept (see settle_run).
+ * Receives the cycle's lines from the executor, in one pass, as LineRec:
+ * into an array of at most cap records while they fit (about work_mem),
+ * and once they do not, into a tuplesort (spill_to_sort), which keeps
+ * work_mem in memory and spills the rest to temporary files as
+ * PostgreSQL's own sorts do.  See settle_run.
  */
 typedef struct LineCollector
 {
@@ -2251,9 +2271,9 @@ typedef struct LineCollector
 	LineRec    *recs;
 	Size		cap;
 	Size		n;
-	uint64		received;		/* rows received, kept or not */
-	bool		bounded;		/* only accounts < below_account are kept */
-	int64		below_account;
+	uint64		received;		/* rows received */
+	Tuplesortstate *sort;		/* NULL while the records fit in recs */
+	TupleTableSlot *sort_slot;	/* a virtual slot of the sort's tuple shape */
 	const char *last_code;
 	int32		last_rank;
 } LineCollector;
@@ -2270,6 +2290,92 @@ collect_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 static void
 collect_shutdown(DestReceiver *self)
 {
+}
+
+/*
+ * The tuple a line is sorted as when the cycle does not fit in work_mem:
+ * a LineRec as a virtual tuple, sorted by its first four columns in
+ * settlement order (consumer, product rank, period start, line id).
+ */
+#define SORT_NATTS		5
+#define SORT_NKEYS		4
+
+static TupleDesc
+sort_tupdesc(void)
+{
+	TupleDesc	desc = CreateTemplateTupleDesc(SORT_NATTS);
+
+	TupleDescInitEntry(desc, 1, "account_id", INT8OID, -1, 0);
+	TupleDescInitEntry(desc, 2, "product", INT4OID, -1, 0);
+	TupleDescInitEntry(desc, 3, "period_start", TIMESTAMPTZOID, -1, 0);
+	TupleDescInitEntry(desc, 4, "line_id", INT8OID, -1, 0);
+	TupleDescInitEntry(desc, 5, "list", INT8OID, -1, 0);
+	return desc;
+}
+
+static void
+sort_put(LineCollector *lc, const LineRec *r)
+{
+	TupleTableSlot *slot = lc->sort_slot;
+
+	ExecClearTuple(slot);
+	slot->tts_values[0] = Int64GetDatum(r->account_id);
+	slot->tts_values[1] = Int32GetDatum(r->product);
+	slot->tts_values[2] = TimestampTzGetDatum(r->period_start);
+	slot->tts_values[3] = Int64GetDatum(r->line_id);
+	slot->tts_values[4] = Int64GetDatum(r->list);
+	memset(slot->tts_isnull, 0, sizeof(bool) * SORT_NATTS);
+	ExecStoreVirtualTuple(slot);
+	tuplesort_puttupleslot(lc->sort, slot);
+}
+
+static void
+sort_get(TupleTableSlot *slot, LineRec *r)
+{
+	slot_getallattrs(slot);
+	r->account_id = DatumGetInt64(slot->tts_values[0]);
+	r->product = DatumGetInt32(slot->tts_values[1]);
+	r->period_start = DatumGetTimestampTz(slot->tts_values[2]);
+	r->line_id = DatumGetInt64(slot->tts_values[3]);
+	r->list = DatumGetInt64(slot->tts_values[4]);
+}
+
+/*
+ * The records no longer fit in work_mem: start a tuplesort with work_mem,
+ * move the records read so far into it and free their array.  From now on
+ * every line goes to the sort; it keeps at most work_mem in memory and
+ * writes sorted runs to temporary files (released at its end, or by the
+ * resource owner on error), so the cycle is still read once.
+ */
+static void
+spill_to_sort(LineCollector *lc)
+{
+	SettleRun  *run = lc->run;
+	MemoryContext oldcxt = MemoryContextSwitchTo(run->run_ctx);
+	TupleDesc	desc = sort_tupdesc();
+	AttrNumber	attnums[SORT_NKEYS] = {1, 2, 3, 4};
+	Oid			operators[SORT_NKEYS];
+	Oid			collations[SORT_NKEYS] = {InvalidOid, InvalidOid, InvalidOid, InvalidOid};
+	bool		nulls_first[SORT_NKEYS] = {false, false, false, false};
+	Size		i;
+
+	/* each key column's "<" of its type's default btree opclass */
+	for (i = 0; i < SORT_NKEYS; i++)
+		operators[i] = lookup_type_cache(TupleDescAttr(desc, i)->atttypid, TYPECACHE_LT_OPR)->lt_opr;
+	lc->sort = tuplesort_begin_heap(desc, SORT_NKEYS, attnums, operators, collations, nulls_first,
+									work_mem, NULL, TUPLESORT_NONE);
+	lc->sort_slot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
+	MemoryContextSwitchTo(oldcxt);
+	for (i = 0; i < lc->n; i++)
+	{
+		sort_put(lc, &lc->recs[i]);
+		if ((i & 0x3FFF) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
+	pfree(lc->recs);
+	lc->recs = NULL;
+	lc->n = 0;
+	lc->cap = 0;
 }
 
 /*
@@ -2357,8 +2463,8 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 {
 	LineCollector *lc = (LineCollector *) self;
 	SettleRun  *run = lc->run;
+	LineRec		rec;
 	LineRec    *r;
-	int64		account_id;
 	text	   *code;
 	int			len;
 
@@ -2370,54 +2476,11 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 				 errmsg("a bill line of the cycle has a NULL line_id, account_id, product_code, period_start or list_amount"),
 				 errhint("A NOT NULL constraint of tco.bill_line was dropped: restore it and correct the line.")));
 	lc->received++;
-	account_id = DatumGetInt64(slot->tts_values[1]);
-	if (lc->bounded && account_id >= lc->below_account)
-		return true;
-	if (lc->n == lc->cap)
-	{
-		/*
-		 * Full: keep the accounts below about the middle one (the median of
-		 * a sample of the accounts), in the order they were read.
-		 */
-		LineRec    *recs = lc->recs;
-		Size		n = lc->n;
-		int64		sample[1024];
-		int			nsample = (int) Min(n, (Size) lengthof(sample));
-		int64		below;
-		Size		keep = 0;
-		Size		i;
-
-		for (i = 0; i < (Size) nsample; i++)
-			sample[i] = recs[i * (n / nsample)].account_id;
-		qsort(sample, nsample, sizeof(int64), cmp_int64);
-		below = sample[nsample / 2];
-		if (below == sample[0] && sample[0] < PG_INT64_MAX)
-			below = sample[0] + 1;	/* keep the first account, at least */
-		for (i = 0; i < n; i++)
-			if (recs[i].account_id < below)
-				keep++;
-		if (keep == 0 || keep == n)
-		{
-			/* one account fills the array, or nearly: keep all of it */
-			lc->cap *= 2;
-			lc->recs = repalloc_huge(lc->recs, lc->cap * sizeof(LineRec));
-		}
-		else
-		{
-			keep = 0;
-			for (i = 0; i < n; i++)
-				if (recs[i].account_id < below)
-					recs[keep++] = recs[i];
-			lc->below_account = below;
-			lc->bounded = true;
-			lc->n = keep;
-		}
-		if (lc->bounded && account_id >= lc->below_account)
-			return true;
-	}
-	r = &lc->recs[lc->n++];
+	if (lc->sort == NULL && lc->n == lc->cap)
+		spill_to_sort(lc);
+	r = lc->sort == NULL ? &lc->recs[lc->n++] : &rec;
 	r->line_id = DatumGetInt64(slot->tts_values[0]);
-	r->account_id = account_id;
+	r->account_id = DatumGetInt64(slot->tts_values[1]);
 	code = DatumGetTextPP(slot->tts_values[2]);
 	len = VARSIZE_ANY_EXHDR(code);
 	if (lc->last_code == NULL || strlen(lc->last_code) != (size_t) len ||
@@ -2450,34 +2513,91 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 	r->product = lc->last_rank;
 	r->period_start = DatumGetTimestampTz(slot->tts_values[3]);
 	r->list = numeric_to_micro(slot->tts_values[4]);
-	if ((lc->n & 0x3FFF) == 0)
+	if (lc->sort != NULL)
+		sort_put(lc, r);
+	if ((lc->received & 0x3FFF) == 0)
 		CHECK_FOR_INTERRUPTS();
 	return true;
 }
 
 /*
- * Settle the cycle's lines in the fixed order (consumer, product, period
- * start, line id).  They are read unsorted and sorted in memory as compact
- * records, at most about work_mem of them at a time: when the records of the
- * accounts read so far do not fit, the accounts from the middle one on are
- * dropped and read again by a later pass, so each pass settles a range of
- * accounts completely and in order (benefits shared across accounts see the
- * same order as one global sort).  Memory therefore stays bounded by
- * work_mem however many lines the cycle has, at the price of one more scan of
- * the cycle per pass beyond the first; only one account with more lines than
- * fit makes the array grow past it.
+ * Settle lines that come in settlement order, a slice of the run's lines:
+ * first load, with one query, the consumers among them not loaded yet
+ * (lookup_account would load each with a query of its own).
+ */
+static void
+settle_lines(SettleRun *run, const LineRec *recs, Size n, bool skip_settled)
+{
+	int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
+	Size		nids = 0;
+	Size		i;
+
+	for (i = 0; i < n; i++)
+	{
+		if (i > 0 && recs[i].account_id == recs[i - 1].account_id)
+			continue;
+		if (hash_search(run->accounts, &recs[i].account_id, HASH_FIND, NULL) == NULL)
+			ids[nids++] = recs[i].account_id;
+	}
+	preload_accounts(run, ids, nids);
+	pfree(ids);
+
+	for (i = 0; i < n; i++)
+	{
+		const LineRec *r = &recs[i];
+
+		CHECK_FOR_INTERRUPTS();
+		if (skip_settled)
+		{
+			if (r->account_id != run->group_account || r->product != run->group_product)
+			{
+				run->group_account = r->account_id;
+				run->group_product = r->product;
+				load_settled_ids(run, r->account_id, run->products[r->product]);
+			}
+			if (is_settled_id(run, r->line_id))
+			{
+				run->nskipped++;
+				continue;
+			}
+		}
+		settle_line(run, r->line_id, r->account_id, run->products[r->product], r->period_start, r->list);
+		if (run->batch.n >= FETCH_BATCH)
+			batch_flush(run);
+		run->nlines++;
+		if (progress_every > 0 && run->nlines % progress_every == 0)
+			ereport(NOTICE,
+					(errmsg("settling cycle %s: " UINT64_FORMAT " bill lines done",
+							run->cycle_text, run->nlines)));
+	}
+}
+
+/*
+ * Read the cycle's lines once and settle them in the fixed order (consumer,
+ * product, period start, line id).  The read query has no ORDER BY (an SQL
+ * sort on the product code text cost three times the whole aggregate): the
+ * lines arrive in physical order as compact records (LineRec, the product as
+ * its rank in collation order).  While they fit in work_mem they are kept
+ * in an array and put in order in memory (order_lines); once they do not,
+ * all of them go to a tuplesort with work_mem (spill_to_sort), which
+ * spills sorted runs to temporary files and merges them as the lines are
+ * settled.  Either way the cycle is scanned once, and memory stays bounded
+ * by work_mem plus what is bounded by accounts, products, payers and
+ * benefits: the lines are settled in slices of FETCH_BATCH (settle_lines),
+ * each slice's per-line records written and freed (batch_flush).
  */
 static void
 settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled)
 {
 	HASHCTL		ctl;
 	MemoryContext statements_ctx;
-	Datum		args[4];
+	Datum		args[3];
 	SettlePlan	which = run->has_org ? PLAN_LINES_ORG : PLAN_LINES;
-	int64		from_account = PG_INT64_MIN;
-	Size		cap;
-	LineRec    *recs;
+	LineCollector lc;
+	SPIExecuteOptions options;
+	ParamListInfo params;
 	MemoryContext oldcxt;
+	int			k;
 
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(AccountInfo);
@@ -2492,6 +2612,8 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 
 	owner_cache_reset(&run->discount_cache);
 	owner_cache_reset(&run->benefit_cache);
+	run->group_account = 0;
+	run->group_product = -1;
 	INSTR_TIME_SET_CURRENT(run->phase_mark);
 	load_statements(run);
 	load_products(run);
@@ -2502,131 +2624,95 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 	batch_start(run);
 	MemoryContextSwitchTo(oldcxt);
 
+	memset(&lc, 0, sizeof(lc));
+	lc.pub.receiveSlot = collect_line;
+	lc.pub.rStartup = collect_startup;
+	lc.pub.rShutdown = collect_shutdown;
+	lc.pub.rDestroy = collect_shutdown;
+	lc.pub.mydest = DestNone;
+	lc.run = run;
+	lc.last_rank = -1;
 	/* records, and two positions each for order_lines */
-	cap = Max((Size) work_mem * 1024 / (sizeof(LineRec) + 2 * sizeof(uint32)), (Size) 16384);
-	recs = MemoryContextAllocHuge(run->run_ctx, cap * sizeof(LineRec));
+	lc.cap = Max((Size) work_mem * 1024 / (sizeof(LineRec) + 2 * sizeof(uint32)), (Size) RADIX_MIN_LINES);
+	lc.recs = MemoryContextAllocHuge(run->run_ctx, lc.cap * sizeof(LineRec));
 	phase_done(run, PHASE_SETUP);
 
 	args[0] = TimestampTzGetDatum(start);
 	args[1] = TimestampTzGetDatum(end);
-	args[3] = Int64GetDatum(run->org_id);
-
-	for (;;)
+	args[2] = Int64GetDatum(run->org_id);
+	params = makeParamList(run->has_org ? 3 : 2);
+	for (k = 0; k < params->numParams; k++)
 	{
-		LineCollector lc;
-		SPIExecuteOptions options;
-		ParamListInfo params;
-		Size		n;
-		Size		i;
-		int			k;
-		int64		group_account = 0;
-		int32		group_product = -1;
-
-		memset(&lc, 0, sizeof(lc));
-		lc.pub.receiveSlot = collect_line;
-		lc.pub.rStartup = collect_startup;
-		lc.pub.rShutdown = collect_shutdown;
-		lc.pub.rDestroy = collect_shutdown;
-		lc.pub.mydest = DestNone;
-		lc.run = run;
-		lc.recs = recs;
-		lc.cap = cap;
-		lc.bounded = false;
-		lc.below_account = PG_INT64_MAX;
-		lc.last_rank = -1;
-
-		args[2] = Int64GetDatum(from_account);
-		params = makeParamList(run->has_org ? 4 : 3);
-		for (k = 0; k < params->numParams; k++)
-		{
-			params->params[k].value = args[k];
-			params->params[k].isnull = false;
-			params->params[k].pflags = PARAM_FLAG_CONST;
-			params->params[k].ptype = k < 2 ? TIMESTAMPTZOID : INT8OID;
-		}
-		memset(&options, 0, sizeof(options));
-		options.params = params;
-		/*
-		 * read_only = false: a fresh snapshot, taken after the advisory lock,
-		 * so lines committed by sessions we waited for are seen.  The rows go
-		 * straight to collect_line, without being copied into a tuple table.
-		 */
-		options.read_only = false;
-		options.dest = (DestReceiver *) &lc;
-		{
-			int			ret = SPI_execute_plan_extended(get_plan(which), &options);
-
-			if (ret < 0)
-				elog(ERROR, "reading the cycle's bill lines failed: %s", SPI_result_code_string(ret));
-		}
-		recs = lc.recs;
-		cap = lc.cap;
-		n = lc.n;
-		if (from_account == PG_INT64_MIN)
-			run->nreceived = lc.received;
-		phase_done(run, PHASE_READ);
-		{
-			uint32	   *idx = n >= RADIX_MIN_LINES ? MemoryContextAllocHuge(run->run_ctx, sizeof(uint32) * 2 * n) : NULL;
-
-			if (order_lines(recs, n, run->nproducts, idx))
-				run->radix_sorts++;
-			else
-				run->comparison_sorts++;
-			if (idx)
-				pfree(idx);
-		}
-		phase_done(run, PHASE_SORT);
-		{
-			int64	   *ids = palloc(sizeof(int64) * Min(n, (Size) 65536));
-			Size		nids = 0;
-
-			for (i = 0; i < n; i++)
-			{
-				if (i > 0 && recs[i].account_id == recs[i - 1].account_id)
-					continue;
-				ids[nids++] = recs[i].account_id;
-				if (nids == 65536)
-				{
-					preload_accounts(run, ids, nids);
-					nids = 0;
-				}
-			}
-			preload_accounts(run, ids, nids);
-			pfree(ids);
-		}
-		for (i = 0; i < n; i++)
-		{
-			LineRec    *r = &recs[i];
-
-			CHECK_FOR_INTERRUPTS();
-			if (skip_settled)
-			{
-				if (r->account_id != group_account || r->product != group_product)
-				{
-					group_account = r->account_id;
-					group_product = r->product;
-					load_settled_ids(run, group_account, run->products[group_product]);
-				}
-				if (is_settled_id(run, r->line_id))
-				{
-					run->nskipped++;
-					continue;
-				}
-			}
-			settle_line(run, r->line_id, r->account_id, run->products[r->product], r->period_start, r->list);
-			if (run->batch.n >= FETCH_BATCH)
-				batch_flush(run);
-			run->nlines++;
-			if (progress_every > 0 && run->nlines % progress_every == 0)
-				ereport(NOTICE,
-						(errmsg("settling cycle %s: " UINT64_FORMAT " bill lines done",
-								run->cycle_text, run->nlines)));
-		}
-		batch_flush(run);
-		if (!lc.bounded)
-			break;
-		from_account = lc.below_account;
+		params->params[k].value = args[k];
+		params->params[k].isnull = false;
+		params->params[k].pflags = PARAM_FLAG_CONST;
+		params->params[k].ptype = k < 2 ? TIMESTAMPTZOID : INT8OID;
 	}
+	memset(&options, 0, sizeof(options));
+	options.params = params;
+	/*
+	 * read_only = false: a fresh snapshot, taken after the settlement lock,
+	 * so lines committed by sessions we waited for are seen.  The rows go
+	 * straight to collect_line, without being copied into a tuple table.
+	 * The plan is made for these bounds (a custom plan, get_plan).
+	 */
+	options.read_only = false;
+	options.dest = (DestReceiver *) &lc;
+	{
+		int			ret = SPI_execute_plan_extended(get_plan(which), &options);
+
+		if (ret < 0)
+			elog(ERROR, "reading the cycle's bill lines failed: %s", SPI_result_code_string(ret));
+	}
+	run->nreceived = lc.received;
+	phase_done(run, PHASE_READ);
+
+	if (lc.sort == NULL)
+	{
+		/* everything fit in work_mem: order the array, settle it by slices */
+		Size		n = lc.n;
+		Size		i;
+		uint32	   *idx = n >= RADIX_MIN_LINES ?
+			MemoryContextAllocHuge(run->run_ctx, sizeof(uint32) * 2 * n) : NULL;
+
+		run->radix_sort = order_lines(lc.recs, n, run->nproducts, idx);
+		if (idx)
+			pfree(idx);
+		phase_done(run, PHASE_SORT);
+		for (i = 0; i < n; i += FETCH_BATCH)
+			settle_lines(run, lc.recs + i, Min((Size) FETCH_BATCH, n - i), skip_settled);
+		pfree(lc.recs);
+	}
+	else
+	{
+		/* the sort spilled: merge its runs, settle the lines as they come out */
+		LineRec    *slice = MemoryContextAllocHuge(run->run_ctx, sizeof(LineRec) * FETCH_BATCH);
+		TupleTableSlot *out = MakeSingleTupleTableSlot(lc.sort_slot->tts_tupleDescriptor,
+													   &TTSOpsMinimalTuple);
+		TuplesortInstrumentation stats;
+		bool		more = true;
+
+		tuplesort_performsort(lc.sort);
+		phase_done(run, PHASE_SORT);
+		while (more)
+		{
+			Size		n = 0;
+
+			while (n < FETCH_BATCH && (more = tuplesort_gettupleslot(lc.sort, true, false, out, NULL)))
+				sort_get(out, &slice[n++]);
+			phase_done(run, PHASE_SORT);
+			settle_lines(run, slice, n, skip_settled);
+		}
+		tuplesort_get_stats(lc.sort, &stats);
+		run->sort_method = tuplesort_method_name(stats.sortMethod);
+		run->sort_space_kb = stats.spaceUsed;
+		run->sort_on_disk = stats.spaceType == SORT_SPACE_TYPE_DISK;
+		ExecDropSingleTupleTableSlot(out);
+		ExecDropSingleTupleTableSlot(lc.sort_slot);
+		tuplesort_end(lc.sort);
+		pfree(slice);
+	}
+	batch_flush(run);
 
 	if (run->packs != NULL)
 		tco_bulk_end(run->packs);
@@ -2647,19 +2733,23 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 		initStringInfo(&buf);
 		for (p = 0; p < NUM_PHASES; p++)
 			appendStringInfo(&buf, "%s%s %.1f ms", p > 0 ? ", " : "", phase_names[p], run->phase_ms[p]);
-		elog(DEBUG1, "tco settle_cycle %s: " UINT64_FORMAT " lines; %s; sorted by radix %d, by comparison %d",
-			 run->cycle_text, run->nlines, buf.data, run->radix_sorts, run->comparison_sorts);
+		if (run->sort_method != NULL)
+			elog(DEBUG1, "tco settle_cycle %s: " UINT64_FORMAT " lines; %s; one read, sorted by tuplesort (%s, %ld kB %s)",
+				 run->cycle_text, run->nlines, buf.data, run->sort_method, (long) run->sort_space_kb,
+				 run->sort_on_disk ? "on disk" : "in memory");
+		else
+			elog(DEBUG1, "tco settle_cycle %s: " UINT64_FORMAT " lines; %s; one read, sorted in memory (%s)",
+				 run->cycle_text, run->nlines, buf.data, run->radix_sort ? "radix" : "comparison");
 	}
 }
 
 /*
  * The invariant of a run, checked by counts before anything is committed:
  * every bill line of the cycle in the scope was settled by this run or found
- * settled by an earlier one.  The first pass over the cycle's lines receives
- * every line of the scope (its account filter starts at the int8 minimum),
- * so its count of rows received is the number of lines to settle; a line left
- * out by a later filter (as an account id at the int8 maximum once was)
- * raises here instead of closing the cycle without it.
+ * settled by an earlier one.  The one read of the cycle's lines counts every
+ * row the executor gives it (collect_line), before it is kept in memory or
+ * sent to the sort; a line lost between the read and its settlement (by the
+ * sort, or by a slice) raises here instead of closing the cycle without it.
  */
 static void
 check_all_settled(SettleRun *run)
