@@ -8,8 +8,8 @@
  *
  * One pass over the cycle's bill lines in the fixed order (consumer, product,
  * period start, line id): read unsorted straight from the executor into
- * compact records, sorted in memory while they fit in work_mem and by a
- * tuplesort spilling to temporary files when they do not (settle_read.c).  For each
+ * compact records, sorted in memory while they fit in work_mem, else
+ * spilled to temporary files as sorted runs and merged (settle_read.c).  For each
  * line: the payer (R6, payer.c), the contract discount (R8), then the
  * resource packs and savings plans owned by or shared with the consumer, the
  * consumer's coupons, the payer's vouchers together with pool vouchers
@@ -564,10 +564,10 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 		initStringInfo(&buf);
 		for (p = 0; p < NUM_PHASES; p++)
 			appendStringInfo(&buf, "%s%s %.1f ms", p > 0 ? ", " : "", phase_names[p], run->phase_ms[p]);
-		if (run->sort_method != NULL)
-			elog(DEBUG1, "tco settle_cycle %s: " UINT64_FORMAT " lines; %s; one read, sorted by tuplesort (%s, %ld kB %s)",
-				 run->cycle_text, run->nlines, buf.data, run->sort_method, (long) run->sort_space_kb,
-				 run->sort_on_disk ? "on disk" : "in memory");
+		if (run->spilled_runs > 0)
+			elog(DEBUG1, "tco settle_cycle %s: " UINT64_FORMAT " lines; %s; one read, %d sorted runs spilled to temporary files (" INT64_FORMAT " kB, %d intermediate merges), merged",
+				 run->cycle_text, run->nlines, buf.data, run->spilled_runs, run->spilled_kb,
+				 run->intermediate_merges);
 		else
 			elog(DEBUG1, "tco settle_cycle %s: " UINT64_FORMAT " lines; %s; one read, sorted in memory (%s)",
 				 run->cycle_text, run->nlines, buf.data, run->radix_sort ? "radix" : "comparison");

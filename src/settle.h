@@ -8,8 +8,8 @@
  *   settle.c          the driver: SQL entry points, the run and its phases,
  *                     its queries (prepared plans), consumer accounts
  *   settle_read.c     the cycle's lines read once and put in settlement
- *                     order: in memory within work_mem, else a tuplesort
- *                     spilling to temporary files
+ *                     order: in memory within work_mem, else sorted runs
+ *                     spilled to temporary files and merged
  *   settle_price.c    pricing one line: payer, contract discount (R8),
  *                     statement-line sums, its per-line record
  *   settle_benefit.c  benefits (R9): resource packs, savings plans,
@@ -340,10 +340,10 @@ typedef struct SettleRun
 	/* where the time went, reported at DEBUG1 */
 	instr_time	phase_mark;
 	double		phase_ms[NUM_PHASES];
-	bool		radix_sort;		/* in memory: order_lines used its radix sort */
-	const char *sort_method;	/* spilled: the tuplesort's method, else NULL */
-	int64		sort_space_kb;	/* and the space it used */
-	bool		sort_on_disk;
+	bool		radix_sort;		/* order_lines used its radix sort */
+	int			spilled_runs;	/* sorted runs written to temporary files */
+	int64		spilled_kb;		/* and their size */
+	int			intermediate_merges;	/* merges of runs into one before the last */
 } SettleRun;
 
 /* Charge the time since the last mark to phase p. */

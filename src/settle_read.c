@@ -4,11 +4,14 @@
  * Settlement (settle.h): the cycle's bill lines read once, in physical
  * order, as compact records, and put in settlement order (consumer,
  * product, period start, line id): by a radix sort in memory while they
- * fit in work_mem, else by a tuplesort that spills to temporary files.
+ * fit in work_mem, else as sorted runs in temporary files, merged.
  * Also the products (ranks in collation order) and, in skip mode, the
  * lines an earlier settlement of the cycle already settled.
  */
 #include "postgres.h"
+
+#include "lib/binaryheap.h"
+#include "storage/buffile.h"
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
@@ -23,8 +26,6 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
-#include "utils/tuplesort.h"
-#include "utils/typcache.h"
 
 #include "settle.h"
 
@@ -256,11 +257,11 @@ settle_is_settled_id(SettleRun *run, int64 line_id)
 }
 
 /*
- * Receives the cycle's lines from the executor, in one pass, as LineRec:
- * into an array of at most cap records while they fit (about work_mem),
- * and once they do not, into a tuplesort (spill_to_sort), which keeps
- * work_mem in memory and spills the rest to temporary files as
- * PostgreSQL's own sorts do.  See settle_read_lines.
+ * Receives the cycle's lines from the executor, in one pass, as LineRec,
+ * into an array of cap records (about work_mem with the radix sort's
+ * scratch).  When the array is full, it is put in order and written to a
+ * temporary file as a sorted run (spill_run), and the array is reused;
+ * settle_read_lines then merges the runs.  See settle_read_lines.
  */
 typedef struct LineCollector
 {
@@ -269,9 +270,11 @@ typedef struct LineCollector
 	LineRec    *recs;
 	Size		cap;
 	Size		n;
+	uint32	   *idx;			/* order_lines' scratch, once spilling */
 	uint64		received;		/* rows received */
-	Tuplesortstate *sort;		/* NULL while the records fit in recs */
-	TupleTableSlot *sort_slot;	/* a virtual slot of the sort's tuple shape */
+	BufFile   **runs;			/* sorted runs written so far */
+	int			nruns;
+	int			max_runs;		/* merged into one run when reached */
 	const char *last_code;
 	int32		last_rank;
 } LineCollector;
@@ -291,89 +294,157 @@ collect_shutdown(DestReceiver *self)
 }
 
 /*
- * The tuple a line is sorted as when the cycle does not fit in work_mem:
- * a LineRec as a virtual tuple, sorted by its first four columns in
- * settlement order (consumer, product rank, period start, line id).
+ * Merging sorted runs: each source is a run in a temporary file or the
+ * sorted array in memory; a binary heap gives the source whose next line
+ * comes first in settlement order.  The merged lines go to a sink in
+ * slices of FETCH_BATCH: settle_lines, or another temporary file.
  */
-#define SORT_NATTS		5
-#define SORT_NKEYS		4
-
-static TupleDesc
-sort_tupdesc(void)
+typedef struct MergeSource
 {
-	TupleDesc	desc = CreateTemplateTupleDesc(SORT_NATTS);
+	BufFile    *file;			/* NULL: the array */
+	const LineRec *mem;
+	Size		mem_n;
+	Size		mem_pos;
+	LineRec		head;			/* its next line */
+} MergeSource;
 
-	TupleDescInitEntry(desc, 1, "account_id", INT8OID, -1, 0);
-	TupleDescInitEntry(desc, 2, "product", INT4OID, -1, 0);
-	TupleDescInitEntry(desc, 3, "period_start", TIMESTAMPTZOID, -1, 0);
-	TupleDescInitEntry(desc, 4, "line_id", INT8OID, -1, 0);
-	TupleDescInitEntry(desc, 5, "list", INT8OID, -1, 0);
-	return desc;
+typedef void (*MergeSink) (SettleRun *run, void *arg, const LineRec *recs, Size n);
+
+static int
+merge_compare(Datum a, Datum b, void *arg)
+{
+	MergeSource *sources = (MergeSource *) arg;
+
+	/* binaryheap keeps the largest first: reverse the order */
+	return -line_order(&sources[DatumGetInt32(a)].head, &sources[DatumGetInt32(b)].head);
+}
+
+static bool
+source_next(MergeSource *src)
+{
+	if (src->file == NULL)
+	{
+		if (src->mem_pos == src->mem_n)
+			return false;
+		src->head = src->mem[src->mem_pos++];
+		return true;
+	}
+	{
+		size_t		got = BufFileRead(src->file, &src->head, sizeof(LineRec));
+
+		if (got == 0)
+			return false;
+		if (got != sizeof(LineRec))
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not read a sorted run of bill lines from a temporary file: read %zu of %zu bytes",
+							got, sizeof(LineRec))));
+	}
+	return true;
 }
 
 static void
-sort_put(LineCollector *lc, const LineRec *r)
+merge_runs(SettleRun *run, BufFile **files, int nfiles, const LineRec *mem, Size nmem,
+		   MergeSink sink, void *arg)
 {
-	TupleTableSlot *slot = lc->sort_slot;
+	MergeSource *sources = palloc0(sizeof(MergeSource) * (nfiles + 1));
+	binaryheap *heap = binaryheap_allocate(nfiles + 1, merge_compare, sources);
+	LineRec    *out = palloc(sizeof(LineRec) * FETCH_BATCH);
+	Size		nout = 0;
+	int			i;
 
-	ExecClearTuple(slot);
-	slot->tts_values[0] = Int64GetDatum(r->account_id);
-	slot->tts_values[1] = Int32GetDatum(r->product);
-	slot->tts_values[2] = TimestampTzGetDatum(r->period_start);
-	slot->tts_values[3] = Int64GetDatum(r->line_id);
-	slot->tts_values[4] = Int64GetDatum(r->list);
-	memset(slot->tts_isnull, 0, sizeof(bool) * SORT_NATTS);
-	ExecStoreVirtualTuple(slot);
-	tuplesort_puttupleslot(lc->sort, slot);
+	for (i = 0; i <= nfiles; i++)
+	{
+		if (i < nfiles)
+		{
+			sources[i].file = files[i];
+			if (BufFileSeek(files[i], 0, 0, SEEK_SET) != 0)
+				ereport(ERROR,
+						(errcode_for_file_access(),
+						 errmsg("could not rewind a temporary file of sorted bill lines")));
+		}
+		else
+		{
+			sources[i].mem = mem;
+			sources[i].mem_n = nmem;
+		}
+		if (source_next(&sources[i]))
+			binaryheap_add_unordered(heap, Int32GetDatum(i));
+	}
+	binaryheap_build(heap);
+	while (!binaryheap_empty(heap))
+	{
+		int			i = DatumGetInt32(binaryheap_first(heap));
+
+		out[nout++] = sources[i].head;
+		if (nout == FETCH_BATCH)
+		{
+			sink(run, arg, out, nout);
+			nout = 0;
+		}
+		if (source_next(&sources[i]))
+			binaryheap_replace_first(heap, Int32GetDatum(i));
+		else
+			(void) binaryheap_remove_first(heap);
+	}
+	if (nout > 0)
+		sink(run, arg, out, nout);
+	binaryheap_free(heap);
+	pfree(sources);
+	pfree(out);
 }
 
 static void
-sort_get(TupleTableSlot *slot, LineRec *r)
+sink_to_file(SettleRun *run, void *arg, const LineRec *recs, Size n)
 {
-	slot_getallattrs(slot);
-	r->account_id = DatumGetInt64(slot->tts_values[0]);
-	r->product = DatumGetInt32(slot->tts_values[1]);
-	r->period_start = DatumGetTimestampTz(slot->tts_values[2]);
-	r->line_id = DatumGetInt64(slot->tts_values[3]);
-	r->list = DatumGetInt64(slot->tts_values[4]);
+	BufFileWrite((BufFile *) arg, (void *) recs, sizeof(LineRec) * n);
+	CHECK_FOR_INTERRUPTS();
 }
 
-/*
- * The records no longer fit in work_mem: start a tuplesort with work_mem,
- * move the records read so far into it and free their array.  From now on
- * every line goes to the sort; it keeps at most work_mem in memory and
- * writes sorted runs to temporary files (released at its end, or by the
- * resource owner on error), so the cycle is still read once.
- */
 static void
-spill_to_sort(LineCollector *lc)
+sink_to_settle(SettleRun *run, void *arg, const LineRec *recs, Size n)
+{
+	phase_done(run, PHASE_SORT);
+	settle_lines(run, recs, n, *(bool *) arg);
+}
+
+/* The array is full: put it in order and write it out as one more sorted run. */
+static void
+spill_run(LineCollector *lc)
 {
 	SettleRun  *run = lc->run;
+	BufFile    *file;
+	/* the runs outlive the read's executor memory (the current context) */
 	MemoryContext oldcxt = MemoryContextSwitchTo(run->run_ctx);
-	TupleDesc	desc = sort_tupdesc();
-	AttrNumber	attnums[SORT_NKEYS] = {1, 2, 3, 4};
-	Oid			operators[SORT_NKEYS];
-	Oid			collations[SORT_NKEYS] = {InvalidOid, InvalidOid, InvalidOid, InvalidOid};
-	bool		nulls_first[SORT_NKEYS] = {false, false, false, false};
-	Size		i;
 
-	/* each key column's "<" of its type's default btree opclass */
-	for (i = 0; i < SORT_NKEYS; i++)
-		operators[i] = lookup_type_cache(TupleDescAttr(desc, i)->atttypid, TYPECACHE_LT_OPR)->lt_opr;
-	lc->sort = tuplesort_begin_heap(desc, SORT_NKEYS, attnums, operators, collations, nulls_first,
-									work_mem, NULL, TUPLESORT_NONE);
-	lc->sort_slot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
-	MemoryContextSwitchTo(oldcxt);
-	for (i = 0; i < lc->n; i++)
+	if (lc->idx == NULL)
 	{
-		sort_put(lc, &lc->recs[i]);
-		if ((i & 0x3FFF) == 0)
-			CHECK_FOR_INTERRUPTS();
+		lc->runs = MemoryContextAlloc(run->run_ctx, sizeof(BufFile *) * lc->max_runs);
+		lc->idx = MemoryContextAllocHuge(run->run_ctx, sizeof(uint32) * 2 * lc->cap);
 	}
-	pfree(lc->recs);
-	lc->recs = NULL;
+	if (order_lines(lc->recs, lc->n, run->nproducts, lc->idx))
+		run->radix_sort = true;
+	/* temporary files of this transaction, closed by the resource owner on error */
+	file = BufFileCreateTemp(false);
+	BufFileWrite(file, lc->recs, sizeof(LineRec) * lc->n);
+	lc->runs[lc->nruns++] = file;
+	run->spilled_runs++;
+	run->spilled_kb += sizeof(LineRec) * lc->n / 1024;
 	lc->n = 0;
-	lc->cap = 0;
+	if (lc->nruns == lc->max_runs)
+	{
+		/* too many runs to merge with little memory: merge them into one */
+		BufFile    *merged = BufFileCreateTemp(false);
+		int			i;
+
+		merge_runs(run, lc->runs, lc->nruns, NULL, 0, sink_to_file, merged);
+		for (i = 0; i < lc->nruns; i++)
+			BufFileClose(lc->runs[i]);
+		lc->runs[0] = merged;
+		lc->nruns = 1;
+		run->intermediate_merges++;
+	}
+	MemoryContextSwitchTo(oldcxt);
 }
 
 /*
@@ -461,7 +532,6 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 {
 	LineCollector *lc = (LineCollector *) self;
 	SettleRun  *run = lc->run;
-	LineRec		rec;
 	LineRec    *r;
 	text	   *code;
 	int			len;
@@ -474,9 +544,9 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 				 errmsg("a bill line of the cycle has a NULL line_id, account_id, product_code, period_start or list_amount"),
 				 errhint("A NOT NULL constraint of tco.bill_line was dropped: restore it and correct the line.")));
 	lc->received++;
-	if (lc->sort == NULL && lc->n == lc->cap)
-		spill_to_sort(lc);
-	r = lc->sort == NULL ? &lc->recs[lc->n++] : &rec;
+	if (lc->n == lc->cap)
+		spill_run(lc);
+	r = &lc->recs[lc->n++];
 	r->line_id = DatumGetInt64(slot->tts_values[0]);
 	r->account_id = DatumGetInt64(slot->tts_values[1]);
 	code = DatumGetTextPP(slot->tts_values[2]);
@@ -511,8 +581,6 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 	r->product = lc->last_rank;
 	r->period_start = DatumGetTimestampTz(slot->tts_values[3]);
 	r->list = numeric_to_micro(slot->tts_values[4]);
-	if (lc->sort != NULL)
-		sort_put(lc, r);
 	if ((lc->received & 0x3FFF) == 0)
 		CHECK_FOR_INTERRUPTS();
 	return true;
@@ -522,13 +590,17 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
  * Read the cycle's lines once and settle them in the fixed order (consumer,
  * product, period start, line id).  The read query has no ORDER BY (an SQL
  * sort on the product code text cost three times the whole aggregate): the
- * lines arrive in physical order as compact records (LineRec, the product as
- * its rank in collation order).  While they fit in work_mem they are kept
- * in an array and put in order in memory (order_lines); once they do not,
- * all of them go to a tuplesort with work_mem (spill_to_sort), which
- * spills sorted runs to temporary files and merges them as the lines are
- * settled.  Either way the cycle is scanned once, and memory stays bounded
- * by work_mem plus what is bounded by accounts, products, payers and
+ * lines arrive in physical order as compact records (LineRec, 40 bytes, the
+ * product as its rank in collation order) into an array of about work_mem.
+ * If they all fit, the array is put in order in memory (order_lines) and
+ * settled.  If not, each time the array fills it is put in order and
+ * written to a temporary file as a sorted run (spill_run: an external merge
+ * sort, as PostgreSQL's own sorts spill, with the radix sort for the runs),
+ * and at the end the runs and the last array are merged, the lines settled
+ * as they come out of the merge.  More runs than work_mem has room for
+ * (a read buffer of BLCKSZ each, max_runs) are first merged into one.
+ * Either way the cycle is scanned once, never again, and memory stays
+ * bounded by work_mem plus what is bounded by accounts, products, payers and
  * benefits: the lines are settled in slices of FETCH_BATCH (settle_lines),
  * each slice's per-line records written and freed (settle_batch_flush).
  */
@@ -553,6 +625,7 @@ settle_read_lines(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_
 	/* records, and two positions each for order_lines */
 	lc.cap = Max((Size) work_mem * 1024 / (sizeof(LineRec) + 2 * sizeof(uint32)), (Size) RADIX_MIN_LINES);
 	lc.recs = MemoryContextAllocHuge(run->run_ctx, lc.cap * sizeof(LineRec));
+	lc.max_runs = Max((int) Min((Size) work_mem * 1024 / (2 * BLCKSZ), (Size) 4096), 4);
 	args[0] = TimestampTzGetDatum(start);
 	args[1] = TimestampTzGetDatum(end);
 	args[2] = Int64GetDatum(run->org_id);
@@ -583,7 +656,7 @@ settle_read_lines(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_
 	run->nreceived = lc.received;
 	phase_done(run, PHASE_READ);
 
-	if (lc.sort == NULL)
+	if (lc.nruns == 0)
 	{
 		/* everything fit in work_mem: order the array, settle it by slices */
 		Size		n = lc.n;
@@ -597,35 +670,20 @@ settle_read_lines(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_
 		phase_done(run, PHASE_SORT);
 		for (i = 0; i < n; i += FETCH_BATCH)
 			settle_lines(run, lc.recs + i, Min((Size) FETCH_BATCH, n - i), skip_settled);
-		pfree(lc.recs);
 	}
 	else
 	{
-		/* the sort spilled: merge its runs, settle the lines as they come out */
-		LineRec    *slice = MemoryContextAllocHuge(run->run_ctx, sizeof(LineRec) * FETCH_BATCH);
-		TupleTableSlot *out = MakeSingleTupleTableSlot(lc.sort_slot->tts_tupleDescriptor,
-													   &TTSOpsMinimalTuple);
-		TuplesortInstrumentation stats;
-		bool		more = true;
+		/* spilled: the last array is one more run, kept in memory; merge all */
+		int			i;
 
-		tuplesort_performsort(lc.sort);
+		if (order_lines(lc.recs, lc.n, run->nproducts, lc.idx))
+			run->radix_sort = true;
 		phase_done(run, PHASE_SORT);
-		while (more)
-		{
-			Size		n = 0;
-
-			while (n < FETCH_BATCH && (more = tuplesort_gettupleslot(lc.sort, true, false, out, NULL)))
-				sort_get(out, &slice[n++]);
-			phase_done(run, PHASE_SORT);
-			settle_lines(run, slice, n, skip_settled);
-		}
-		tuplesort_get_stats(lc.sort, &stats);
-		run->sort_method = tuplesort_method_name(stats.sortMethod);
-		run->sort_space_kb = stats.spaceUsed;
-		run->sort_on_disk = stats.spaceType == SORT_SPACE_TYPE_DISK;
-		ExecDropSingleTupleTableSlot(out);
-		ExecDropSingleTupleTableSlot(lc.sort_slot);
-		tuplesort_end(lc.sort);
-		pfree(slice);
+		merge_runs(run, lc.runs, lc.nruns, lc.recs, lc.n, sink_to_settle, &skip_settled);
+		for (i = 0; i < lc.nruns; i++)
+			BufFileClose(lc.runs[i]);
+		pfree(lc.runs);
+		pfree(lc.idx);
 	}
+	pfree(lc.recs);
 }
