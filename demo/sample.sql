@@ -75,6 +75,10 @@ INSERT INTO tco.product (product_code, granularity, name) VALUES
 -- bill (Jan 2's, issued Jan 3 01:00) and are frozen for January, while cvm
 -- switches at the next hour, 10:00 (seed 004's two scenarios).  February's
 -- lines are paid with their statements (tco.pay_statement).
+-- Bill lines are stored one partition per cycle (README "Storage: bill lines
+-- partitioned by cycle"): the two cycles' partitions first, so that the lines
+-- go straight into them (tco.insert_bill_lines does this by itself).
+SELECT tco.prepare_cycles('2023-01', '2023-02');
 INSERT INTO tco.bill_line (account_id, product_code, charge_type, period_start, period_end, list_amount, issued_at, paid_at, tags)
 SELECT m, p, CASE WHEN p = 'cbs' THEN 'prepaid' ELSE 'postpaid' END::tco.charge_type,
        d, d + interval '1 day', round((1 + random() * 40)::numeric, 2),

@@ -23,6 +23,10 @@ for d in $dbs; do "${PSQL[@]}" -c "DROP DATABASE IF EXISTS $d"; done
 "${PSQL[@]}" -d tco_dump_src -f demo/sample.sql >/dev/null
 # settled cycles, statements, invoices and alerts too
 [ -f demo/settle.sql ] && "${PSQL[@]}" -d tco_dump_src -f demo/settle.sql >/dev/null
+# several partitions of tco.bill_line (README "Storage"): the demo's two
+# cycles, two prepared ahead, and a settled cycle detached for archiving
+"${PSQL[@]}" -d tco_dump_src -c "SELECT tco.prepare_cycles('2023-03', '2023-04')" \
+    -c "SELECT tco.detach_cycle('2023-01')" >/dev/null
 tmp=$(mktemp -d /tmp/tco-dump.XXXXXX); chmod 755 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 fail=0
@@ -49,6 +53,24 @@ for dst in tco_dump_fc tco_dump_plain tco_dump_data; do
         if [ "$a" != "$b" ]; then echo "$dst: tco.$t differs after restore: $a vs $b"; fail=1; fi
     done
     echo "$dst: compared $(echo $tables | wc -w) tables"
+done
+
+# the partitions are restored as partitions, the detached one standalone, and
+# it can be attached again with all its lines
+parts_q="SELECT string_agg(r.cycle::text || ' ' || r.relname || ' ' || r.detached || ' '
+                   || coalesce((SELECT i.inhparent::regclass::text FROM pg_inherits i
+                                 WHERE i.inhrelid = format('tco.%I', r.relname)::regclass), '-'), ', ' ORDER BY r.cycle)
+         FROM tco.bill_line_cycle r"
+src_parts=$("${PSQL[@]}" -At -d tco_dump_src -c "$parts_q")
+echo "partitions: $src_parts"
+[ "$(echo "$src_parts" | grep -o 'tco.bill_line$\|tco.bill_line,' | wc -l)" -ge 3 ] || { echo "the source has fewer than 3 attached partitions"; fail=1; }
+for dst in tco_dump_fc tco_dump_plain tco_dump_data; do
+    b=$("${PSQL[@]}" -At -d "$dst" -c "$parts_q")
+    [ "$b" = "$src_parts" ] || { echo "$dst: partitions differ after restore: $b"; fail=1; }
+    n=$("${PSQL[@]}" -At -d "$dst" -c "SELECT tco.attach_cycle('2023-01')" -c "SELECT count(*) FROM tco.bill_line")
+    m=$("${PSQL[@]}" -At -d tco_dump_src -c "SELECT count(*) FROM tco.bill_line") 
+    m=$((m + $("${PSQL[@]}" -At -d tco_dump_src -c "SELECT count(*) FROM tco.bill_line_p2023_01")))
+    [ "$(echo "$n" | tail -n 1)" = "$m" ] || { echo "$dst: $n lines after attaching 2023-01, expected $m"; fail=1; }
 done
 
 # rules still hold after restore, and new ids do not collide with restored ones

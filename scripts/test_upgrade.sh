@@ -73,6 +73,8 @@ SQL
                       (SELECT count(*) || ' ' || sum(due_amount) FROM tco.settled_line),
                       (SELECT count(*) || ' ' || sum(amount) FROM tco.benefit_use),
                       (SELECT string_agg(lines || ' ' || list_total || ' ' || due_total, ',') FROM tco.settlement_by_payer)"
+    lines_q="SELECT count(*) || ' ' || sum(list_amount) || ' ' || md5(string_agg(line_id || ':' || period_start, ',' ORDER BY line_id)) FROM tco.bill_line"
+    lines_before=$("${PSQL[@]}" -At -d "$db" -c "$lines_q")
     before=$("${PSQL[@]}" -At -d "$db" -c "$settled_q")
     "${PSQL[@]}" -d "$db" -c "ALTER EXTENSION tco UPDATE TO '$current'"
     after=$("${PSQL[@]}" -At -d "$db" -c "$settled_q")
@@ -80,6 +82,16 @@ SQL
         echo "settlement written under $old changed by the update:"; echo "before: $before"; echo "after:  $after"; fail=1
     else
         echo "settlement written under $old unchanged by the update (explain_line of every line, totals)"
+    fi
+    # 1.3 partitions the bill lines by cycle: every line kept, in its cycle's
+    # partition (created at run time, not a member of the extension)
+    lines_after=$("${PSQL[@]}" -At -d "$db" -c "$lines_q")
+    where=$("${PSQL[@]}" -At -d "$db" -c "SELECT string_agg(p || '=' || n, ' ' ORDER BY p) FROM (SELECT tableoid::regclass::text AS p, count(*) AS n FROM tco.bill_line GROUP BY 1) x" \
+             -c "SELECT count(*) FROM pg_depend d JOIN tco.bill_line_cycle r ON d.objid = format('tco.%I', r.relname)::regclass WHERE d.deptype = 'e'" 2>&1 || true)
+    if [ "$lines_before" != "$lines_after" ] || [ "$(echo $where)" != "tco.bill_line_p2023_01=10 tco.bill_line_p2023_02=100 0" ]; then
+        echo "bill lines not kept in their partitions by the update: $lines_before / $lines_after / $where"; fail=1
+    else
+        echo "bill lines kept by the update, one partition per cycle: $(echo $where)"
     fi
     "${PSQL[@]}" -d "$db" -f scripts/catalog_digest.sql > /tmp/tco-digest-old.txt
     if ! diff -u /tmp/tco-digest-new.txt /tmp/tco-digest-old.txt > /tmp/tco-digest.diff; then

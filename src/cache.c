@@ -31,6 +31,7 @@
 #include "storage/proc.h"
 #include "utils/snapmgr.h"
 
+#include "payer.h"
 #include "tco.h"
 
 static const char *const granularity_names[] = {"minute", "hour", "day", "week", "month"};
@@ -85,6 +86,28 @@ tco_invalidate_cache(PG_FUNCTION_ARGS)
 				 errmsg("tco.invalidate_cache() must be called as a trigger")));
 	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
 	return PointerGetDatum(NULL);
+}
+
+PG_FUNCTION_INFO_V1(tco_invalidate_bill_line_cache);
+
+/*
+ * tco.invalidate_bill_line_cache(): what tco.invalidate_cache() does for
+ * tco.bill_line, called by its statement triggers only when a changed line
+ * can alter a cached answer (the frozen-product rule of DESIGN section 3:
+ * 48_bill_line_triggers.sql decides), so that ordinary ingest sends no
+ * invalidation to every backend.  The payer cache of this backend is also
+ * dropped at once, not at the next command: the spending alerts evaluated
+ * later in the same trigger must not read payers from before the change.
+ */
+Datum
+tco_invalidate_bill_line_cache(PG_FUNCTION_ARGS)
+{
+	Oid			relid = tco_relid("bill_line");
+
+	if (OidIsValid(relid))
+		CacheInvalidateRelcacheByRelid(relid);
+	tco_payer_reset();
+	PG_RETURN_VOID();
 }
 
 static uint64 snapshot_epoch = 0;

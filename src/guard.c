@@ -58,6 +58,30 @@ tco_settlement_lock(BillingCycle cycle, LOCKMODE mode)
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("billing cycle out of range")));
 	LockDatabaseObject(classid, (Oid) (cycle - TCO_CYCLE_MIN), 0, mode);
+
+	/*
+	 * A settlement also waits for every transaction that is writing bill
+	 * lines right now.  Writers take the shared lock above only for cycles
+	 * that have ended (48_bill_line_triggers.sql: a cycle that has not ended
+	 * cannot be being settled, and the lock would be one more shared lock
+	 * per ingest statement); a line of a cycle written just before it ended,
+	 * by a transaction still open when its settlement begins, is thus waited
+	 * for here and read by the settlement's snapshot, taken after this.
+	 * Writers that come later find the cycle ended and take the lock.
+	 */
+	if (mode == ExclusiveLock)
+	{
+		Oid			lines = tco_relid("bill_line");
+
+		if (OidIsValid(lines))
+		{
+			LOCKTAG		tag;
+
+			/* ShareLock conflicts with the RowExclusiveLock of every writer */
+			SET_LOCKTAG_RELATION(tag, MyDatabaseId, lines);
+			WaitForLockers(tag, ShareLock, false);
+		}
+	}
 }
 
 /*

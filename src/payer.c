@@ -90,7 +90,12 @@ typedef struct PayerCache
 	HTAB	   *products;
 	HTAB	   *accounts;
 	pg_tz	   *tz;
-	Oid			relids[5];
+	Oid			relids[6];
+	/* cycles whose partition is detached (archived): their lines are not here */
+	int			ndetached;
+	BillingCycle *detached;
+	TimestampTz *detached_start;	/* [start, end) of each, in the billing zone */
+	TimestampTz *detached_end;
 	/* how long what was read stays valid (cache.c) */
 	TcoCacheScope scope;
 	LocalTransactionId built_lxid;
@@ -106,7 +111,8 @@ typedef struct PayerCache
 
 static PayerCache cache;
 
-static const char *const cache_tables[] = {"trusteeship", "bill_line", "product", "account", "config"};
+static const char *const cache_tables[] = {"trusteeship", "bill_line", "product", "account", "config",
+"bill_line_cycle"};
 
 static void
 payer_cache_invalidate(Datum arg, Oid relid)
@@ -269,6 +275,44 @@ load_changes(void)
 	}
 }
 
+/*
+ * The cycles whose partition of tco.bill_line is detached (README "Storage:
+ * bill lines partitioned by cycle"); none before version 1.3, which has no
+ * tco.bill_line_cycle.
+ */
+static void
+load_detached(void)
+{
+	uint64		i;
+	int			ret;
+
+	cache.ndetached = 0;
+	cache.detached = NULL;
+	if (!OidIsValid(tco_relid("bill_line_cycle")))
+		return;
+	ret = SPI_execute("SELECT cycle::pg_catalog.text FROM tco.bill_line_cycle WHERE detached ORDER BY 1", true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read tco.bill_line_cycle: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return;
+	cache.detached = MemoryContextAlloc(cache.context, sizeof(BillingCycle) * SPI_processed);
+	cache.detached_start = MemoryContextAlloc(cache.context, sizeof(TimestampTz) * SPI_processed);
+	cache.detached_end = MemoryContextAlloc(cache.context, sizeof(TimestampTz) * SPI_processed);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *text = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		int			y,
+					m;
+
+		if (text == NULL || sscanf(text, "%d-%d", &y, &m) != 2)
+			elog(ERROR, "malformed cycle in tco.bill_line_cycle");
+		cache.detached[cache.ndetached] = (BillingCycle) (y * 12 + m - 1);
+		cache.detached_start[cache.ndetached] = tco_cycle_start(cache.detached[cache.ndetached], cache.tz);
+		cache.detached_end[cache.ndetached] = tco_next_cycle_start(cache.detached[cache.ndetached], cache.tz);
+		cache.ndetached++;
+	}
+}
+
 static void
 ensure_cache(void)
 {
@@ -311,6 +355,7 @@ ensure_cache(void)
 		elog(ERROR, "SPI_connect failed");
 	load_products();
 	load_changes();
+	load_detached();
 	SPI_finish();
 	PopActiveSnapshot();
 	tco_restore_search_path(nestlevel);
@@ -612,6 +657,35 @@ tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
 	decision->nchanges = account->nchanges;
 	decision->effective = pe ? pe->effective : NULL;
 	decision->frozen = pe ? pe->frozen : NULL;
+
+	/*
+	 * A line starting in a cycle whose partition is detached: when a change
+	 * of the account falls in that cycle, its effective instant depends on
+	 * the frozen-product rule, that is on lines that are not here.  Refuse
+	 * rather than answer from missing data (payers of other cycles do not
+	 * depend on it: a change of the detached cycle is in effect by the start
+	 * of the next cycle either way).
+	 */
+	if (cache.ndetached > 0 && account->nchanges > 0)
+	{
+		int			k;
+
+		for (k = 0; k < cache.ndetached; k++)
+			if (at >= cache.detached_start[k] && at < cache.detached_end[k])
+				break;
+		if (k < cache.ndetached)
+			for (i = 0; i < account->nchanges; i++)
+				if (account->changes[i].at >= cache.detached_start[k] &&
+					account->changes[i].at < cache.detached_end[k])
+					ereport(ERROR,
+							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+							 errmsg("billing cycle %04d-%02d of tco.bill_line is detached",
+									cache.detached[k] / 12, cache.detached[k] % 12 + 1),
+							 errdetail("Account " INT64_FORMAT " has a trusteeship change in that cycle, and who pays a line of it depends on the cycle's bill lines (frozen-product rule).",
+									   account_id),
+							 errhint("Reattach the cycle with tco.attach_cycle('%04d-%02d').",
+									 cache.detached[k] / 12, cache.detached[k] % 12 + 1)));
+	}
 
 	/* the latest change (by instant) whose effective instant is <= at */
 	for (i = account->nchanges - 1; i >= 0; i--)

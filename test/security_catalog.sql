@@ -53,7 +53,7 @@ SELECT is(array(SELECT c.oid::regclass::text FROM pg_class c
 SELECT is(array(SELECT c.oid::regclass::text FROM pg_class c
                  WHERE c.relnamespace = 'tco'::regnamespace AND c.relkind IN ('r', 'p')
                    AND NOT c.relrowsecurity ORDER BY 1),
-          '{tco.alert_channel,tco.config,tco.entity,tco.invitation,tco.ledger,tco.member_history,tco.policy_attachment,tco.prepaid_resource,tco.prepaid_transfer,tco.product,tco.service_policy}',
+          '{tco.alert_channel,tco.bill_line_cycle,tco.bill_line_default,tco.bill_line_id,tco.config,tco.entity,tco.invitation,tco.ledger,tco.member_history,tco.policy_attachment,tco.prepaid_resource,tco.prepaid_transfer,tco.product,tco.service_policy}',
           'the tables without row-level security are exactly those no reader may select');
 SELECT is(array(SELECT c.oid::regclass::text FROM pg_class c
                  WHERE c.relnamespace = 'tco'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity
@@ -215,14 +215,15 @@ SELECT is(pg_temp.as_role('tco_t_admin1', $q$SELECT length(tco.org_chart(1)) > 0
 -- 7b. Restores (README "Backup and restore"): every PL/pgSQL trigger
 -- function takes restored rows as stored history, but those that only guard
 -- UPDATE, DELETE and TRUNCATE (a restore inserts), keep identity sequences
--- ahead, or check the shape of a value; and restore mode needs a role that
--- bypasses row-level security.
+-- ahead, or check the shape of a value, and the one that creates the
+-- partitions of tco.bill_line a data-only restore loads (36_partition.sql);
+-- and restore mode needs a role that bypasses row-level security.
 SELECT is(array(SELECT p.proname::text FROM pg_proc p
                  WHERE p.pronamespace = 'tco'::regnamespace AND p.prorettype = 'trigger'::regtype
                    AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'plpgsql')
                    AND p.prosrc !~ '^\s*(DECLARE.*?)?BEGIN\s+IF tco\.restoring\(\) THEN'
                  ORDER BY 1),
-          '{append_only,config_check,r14_append_only,r14_bill_line_truncate_check,refuse_truncate,sync_identity}',
+          '{append_only,bill_line_cycle_create,config_check,r14_append_only,r14_bill_line_truncate_check,refuse_truncate,sync_identity}',
           'every other trigger function starts by recognizing a restore');
 SELECT is(pg_temp.as_role('tco_t_ops', $q$SELECT set_config('row_security', 'off', true) || tco.restoring()::text$q$), 'offfalse',
           'row_security off does not make a tco_admin member a restorer');

@@ -70,6 +70,9 @@ BEGIN
             USING ERRCODE = '22023',
                   HINT = 'Pass one element per bill line in every array; charge_type, issued_at and paid_at may be NULL as a whole.';
     END IF;
+    -- the partitions of new cycles first, so that the lines go straight into
+    -- them (36_partition.sql)
+    PERFORM tco.prepare_cycles_of(period_start);
     INSERT INTO tco.bill_line (account_id, product_code, charge_type, period_start, period_end, list_amount, issued_at, paid_at)
     SELECT u.a, u.p, coalesce(u.c, 'postpaid'), u.s, u.e, u.l, coalesce(u.i, pg_catalog.now()), u.d
       FROM unnest(account_id, product_code, coalesce(charge_type, pg_catalog.array_fill(NULL::tco.charge_type, ARRAY[n])),

@@ -421,42 +421,8 @@ CREATE TRIGGER alert_account AFTER UPDATE ON tco.account
     FOR EACH STATEMENT EXECUTE FUNCTION tco.alert_account_trigger();
 
 -- Spending: after bill lines arrive or change, for their accounts and the
--- managers that may pay them, per cycle of the lines.
-CREATE FUNCTION tco.alert_bill_line_trigger() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    r record;
-BEGIN
-    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
-        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM tco.alert_threshold t WHERE t.enabled AND t.kind IN ('cycle_spending', 'cycle_forecast')) THEN
-        RETURN NULL;
-    END IF;
-    FOR r IN
-        WITH c AS (SELECT DISTINCT n.account_id, tco.cycle_of(n.period_start) AS cycle FROM new_lines n),
-             p AS (SELECT c.cycle, c.account_id AS payer FROM c
-                   UNION
-                   SELECT c.cycle, t.management_account_id FROM c
-                   JOIN tco.trusteeship t ON t.member_account_id = c.account_id
-                    AND tstzrange(t.established_at, t.ended_at)
-                        && tstzrange(lower(tco.cycle_range(c.cycle)) - interval '1 month', upper(tco.cycle_range(c.cycle))))
-        SELECT p.cycle, array_agg(DISTINCT p.payer) AS payers
-        FROM p
-        WHERE EXISTS (SELECT 1 FROM tco.alert_threshold t
-                      WHERE t.account_id = p.payer AND t.enabled AND t.kind IN ('cycle_spending', 'cycle_forecast'))
-        GROUP BY p.cycle ORDER BY p.cycle
-    LOOP
-        PERFORM tco.fire_alerts(r.payers, r.cycle, false, true);
-    END LOOP;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER alert_bill_line_insert AFTER INSERT ON tco.bill_line
-    REFERENCING NEW TABLE AS new_lines
-    FOR EACH STATEMENT EXECUTE FUNCTION tco.alert_bill_line_trigger();
-CREATE TRIGGER alert_bill_line_update AFTER UPDATE ON tco.bill_line
-    REFERENCING NEW TABLE AS new_lines
-    FOR EACH STATEMENT EXECUTE FUNCTION tco.alert_bill_line_trigger();
+-- managers that may pay them, per cycle of the lines: step 4 of the
+-- statement triggers of tco.bill_line (48_bill_line_triggers.sql).
 
 -- After a settlement: every payer with a statement in the settled scope.
 CREATE FUNCTION tco.alert_settled_trigger() RETURNS trigger

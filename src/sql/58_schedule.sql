@@ -6,20 +6,24 @@
 -- its scheduler, so scheduling through a definer would run it as the
 -- extension owner.
 
--- Settles the cycle before the current one (in the billing time zone) for
--- everything, as the caller; the command of the scheduled job.
+-- Prepares the partitions of tco.bill_line for the current cycle and the two
+-- after it (36_partition.sql: tco.prepare_cycles, which also moves lines
+-- waiting in the default partition into theirs), then settles the cycle
+-- before the current one (in the billing time zone) for everything, as the
+-- caller; the command of the scheduled job.
 CREATE FUNCTION tco.settle_previous_cycle(OUT cycle tco.billing_cycle, OUT statements bigint, OUT lines bigint,
                                           OUT list_total numeric, OUT due_total numeric)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     cycle := tco.cycle_of(pg_catalog.now()) OPERATOR(tco.-) 1;
+    PERFORM tco.prepare_cycles();
     SELECT s.statements, s.lines, s.list_total, s.due_total
       INTO settle_previous_cycle.statements, settle_previous_cycle.lines,
            settle_previous_cycle.list_total, settle_previous_cycle.due_total
       FROM tco.settle_cycle(settle_previous_cycle.cycle) s;
 END $$;
 COMMENT ON FUNCTION tco.settle_previous_cycle() IS
-'Settles the billing cycle before the one containing now() (billing time zone), for everything, with the caller''s rights; returns the cycle and tco.settle_cycle''s result. Idempotent. The command of the job tco.schedule_settlement creates.';
+'Creates the partitions of tco.bill_line of the current cycle and the two after it (tco.prepare_cycles), then settles the billing cycle before the one containing now() (billing time zone), for everything, with the caller''s rights; returns the cycle and tco.settle_cycle''s result. Idempotent. The command of the job tco.schedule_settlement creates.';
 
 -- The schema of pg_cron's functions (cron) in this database, or NULL when
 -- the extension pg_cron is not installed.

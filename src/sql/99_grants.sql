@@ -151,13 +151,10 @@ BEGIN
 END
 $type_support$;
 
--- The settled-cycle guards (R14) on tco.bill_line read the settlement tables,
--- which writers other than tco_admin may not read: they run with the
--- extension owner's rights (search_path pinned), so a refused write is refused
--- by RLS or the rule, never by a missing privilege on a helper.
-ALTER FUNCTION tco.r14_bill_line_insert_check() SECURITY DEFINER;
-ALTER FUNCTION tco.r14_bill_line_update_check() SECURITY DEFINER;
-ALTER FUNCTION tco.r14_bill_line_delete_check() SECURITY DEFINER;
+-- The statement triggers of tco.bill_line (48_bill_line_triggers.sql) read
+-- the settlement tables, which writers other than tco_admin may not read:
+-- they are SECURITY DEFINER (search_path pinned), so a refused write is
+-- refused by RLS or the rule, never by a missing privilege on a helper.
 
 -- Sharing (45_sharing.sql, 51_sharing_access.sql): readers see what
 -- row-level security lets them of the pools and shares.
