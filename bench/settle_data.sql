@@ -14,6 +14,9 @@ SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS tco CASCADE;
 CREATE EXTENSION tco CASCADE;
 SELECT tco.set_billing_timezone('Asia/Shanghai');
+-- one partition of tco.bill_line per cycle, made ahead as the scheduled job
+-- does (README "Storage"), so the cycle's lines are one partition
+SELECT tco.prepare_cycles('2023-01', '2023-03');
 SELECT setseed(0.5);
 INSERT INTO tco.entity (entity_id, name, verified) VALUES (1, 'Acme', true), (2, 'Beta', true);
 INSERT INTO tco.account (account_id, entity_id, balance)

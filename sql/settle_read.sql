@@ -2,8 +2,8 @@
 -- speed"): the read of the cycle's lines is planned for the cycle's bounds,
 -- so with 40% of the table in the cycle it is a sequential scan however many
 -- times the backend settled before (no generic plan), and a cycle that
--- does not fit in work_mem is sorted by a tuplesort spilling to temporary
--- files, with the same result as the in-memory sort.
+-- does not fit in work_mem is sorted as runs spilled to temporary files and
+-- merged, with the same result as the in-memory sort.
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS tco CASCADE;
 CREATE EXTENSION tco CASCADE;
@@ -81,7 +81,8 @@ FROM scans s JOIN scans p ON p.run = s.run - 1 ORDER BY s.run;
 ROLLBACK;
 
 -- 2. The same settlement with work_mem 64kB (the cycle's 12,000 lines do not
--- fit: they go to a tuplesort on disk) and with 64MB (sorted in memory):
+-- fit: 8 sorted runs written to temporary files, merged four at most at a
+-- time, with the last one kept in memory) and with 64MB (sorted in memory):
 -- the same statements, the same per-line records, the same benefit balances.
 CREATE TEMP TABLE results (work_mem text, what text, digest text);
 CREATE FUNCTION pg_temp.record_settlement(wm text) RETURNS void LANGUAGE plpgsql AS $$
