@@ -118,7 +118,7 @@ SQL
 }
 
 settle_check() {  # the settled result against plain SQL over the bill lines (rolled back)
-    "${PSQL[@]}" -At -v wm="$1" <<'SQL' | tee -a "$OUT"
+    "${PSQL[@]}" -At -v wm="$1" <<'SQL'
 SET work_mem = :'wm';
 SELECT lower(tco.cycle_range('2023-02')) AS cs, upper(tco.cycle_range('2023-02')) AS ce \gset
 BEGIN;
@@ -159,8 +159,31 @@ END
 $check$;
 SELECT 'settle:   result checked at work_mem ' || current_setting('work_mem') || ': ' || (SELECT sum(n) FROM expect)
        || ' lines, per account and product list amounts equal the plain GROUP BY sums, totals rounded right';
+-- every line's pricing and every benefit use, to compare across work_mem
+SELECT 'DIGEST ' || md5(string_agg(format('%s %s %s %s %s', line_id, payer_account_id, discount_amount,
+                                          benefit_amount, due_amount), ',' ORDER BY line_id))
+       || md5(coalesce((SELECT string_agg(format('%s %s %s', benefit_id, line_id, amount), ',' ORDER BY use_id)
+                        FROM tco.benefit_use), ''))
+FROM tco.settled_line;
 ROLLBACK;
 SQL
+}
+
+DIFFERS=0
+settle_check_all() {  # settle_check at each work_mem: the same lines, priced the same, at every one
+    local wm out digest first=""
+    for wm in "$@"; do
+        out=$(settle_check "$wm")
+        echo "$out" | grep -v '^DIGEST' | tee -a "$OUT"
+        digest=$(echo "$out" | sed -n 's/^DIGEST //p')
+        if [ -z "$first" ]; then first=$digest
+        elif [ "$digest" != "$first" ]; then
+            echo "settle:   RESULT DIFFERS at work_mem $wm from work_mem ${1}: per-line digest $digest, not $first" | tee -a "$OUT"
+            DIFFERS=1
+        fi
+    done
+    [ "$#" -gt 1 ] && [ "$DIFFERS" = 0 ] && echo "settle:   every line priced the same and every benefit use the same at work_mem $*" | tee -a "$OUT"
+    return 0
 }
 
 echo "settle: server: max_parallel_workers_per_gather $(psql -XAt -c 'SHOW max_parallel_workers_per_gather'), shared_buffers $(psql -XAt -c 'SHOW shared_buffers')" | tee -a "$OUT"
@@ -170,8 +193,9 @@ for lines in $SETTLE_LINES; do
         "${PSQL[@]}" -v lines="$lines" -v accounts="$ACCOUNTS" -v order="$order" -f bench/settle_data.sql >/dev/null
         for wm in $WORK_MEMS; do
             settle_case "$lines" "$order" "$wm" "$RUNS"
-            settle_check "$wm"
         done
+        # shellcheck disable=SC2086
+        settle_check_all $WORK_MEMS
     done
 done
 
@@ -181,7 +205,7 @@ if [ "$SCALE_LINES" != 0 ]; then
     log "settlement benchmark: generating $SCALE_LINES bill lines, time order (linear scale)"
     "${PSQL[@]}" -v lines="$SCALE_LINES" -v accounts="$ACCOUNTS" -v order=time -f bench/settle_data.sql >/dev/null
     settle_case "$SCALE_LINES" time 4MB "${BENCH_SCALE_RUNS:-3}"
-    settle_check 4MB
+    settle_check_all 4MB
 fi
 
 # Summary: all ratios, memory, and the scale figure.
@@ -200,3 +224,5 @@ fi
                    else print "settle: linear scale: needs the 1000000 and " big " runs in time order at 4MB" }' "$RESULTS"
     fi
 } | tee -a "$OUT"
+# a settlement that priced a line differently at another work_mem fails the run
+[ "$DIFFERS" = 0 ]
