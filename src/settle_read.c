@@ -265,9 +265,9 @@ settle_is_settled_id(SettleRun *run, int64 line_id)
 /*
  * Receives the cycle's lines from the executor, in one pass, as LineRec,
  * into an array of cap records (about work_mem with the radix sort's
- * scratch).  When the array is full, it is put in order and written to a
- * temporary file as a sorted run (spill_run), and the array is reused;
- * settle_read_lines then merges the runs.  See settle_read_lines.
+ * scratch).  When the array is full, it is put in order and written to
+ * temporary files as sorted runs, one per sorted segment (spill_run), and
+ * the array is reused; settle_read_lines then merges the runs.
  */
 typedef struct LineCollector
 {
@@ -430,8 +430,9 @@ sink_to_settle(SettleRun *run, void *arg, const LineRec *recs, Size n)
  * Put the collected records in order, segment by segment (lc->seg records
  * each): a larger array is not sorted in one piece because the radix sort
  * reads the records in random order, a cache miss per record and pass once
- * the array outgrows the processor's caches (sorting 1.4M records in one
- * piece at work_mem 64MB made the read twice as slow as at 4MB).
+ * the array outgrows the processor's caches (in one benchmark run, sorting
+ * 1.4M records in one piece at work_mem 64MB made the read of a 5M-line
+ * table twice as slow as at 4MB).
  */
 static void
 sort_segments(LineCollector *lc)
