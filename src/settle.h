@@ -203,6 +203,8 @@ typedef struct LineRec
 {
 	int64		account_id;
 	int32		product;		/* rank of the product code in collation order */
+	int32		zero;			/* always 0: no uninitialized padding, as
+								 * records are written to temporary files */
 	TimestampTz period_start;
 	int64		line_id;
 	int64		list;

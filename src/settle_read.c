@@ -638,6 +638,7 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 		lc->last_code = run->products[lc->last_rank];
 	}
 	r->product = lc->last_rank;
+	r->zero = 0;
 	r->period_start = DatumGetTimestampTz(slot->tts_values[3]);
 	r->list = numeric_to_micro(slot->tts_values[4]);
 	if ((lc->received & 0x3FFF) == 0)
