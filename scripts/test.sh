@@ -4,7 +4,7 @@
 # (dump/restore, upgrades, old versions with the current library, the R1
 # stress run, scheduling with pg_cron, the psycopg and node-pg clients; one
 # test each) and a smoke run of the
-# benchmarks, against a throwaway server.  Ends with "N passed, N failed" and
+# benchmarks (settlement and payer; ingest), against a throwaway server.  Ends with "N passed, N failed" and
 # exits non-zero on any failure.
 source "$(dirname "$0")/common.sh"
 set +e
@@ -70,14 +70,18 @@ for t in scripts/test_dump_restore.sh scripts/test_upgrade.sh scripts/test_old_v
     fi
 done
 
-if [ -x scripts/bench.sh ]; then
-    log "benchmark smoke run (small sizes)"
-    if BENCH_SMOKE=1 bash scripts/bench.sh --reuse-server >"$LOGS/bench.log" 2>&1; then
-        tail -n 20 "$LOGS/bench.log"; echo "    1 passed, 0 failed"; passed=$((passed + 1))
+# smoke runs of the benchmarks (small sizes), on this server: one test each
+smoke() {  # smoke <title> <script>
+    [ -f "$2" ] || return 0
+    log "$1 smoke run (small sizes)"
+    if BENCH_SMOKE=1 bash "$2" --reuse-server >"$LOGS/$(basename "$2").log" 2>&1; then
+        tail -n 20 "$LOGS/$(basename "$2").log"; echo "    1 passed, 0 failed"; passed=$((passed + 1))
     else
-        tail -n 40 "$LOGS/bench.log"; echo "    0 passed, 1 failed"; failed=$((failed + 1))
+        tail -n 40 "$LOGS/$(basename "$2").log"; echo "    0 passed, 1 failed"; failed=$((failed + 1))
     fi
-fi
+}
+smoke "settlement and payer benchmark" scripts/bench.sh
+smoke "ingest benchmark" scripts/bench_ingest.sh
 
 echo
 echo "$passed passed, $failed failed"

@@ -88,25 +88,18 @@ tco_invalidate_cache(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-PG_FUNCTION_INFO_V1(tco_invalidate_bill_line_cache);
+PG_FUNCTION_INFO_V1(tco_bill_lines_written);
 
 /*
- * tco.invalidate_bill_line_cache(): what tco.invalidate_cache() does for
- * tco.bill_line, called by its statement triggers only when a changed line
- * can alter a cached answer (the frozen-product rule of DESIGN section 3:
- * 48_bill_line_triggers.sql decides), so that ordinary ingest sends no
- * invalidation to every backend.  The payer cache of this backend is also
- * dropped at once, not at the next command: the spending alerts evaluated
- * later in the same trigger must not read payers from before the change.
+ * tco.bill_lines_written(): this backend wrote bill lines outside the
+ * statement trigger of tco.bill_line (TRUNCATE): its payer reads them from
+ * its next call (src/payer.c keeps what it read of bill lines for one
+ * snapshot only, so other backends need no message).
  */
 Datum
-tco_invalidate_bill_line_cache(PG_FUNCTION_ARGS)
+tco_bill_lines_written(PG_FUNCTION_ARGS)
 {
-	Oid			relid = tco_relid("bill_line");
-
-	if (OidIsValid(relid))
-		CacheInvalidateRelcacheByRelid(relid);
-	tco_payer_reset();
+	tco_payer_lines_written();
 	PG_RETURN_VOID();
 }
 

@@ -43,6 +43,30 @@ PG_FUNCTION_INFO_V1(tco_settlement_lock_shared);
 PG_FUNCTION_INFO_V1(tco_writer_guard);
 
 /* Take the settlement lock of a cycle in the given mode, to end of transaction. */
+/*
+ * The statement trigger's table, once checked that it is called as one;
+ * *trusted: the current user is a superuser or owns the table.
+ */
+static Relation
+guarded_table(FunctionCallInfo fcinfo, const char *fname, bool *trusted)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Oid			user = GetUserId();
+	Oid			relid;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s must be called as a statement-level trigger", fname)));
+	relid = RelationGetRelid(trigdata->tg_relation);
+#if PG_VERSION_NUM >= 160000
+	*trusted = superuser_arg(user) || object_ownercheck(RelationRelationId, relid, user);
+#else
+	*trusted = superuser_arg(user) || pg_class_ownercheck(relid, user);
+#endif
+	return trigdata->tg_relation;
+}
+
 void
 tco_settlement_lock(BillingCycle cycle, LOCKMODE mode)
 {
@@ -110,32 +134,19 @@ tco_settlement_lock_shared(PG_FUNCTION_ARGS)
 Datum
 tco_writer_guard(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	Oid			user = GetUserId();
 	Oid			admin;
-	Oid			relid;
+	bool		trusted;
+	Relation	rel = guarded_table(fcinfo, "tco.writer_guard()", &trusted);
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("tco.writer_guard() must be called as a statement-level trigger")));
-	relid = RelationGetRelid(trigdata->tg_relation);
-	if (superuser_arg(user))
+	if (trusted)
 		return PointerGetDatum(NULL);
-#if PG_VERSION_NUM >= 160000
-	if (object_ownercheck(RelationRelationId, relid, user))
-		return PointerGetDatum(NULL);
-#else
-	if (pg_class_ownercheck(relid, user))
-		return PointerGetDatum(NULL);
-#endif
 	admin = get_role_oid("tco_admin", true);
 	if (OidIsValid(admin) && has_privs_of_role(user, admin))
 		return PointerGetDatum(NULL);
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("permission denied to write table tco.%s",
-					RelationGetRelationName(trigdata->tg_relation)),
+			 errmsg("permission denied to write table tco.%s", RelationGetRelationName(rel)),
 			 errdetail("Only members of tco_admin (and superusers) write tco's tables; role \"%s\" is not one.",
 					   GetUserNameFromId(user, false)),
 			 errhint("Call tco's functions as a member of tco_admin, or GRANT tco_admin to the role.")));
@@ -155,15 +166,51 @@ tco_writer_guard(PG_FUNCTION_ARGS)
  * association, an instant before the latest change, R14 on settled cycles).
  * Constraints, foreign keys and unique indexes still apply.
  */
-PG_FUNCTION_INFO_V1(tco_restoring);
-
-Datum
-tco_restoring(PG_FUNCTION_ARGS)
+/*
+ * Whether rows are being restored as stored history (README "Backup and
+ * restore"): row_security off, which pg_dump and pg_restore set, by a role
+ * that bypasses row-level security.
+ */
+bool
+tco_is_restoring(void)
 {
 	const char *rs = GetConfigOption("row_security", true, false);
 	Oid			outer = GetOuterUserId();
 
 	if (rs == NULL || strcmp(rs, "off") != 0)
-		PG_RETURN_BOOL(false);
-	PG_RETURN_BOOL(superuser_arg(outer) || has_bypassrls_privilege(outer));
+		return false;
+	return superuser_arg(outer) || has_bypassrls_privilege(outer);
+}
+
+PG_FUNCTION_INFO_V1(tco_restoring);
+
+Datum
+tco_restoring(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(tco_is_restoring());
+}
+
+PG_FUNCTION_INFO_V1(tco_storage_guard);
+
+/*
+ * BEFORE statement trigger on the partitions of tco.bill_line and its helper
+ * tables (src/sql/36_partition.sql): writes come from tco's own functions
+ * (the extension owner), a superuser or a restore; anyone else writes
+ * through tco.bill_line, whose statement triggers check the rules a write
+ * naming a partition would skip.
+ */
+Datum
+tco_storage_guard(PG_FUNCTION_ARGS)
+{
+	bool		trusted;
+	Relation	rel = guarded_table(fcinfo, "tco.bill_line_storage_guard()", &trusted);
+
+	if (trusted || tco_is_restoring())
+		return PointerGetDatum(NULL);
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("tco.%s is written by tco only", RelationGetRelationName(rel)),
+			 errdetail("The rules of bill lines are checked by the statement triggers of tco.bill_line, which a write naming a partition or a helper table would skip."),
+			 errhint("Insert, update and delete bill lines through tco.bill_line (or tco.insert_bill_lines).")));
+	return PointerGetDatum(NULL);	/* not reached */
 }

@@ -17,11 +17,15 @@
  * account's list of changes, and per (account, product) the effective
  * instants of the changes (computed lazily: the frozen test needs one index
  * probe of tco.bill_line per change).  The cache follows the rule of cache.c:
- * tco.trusteeship, tco.bill_line, tco.product, tco.account and tco.config
- * carry statement triggers that send relcache invalidations, and the
- * callback below only marks the cache stale; it is rebuilt at the start of
- * the next call, never in the middle of one, so no pointer is ever freed
- * under a caller's feet.
+ * tco.trusteeship, tco.product, tco.account, tco.config and
+ * tco.bill_line_cycle carry statement triggers that send relcache
+ * invalidations, and the callback below only marks the cache stale; it is
+ * rebuilt at the start of the next call, never in the middle of one, so no
+ * pointer is ever freed under a caller's feet.  Bill lines send none (README
+ * "Ingest": every backend would drop its caches and plans for each statement
+ * of a stream): what the frozen test read of them is kept for one view of
+ * the data only (LinesView: the same snapshot data, no bill line written by
+ * this backend since), and read again under the next.
  *
  * Snapshots: a cache built under a transaction snapshot (REPEATABLE READ and
  * above) may miss changes that later snapshots see; it is therefore dropped
@@ -64,6 +68,22 @@ typedef struct ProductEntry
 	TcoGranularity granularity;
 } ProductEntry;
 
+/*
+ * What the frozen-product rule read is valid for: the bill lines it probed
+ * as seen by one snapshot (no transaction completed since, and this backend
+ * wrote no bill line since).  Bill-line writes send no invalidation (README
+ * "Ingest"): the frozen flags are not kept beyond the view they were read
+ * in, while the changes and products (invalidated by their tables) are.
+ */
+typedef struct LinesView
+{
+	LocalTransactionId lxid;
+	TransactionId xmin;
+	TransactionId xmax;
+	uint64		completions;	/* snapXactCompletionCount, or the curcid */
+	uint64		writes;			/* bill-line statements of this backend */
+} LinesView;
+
 /* The effective instant of each change of one account, for one product. */
 typedef struct ProductEffective
 {
@@ -71,6 +91,7 @@ typedef struct ProductEffective
 	ProductEntry *product;
 	TimestampTz *effective;		/* one per change */
 	bool	   *frozen;			/* one per change */
+	LinesView	view;			/* what frozen was read under */
 } ProductEffective;
 
 typedef struct AccountEntry
@@ -132,6 +153,54 @@ payer_cache_invalidate(Datum arg, Oid relid)
 	cache.last_account = NULL;
 	cache.last_product = NULL;
 	cache.last_effective = NULL;
+}
+
+/* Bill-line statements of this backend (tco_payer_lines_written). */
+static uint64 lines_written = 0;
+
+/*
+ * Called by the statement triggers of tco.bill_line (src/ingest.c): this
+ * backend's own new, changed or deleted lines are seen by the frozen-product
+ * rule from its next call on.  Other backends see them with their next
+ * snapshot taken after the commit, as they see any data: nothing is sent.
+ */
+void
+tco_payer_lines_written(void)
+{
+	lines_written++;
+}
+
+/*
+ * The view of bill lines of the active snapshot; false when there is none
+ * (then nothing read about lines is reused).
+ */
+static bool
+lines_view_now(LinesView *v)
+{
+	Snapshot	snap;
+
+	if (!ActiveSnapshotSet())
+		return false;
+	snap = GetActiveSnapshot();
+	v->lxid = MyProc->lxid;
+	v->xmin = snap->xmin;
+	v->xmax = snap->xmax;
+#if PG_VERSION_NUM >= 140000
+	/* equal counts: no transaction completed between the two snapshots */
+	v->completions = snap->snapXactCompletionCount != 0 ? snap->snapXactCompletionCount
+		: ((uint64) 1 << 63) | snap->curcid;
+#else
+	v->completions = ((uint64) 1 << 63) | snap->curcid;
+#endif
+	v->writes = lines_written;
+	return true;
+}
+
+static inline bool
+lines_view_equal(const LinesView *a, const LinesView *b)
+{
+	return a->lxid == b->lxid && a->xmin == b->xmin && a->xmax == b->xmax &&
+		a->completions == b->completions && a->writes == b->writes;
 }
 
 void
@@ -577,7 +646,7 @@ compute_frozen(AccountEntry *account, ProductEntry *product, bool *frozen)
 }
 
 static ProductEffective *
-product_effective(AccountEntry *account, ProductEntry *product)
+product_effective(AccountEntry *account, ProductEntry *product, const LinesView *view, bool have_view)
 {
 	ProductEffective *pe;
 	bool	   *frozen;
@@ -585,15 +654,22 @@ product_effective(AccountEntry *account, ProductEntry *product)
 
 	for (pe = account->products; pe != NULL; pe = pe->next)
 		if (pe->product == product)
-			return pe;
+			break;
+	if (pe != NULL && have_view && lines_view_equal(&pe->view, view))
+		return pe;
 
 	frozen = palloc(sizeof(bool) * account->nchanges);
 	compute_frozen(account, product, frozen);
 
-	pe = MemoryContextAlloc(cache.context, sizeof(ProductEffective));
-	pe->product = product;
-	pe->effective = MemoryContextAlloc(cache.context, sizeof(TimestampTz) * account->nchanges);
-	pe->frozen = MemoryContextAlloc(cache.context, sizeof(bool) * account->nchanges);
+	if (pe == NULL)
+	{
+		pe = MemoryContextAlloc(cache.context, sizeof(ProductEffective));
+		pe->product = product;
+		pe->effective = MemoryContextAlloc(cache.context, sizeof(TimestampTz) * account->nchanges);
+		pe->frozen = MemoryContextAlloc(cache.context, sizeof(bool) * account->nchanges);
+		pe->next = account->products;
+		account->products = pe;
+	}
 	for (i = 0; i < account->nchanges; i++)
 	{
 		TimestampTz t = account->changes[i].at;
@@ -604,8 +680,11 @@ product_effective(AccountEntry *account, ProductEntry *product)
 		else
 			pe->effective[i] = tco_boundary_ceil(t, product->granularity, cache.tz);
 	}
-	pe->next = account->products;
-	account->products = pe;
+	/* without a snapshot, what was read serves this call only */
+	if (have_view)
+		pe->view = *view;
+	else
+		memset(&pe->view, 0, sizeof(pe->view));
 	pfree(frozen);
 	return pe;
 }
@@ -622,6 +701,8 @@ tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
 	ProductEntry *product;
 	ProductEffective *pe;
 	int			i;
+	LinesView	view;
+	bool		have_view;
 
 	ensure_cache();
 
@@ -630,8 +711,11 @@ tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
 	decision->payer = account_id;
 	decision->change_index = -1;
 
+	have_view = lines_view_now(&view);
 	if (cache.last_account != NULL && cache.last_account->account_id == account_id &&
-		strcmp(cache.last_product->product_code, product_code) == 0)
+		strcmp(cache.last_product->product_code, product_code) == 0 &&
+		(cache.last_effective == NULL ||
+		 (have_view && lines_view_equal(&cache.last_effective->view, &view))))
 	{
 		account = cache.last_account;
 		product = cache.last_product;
@@ -643,7 +727,7 @@ tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
 
 		product = lookup_product(product_code);
 		account = lookup_account(account_id);
-		pe = account->nchanges > 0 ? product_effective(account, product) : NULL;
+		pe = account->nchanges > 0 ? product_effective(account, product, &view, have_view) : NULL;
 		/* an invalidation while computing: the memo must not outlive it */
 		if (generation == cache.generation)
 		{

@@ -38,6 +38,7 @@ typedef struct PayerDecision
 
 extern void tco_payer_init(void);
 extern void tco_payer_reset(void);
+extern void tco_payer_lines_written(void);
 extern void tco_payer_decide(int64 account_id, const char *product_code,
 							 TimestampTz at, PayerDecision *decision);
 extern int64 tco_effective_payer(int64 account_id, const char *product_code,

@@ -22,5 +22,6 @@ _PG_init(void)
 	tco_config_init();
 	tco_payer_init();
 	tco_settle_init();
+	tco_ingest_init();
 	MarkGUCPrefixReserved("tco");
 }

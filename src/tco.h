@@ -86,6 +86,10 @@ extern void tco_settle_init(void);
 
 /* guard.c: the settlement lock of a cycle (README "Security"). */
 extern void tco_settlement_lock(BillingCycle cycle, LOCKMODE mode);
+extern bool tco_is_restoring(void);
+
+/* ingest.c: the statement trigger of tco.bill_line. */
+extern void tco_ingest_init(void);
 
 /* settle_snapshot.c: settle_cycle under REPEATABLE READ / SERIALIZABLE. */
 extern void tco_settle_check_snapshot(const char *cycle_text, TimestampTz start, TimestampTz end);

@@ -135,21 +135,7 @@ SELECT pg_catalog.pg_extension_config_dump('tco.bill_line_cycle', '');
 -- Writes to the tables behind tco.bill_line: only by the owner (tco's
 -- SECURITY DEFINER functions), a superuser, or a restore (tco.restoring()).
 CREATE FUNCTION tco.bill_line_storage_guard() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
-        RETURN NULL;
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = current_user AND r.rolsuper)
-       OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c
-                   WHERE c.oid = TG_RELID AND c.relowner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
-        RETURN NULL;
-    END IF;
-    RAISE EXCEPTION 'tco.% is written by tco only', TG_TABLE_NAME
-        USING ERRCODE = '42501',
-              DETAIL = 'The rules of bill lines are checked by the statement triggers of tco.bill_line, which a write naming a partition or a helper table would skip.',
-              HINT = 'Insert, update and delete bill lines through tco.bill_line (or tco.insert_bill_lines).';
-END $$;
+    AS 'MODULE_PATHNAME', 'tco_storage_guard' LANGUAGE C SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION tco.bill_line_storage_guard() IS 'BEFORE statement trigger on the partitions of tco.bill_line and its helper tables: refuses writes (42501) that do not come from tco itself, a superuser or a restore.';
 
 CREATE TRIGGER bill_line_storage_guard BEFORE INSERT OR UPDATE OR DELETE ON tco.bill_line_default
@@ -378,204 +364,45 @@ CREATE TRIGGER config_zone_partitions BEFORE INSERT OR UPDATE OF billing_timezon
 -- created once the lines are in)
 -- The rules of tco.bill_line, checked once per statement (README "Ingest").
 --
--- One AFTER statement trigger per operation, with transition tables, does
--- in this order what separate triggers did before 1.3 (each of them paid
--- its own call and its own scan of the statement's rows, and their order
--- was the order of their names):
+-- One AFTER statement trigger per operation, with transition tables, runs
+-- tco.bill_line_changed() (src/ingest.c), which does in this order what four
+-- triggers did before 1.3 (each paid its own call and its own scan of the
+-- statement's rows, and their order was the order of their names):
 --   1. R14 (40_settlement.sql): no line enters, leaves or changes in a
 --      settled cycle.  The settlement lock of a cycle (src/guard.c) is taken
---      shared only for the cycles that have ended: a cycle that has not
---      ended cannot be being settled (tco.settle_cycle refuses it), and a
---      settlement waits for the transactions writing bill lines when it
---      begins (tco_settlement_lock), so a line written just before its cycle
---      ended is still read by it.
+--      shared, and the settled-cycle queries run, only for the cycles that
+--      have ended: a cycle that has not ended cannot be being settled
+--      (tco.settle_cycle refuses it), and a settlement waits for the
+--      transactions writing bill lines when it begins (tco_settlement_lock),
+--      so a line written just before its cycle ended is still read by it.
 --   2. line_id unique across partitions (tco.bill_line_id, 30_trusteeship.sql)
 --      and the identity sequence kept past explicit ids (98_dump.sql).
---   3. The payer cache of every backend (src/payer.c) is invalidated only
---      when a changed line can change a cached payer: the frozen-product
---      rule of DESIGN section 3 reads the lines of account A in the cycle of
---      one of A's trusteeship changes at t, issued before t and unpaid at t;
---      a line that is no such line for any change of its account changes no
---      answer.  Ordinary ingest (lines issued after the changes of their
---      cycle, or of accounts without changes) sends no invalidation, so no
---      backend drops its caches or cached plans because of it.
+--   3. No invalidation: the payer cache (src/payer.c) keeps what the
+--      frozen-product rule read of bill lines for one snapshot only, so a
+--      statement of bill lines changes no cached answer and sends nothing to
+--      other backends (1.2 sent a relcache invalidation for every statement,
+--      and every backend dropped its caches and cached plans); this backend
+--      notes its own write for its next payer call.
 --   4. Spending alerts (44_alert.sql), after 3, so that they read payers
 --      that know the statement's own lines.
 -- What each costs per statement, for the single-line transactions of a
 -- streaming ingest: the statement's rows are kept once in the transition
--- tables; 1 is one cycle_of() per row and a comparison with the clock (the
--- lock and the settled-cycle query only for ended cycles); 2 is one index
--- insert per row and an aggregate; 3 is one probe of tco.trusteeship's
--- member index per account; 4 is one query when no spending threshold is
--- enabled, else the thresholds' queries.
+-- tables and read once in C; 1 is a cycle per row, compared with the clock
+-- (the lock and the queries only for ended cycles); 2 is one INSERT of the
+-- statement's ids and a read of the sequence; 4 is one query while no
+-- spending threshold is enabled.
 CREATE FUNCTION tco.bill_line_changed() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    bad record;
-    c tco.billing_cycle;
-    cycles tco.billing_cycle[];
-    ended boolean := false;
-    stale boolean := false;
-    moved boolean := false;
-    n bigint;
-    keys bigint;
-    top bigint;
-    r record;
-BEGIN
-    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
-        RETURN NULL;
-    END IF;
-
-    -- 1. R14 (a transition table exists only for the operations that have it)
-    IF TG_OP = 'INSERT' THEN
-        cycles := ARRAY(SELECT DISTINCT tco.cycle_of(l.period_start) FROM new_lines l);
-    ELSIF TG_OP = 'UPDATE' THEN
-        cycles := ARRAY(SELECT tco.cycle_of(l.period_start) FROM new_lines l
-                        UNION SELECT tco.cycle_of(o.period_start) FROM old_lines o);
-    ELSE
-        cycles := ARRAY(SELECT DISTINCT tco.cycle_of(o.period_start) FROM old_lines o);
-    END IF;
-    FOR c IN
-        SELECT x.c FROM unnest(cycles) x(c)
-         WHERE pg_catalog.upper(tco.cycle_range(x.c)) <= pg_catalog.clock_timestamp()
-         ORDER BY 1
-    LOOP
-        PERFORM tco.settlement_lock_shared(c);
-        ended := true;
-    END LOOP;
-    IF ended AND TG_OP = 'INSERT' THEN
-        SELECT l.line_id, s.cycle INTO bad
-        FROM new_lines l
-        LEFT JOIN tco.member m ON m.account_id = l.account_id
-        JOIN tco.settled_cycle s ON s.cycle OPERATOR(tco.=) tco.cycle_of(l.period_start)
-                                AND (s.org_id IS NULL OR s.org_id = m.org_id)
-        ORDER BY l.line_id LIMIT 1;
-        IF FOUND THEN
-            PERFORM tco.r14_settled_error(bad.cycle, pg_catalog.format('bill line %s cannot be added to it', bad.line_id));
-        END IF;
-    ELSIF ended AND TG_OP = 'UPDATE' THEN
-        -- Lines already on a statement: only paid_at may change.
-        SELECT o.line_id, tco.cycle_of(o.period_start) AS cycle INTO bad
-        FROM old_lines o JOIN new_lines l USING (line_id)
-        JOIN tco.settled_pack sp ON sp.account_id = o.account_id AND sp.product_code = o.product_code
-                                AND sp.cycle OPERATOR(tco.=) tco.cycle_of(o.period_start)
-                                AND o.line_id = ANY (sp.line_ids)
-        WHERE (o.account_id, o.product_code, o.charge_type, o.period_start, o.period_end, o.list_amount, o.issued_at)
-              IS DISTINCT FROM
-              (l.account_id, l.product_code, l.charge_type, l.period_start, l.period_end, l.list_amount, l.issued_at)
-        ORDER BY o.line_id LIMIT 1;
-        IF FOUND THEN
-            PERFORM tco.r14_settled_error(bad.cycle, pg_catalog.format('bill line %s is settled and only its paid_at can be set', bad.line_id));
-        END IF;
-        -- A line may not move into a settled cycle either.
-        SELECT l.line_id, s.cycle INTO bad
-        FROM new_lines l JOIN old_lines o USING (line_id)
-        LEFT JOIN tco.member m ON m.account_id = l.account_id
-        JOIN tco.settled_cycle s ON s.cycle OPERATOR(tco.=) tco.cycle_of(l.period_start)
-                                AND (s.org_id IS NULL OR s.org_id = m.org_id)
-        WHERE (o.account_id, o.product_code, o.period_start, o.list_amount)
-              IS DISTINCT FROM (l.account_id, l.product_code, l.period_start, l.list_amount)
-        ORDER BY l.line_id LIMIT 1;
-        IF FOUND THEN
-            PERFORM tco.r14_settled_error(bad.cycle, pg_catalog.format('bill line %s cannot be moved into it', bad.line_id));
-        END IF;
-    ELSIF ended AND TG_OP = 'DELETE' THEN
-        SELECT o.line_id, tco.cycle_of(o.period_start) AS cycle INTO bad
-        FROM old_lines o
-        LEFT JOIN tco.member m ON m.account_id = o.account_id
-        WHERE EXISTS (SELECT 1 FROM tco.settled_pack sp
-                      WHERE sp.account_id = o.account_id AND sp.product_code = o.product_code
-                        AND sp.cycle OPERATOR(tco.=) tco.cycle_of(o.period_start) AND o.line_id = ANY (sp.line_ids))
-           OR EXISTS (SELECT 1 FROM tco.settled_cycle s WHERE s.cycle OPERATOR(tco.=) tco.cycle_of(o.period_start)
-                      AND (s.org_id IS NULL OR s.org_id = m.org_id))
-        ORDER BY o.line_id LIMIT 1;
-        IF FOUND THEN
-            PERFORM tco.r14_settled_error(bad.cycle, pg_catalog.format('bill line %s cannot be deleted', bad.line_id));
-        END IF;
-    END IF;
-
-    -- 2. line_id unique across partitions; the identity sequence past
-    -- explicit ids (those in the lower half of its range: see 98_dump.sql)
-    IF TG_OP = 'UPDATE' THEN
-        moved := EXISTS (SELECT o.line_id, o.period_start FROM old_lines o
-                         EXCEPT SELECT l.line_id, l.period_start FROM new_lines l);
-    END IF;
-    IF TG_OP = 'DELETE' OR moved THEN
-        DELETE FROM tco.bill_line_id k USING old_lines o
-         WHERE k.line_id = o.line_id AND k.period_start = o.period_start;
-    END IF;
-    IF TG_OP = 'INSERT' OR moved THEN
-        INSERT INTO tco.bill_line_id (line_id, period_start)
-        SELECT l.line_id, l.period_start FROM new_lines l
-        ON CONFLICT (line_id) DO NOTHING;
-        GET DIAGNOSTICS keys = ROW_COUNT;
-        SELECT count(*), max(l.line_id) FILTER (WHERE l.line_id <= 4611686018427387903) INTO n, top FROM new_lines l;
-        IF (keys < n AND TG_OP = 'INSERT') OR TG_OP = 'UPDATE' THEN
-            SELECT l.line_id, l.period_start, k.period_start AS other INTO bad
-            FROM new_lines l JOIN tco.bill_line_id k USING (line_id)
-            WHERE k.period_start <> l.period_start
-            ORDER BY 1 LIMIT 1;
-            IF FOUND THEN
-                RAISE EXCEPTION 'bill line id % is already used by the line starting at %', bad.line_id, bad.other
-                    USING ERRCODE = '23505',
-                          DETAIL = 'line_id is unique across all billing cycles (tco.bill_line_id).',
-                          HINT = 'Omit line_id to let tco number the line, or choose an id that is not in use.';
-            END IF;
-        END IF;
-        IF top > coalesce(pg_catalog.pg_sequence_last_value('tco.bill_line_line_id_seq'::pg_catalog.regclass), 0) THEN
-            PERFORM pg_catalog.setval('tco.bill_line_line_id_seq'::pg_catalog.regclass, top);
-        END IF;
-    END IF;
-
-    -- 3. the payer caches, only when the frozen-product rule may see a change
-    IF TG_OP <> 'DELETE' THEN
-        stale := EXISTS (
-            SELECT 1 FROM new_lines l
-            JOIN tco.trusteeship t ON t.member_account_id = l.account_id
-            CROSS JOIN LATERAL (VALUES (t.established_at), (t.ended_at)) ch(at)
-            WHERE ch.at IS NOT NULL AND l.issued_at < ch.at AND (l.paid_at IS NULL OR l.paid_at > ch.at)
-              AND ch.at OPERATOR(pg_catalog.<@) tco.cycle_range(tco.cycle_of(l.period_start)));
-    END IF;
-    IF TG_OP <> 'INSERT' AND NOT stale THEN
-        stale := EXISTS (
-            SELECT 1 FROM old_lines l
-            JOIN tco.trusteeship t ON t.member_account_id = l.account_id
-            CROSS JOIN LATERAL (VALUES (t.established_at), (t.ended_at)) ch(at)
-            WHERE ch.at IS NOT NULL AND l.issued_at < ch.at AND (l.paid_at IS NULL OR l.paid_at > ch.at)
-              AND ch.at OPERATOR(pg_catalog.<@) tco.cycle_range(tco.cycle_of(l.period_start)));
-    END IF;
-    IF stale THEN
-        PERFORM tco.invalidate_bill_line_cache();
-    END IF;
-
-    -- 4. spending alerts of the lines' accounts and of the managers that may
-    -- pay them, per cycle of the lines
-    IF TG_OP <> 'DELETE'
-       AND EXISTS (SELECT 1 FROM tco.alert_threshold t WHERE t.enabled AND t.kind IN ('cycle_spending', 'cycle_forecast')) THEN
-        FOR r IN
-            WITH c AS (SELECT DISTINCT l.account_id, tco.cycle_of(l.period_start) AS cycle FROM new_lines l),
-                 p AS (SELECT c.cycle, c.account_id AS payer FROM c
-                       UNION
-                       SELECT c.cycle, t.management_account_id FROM c
-                       JOIN tco.trusteeship t ON t.member_account_id = c.account_id
-                        AND tstzrange(t.established_at, t.ended_at)
-                            && tstzrange(pg_catalog.lower(tco.cycle_range(c.cycle)) - interval '1 month', pg_catalog.upper(tco.cycle_range(c.cycle))))
-            SELECT p.cycle, array_agg(DISTINCT p.payer) AS payers
-            FROM p
-            WHERE EXISTS (SELECT 1 FROM tco.alert_threshold t
-                          WHERE t.account_id = p.payer AND t.enabled AND t.kind IN ('cycle_spending', 'cycle_forecast'))
-            GROUP BY p.cycle ORDER BY p.cycle
-        LOOP
-            PERFORM tco.fire_alerts(r.payers, r.cycle, false, true);
-        END LOOP;
-    END IF;
-    RETURN NULL;
-END $$;
-COMMENT ON FUNCTION tco.bill_line_changed() IS 'Statement trigger of tco.bill_line: R14, line_id uniqueness across partitions, payer cache invalidation when the frozen-product rule may see the change, spending alerts (48_bill_line_triggers.sql).';
+    AS 'MODULE_PATHNAME', 'tco_bill_line_changed'
+    LANGUAGE C SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION tco.bill_line_changed() IS 'Statement trigger of tco.bill_line (src/ingest.c): R14 for ended cycles, line_id uniqueness across partitions and the identity sequence, spending alerts.';
 
 
 -- TRUNCATE (refused once a cycle is settled, 40_settlement.sql) empties the
--- ids with the lines and invalidates the payer caches.
+-- ids with the lines; this backend's payer reads the change from its next
+-- call (other backends with their next snapshot).
+CREATE FUNCTION tco.bill_lines_written() RETURNS void
+    AS 'MODULE_PATHNAME', 'tco_bill_lines_written' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION tco.bill_lines_written() IS 'Internal: this backend wrote bill lines outside the statement trigger of tco.bill_line (its payer reads them from its next call).';
 CREATE FUNCTION tco.bill_line_truncated() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -583,15 +410,11 @@ BEGIN
         RETURN NULL;
     END IF;
     TRUNCATE tco.bill_line_id;
-    PERFORM tco.invalidate_bill_line_cache();
+    PERFORM tco.bill_lines_written();
     RETURN NULL;
 END $$;
 CREATE TRIGGER bill_line_truncated AFTER TRUNCATE ON tco.bill_line
     FOR EACH STATEMENT EXECUTE FUNCTION tco.bill_line_truncated();
-
-CREATE FUNCTION tco.invalidate_bill_line_cache() RETURNS void
-    AS 'MODULE_PATHNAME', 'tco_invalidate_bill_line_cache' LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION tco.invalidate_bill_line_cache() IS 'Internal: tells every backend that caches built from tco.bill_line are stale (and drops this backend''s payer cache at once).';
 
 -- The lines of 1.2, into one partition per cycle that has lines (created
 -- here, run time for pg_dump: tco.bill_line_cycle_create takes them out of
@@ -712,11 +535,11 @@ CREATE TRIGGER tco_writer_guard BEFORE INSERT OR UPDATE OR DELETE ON tco.bill_li
 REVOKE EXECUTE ON FUNCTION tco.bill_line_storage_guard(), tco.bill_line_cycle_create(),
     tco.prepare_cycles(tco.billing_cycle, tco.billing_cycle), tco.prepare_cycles_of(timestamptz[]),
     tco.detach_cycle(tco.billing_cycle), tco.attach_cycle(tco.billing_cycle), tco.config_zone_partitions(),
-    tco.bill_line_changed(), tco.bill_line_truncated(), tco.invalidate_bill_line_cache() FROM PUBLIC;
+    tco.bill_line_changed(), tco.bill_line_truncated(), tco.bill_lines_written() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tco.bill_line_storage_guard(), tco.bill_line_cycle_create(),
     tco.prepare_cycles(tco.billing_cycle, tco.billing_cycle), tco.prepare_cycles_of(timestamptz[]),
     tco.detach_cycle(tco.billing_cycle), tco.attach_cycle(tco.billing_cycle), tco.config_zone_partitions(),
-    tco.bill_line_changed(), tco.bill_line_truncated(), tco.invalidate_bill_line_cache() TO tco_admin;
+    tco.bill_line_changed(), tco.bill_line_truncated(), tco.bill_lines_written() TO tco_admin;
 
 -- ==== 34_ingest.sql: tco.insert_bill_lines creates the partitions of new
 -- cycles before it inserts
@@ -772,3 +595,90 @@ END $$;
 COMMENT ON FUNCTION tco.settle_previous_cycle() IS
 'Creates the partitions of tco.bill_line of the current cycle and the two after it (tco.prepare_cycles), then settles the billing cycle before the one containing now() (billing time zone), for everything, with the caller''s rights; returns the cycle and tco.settle_cycle''s result. Idempotent. The command of the job tco.schedule_settlement creates.';
 
+
+-- ==== 40_settlement.sql: tco.explain_line finds a line through tco.bill_line_id
+CREATE OR REPLACE FUNCTION tco.explain_line(line_id bigint) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    detached_cycle tco.billing_cycle;
+    bl tco.bill_line;
+    sl tco.settled_line;
+    st tco.statement;
+BEGIN
+    PERFORM tco.require_arg(line_id, 'line_id');
+    -- the line's period start from tco.bill_line_id reads one partition
+    -- (36_partition.sql); lines restored without it are found all the same
+    SELECT * INTO bl FROM tco.bill_line b
+     WHERE b.line_id = explain_line.line_id
+       AND b.period_start = (SELECT k.period_start FROM tco.bill_line_id k WHERE k.line_id = explain_line.line_id);
+    IF NOT FOUND THEN
+        SELECT * INTO bl FROM tco.bill_line b WHERE b.line_id = explain_line.line_id;
+    END IF;
+    IF NOT FOUND THEN
+        SELECT r.cycle INTO detached_cycle
+          FROM tco.bill_line_id k
+          JOIN tco.bill_line_cycle r ON r.detached AND k.period_start >= r.range_start AND k.period_start < r.range_end
+         WHERE k.line_id = explain_line.line_id;
+        IF FOUND THEN
+            RAISE EXCEPTION 'bill line % is in billing cycle %, whose partition of tco.bill_line is detached', line_id, detached_cycle
+                USING ERRCODE = '55000',
+                      HINT = pg_catalog.format('Attach it again with SELECT tco.attach_cycle(%L);', detached_cycle);
+        END IF;
+    END IF;
+    PERFORM tco.require_exists(FOUND, 'bill line', line_id);
+    -- the pack of the line's account, product and cycle (tco.settled_line
+    -- would unnest every pack)
+    SELECT u.line_id, p.statement_id, p.payer_account_id,
+           (u.li * 0.000001)::numeric(20,6),
+           (u.rate * 0.000001)::numeric(7,6),
+           ('{none,own,admin,manager,entity,own_new_trusteeship}'::text[])[u.src + 1],
+           nullif(u.did, 0),
+           (u.di * 0.000001)::numeric(20,6),
+           (u.be * 0.000001)::numeric(20,6),
+           ((u.li - u.di - u.be) * 0.000001)::numeric(20,6)
+      INTO sl
+      FROM tco.settled_pack p
+      CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_rates, p.discount_sources, p.discount_ids,
+                                p.discount_amounts, p.benefit_amounts) AS u(line_id, li, rate, src, did, di, be)
+     WHERE p.account_id = bl.account_id AND p.product_code = bl.product_code
+       AND p.cycle OPERATOR(tco.=) tco.cycle_of(bl.period_start) AND u.line_id = bl.line_id;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object(
+            'line_id', bl.line_id, 'settled', false, 'cycle', tco.cycle_of(bl.period_start)::text,
+            'list_amount', bl.list_amount,
+            'payer', tco.explain_payer(bl.account_id, bl.product_code, bl.period_start));
+    END IF;
+    SELECT * INTO st FROM tco.statement s WHERE s.statement_id = sl.statement_id;
+    RETURN jsonb_build_object(
+        'line_id', bl.line_id,
+        'settled', true,
+        'cycle', st.cycle::text,
+        'account_id', bl.account_id,
+        'product_code', bl.product_code,
+        'period_start', bl.period_start,
+        'statement_id', sl.statement_id,
+        'payer_account_id', sl.payer_account_id,
+        'payer', tco.explain_payer(bl.account_id, bl.product_code, bl.period_start),
+        'list_amount', sl.list_amount,
+        'discount', jsonb_build_object('rate', sl.discount_rate, 'source', sl.discount_source,
+                                       'discount_id', sl.discount_id, 'amount', sl.discount_amount),
+        'benefits', coalesce((SELECT jsonb_agg(jsonb_build_object('benefit_id', u.benefit_id, 'kind', b.kind,
+                                                                  'owner_account_id', b.owner_account_id,
+                                                                  'amount', u.amount) ORDER BY u.use_id)
+                              FROM (SELECT p.pack_id * 65536 + x.n AS use_id, x.benefit_id,
+                                           (x.a * 0.000001)::numeric(20,6) AS amount
+                                      FROM tco.settled_pack p
+                                      CROSS JOIN LATERAL unnest(p.use_benefit_ids, p.use_line_ids, p.use_amounts)
+                                                 WITH ORDINALITY AS x(benefit_id, line_id, a, n)
+                                     WHERE p.account_id = bl.account_id AND p.product_code = bl.product_code
+                                       AND p.cycle OPERATOR(tco.=) tco.cycle_of(bl.period_start)
+                                       AND x.line_id = bl.line_id) u
+                              JOIN tco.benefit b USING (benefit_id)), '[]'::jsonb),
+        'benefit_amount', sl.benefit_amount,
+        'due_amount', sl.due_amount);
+END $$;
+
+-- ==== 44_alert.sql: whether a spending threshold is enabled is cached by
+-- the statement trigger of tco.bill_line
+CREATE TRIGGER alert_threshold_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tco.alert_threshold
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.invalidate_cache();

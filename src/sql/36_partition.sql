@@ -40,21 +40,7 @@ SELECT pg_catalog.pg_extension_config_dump('tco.bill_line_cycle', '');
 -- Writes to the tables behind tco.bill_line: only by the owner (tco's
 -- SECURITY DEFINER functions), a superuser, or a restore (tco.restoring()).
 CREATE FUNCTION tco.bill_line_storage_guard() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF tco.restoring() THEN  -- stored history being restored (README "Backup and restore")
-        RETURN NULL;
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = current_user AND r.rolsuper)
-       OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c
-                   WHERE c.oid = TG_RELID AND c.relowner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
-        RETURN NULL;
-    END IF;
-    RAISE EXCEPTION 'tco.% is written by tco only', TG_TABLE_NAME
-        USING ERRCODE = '42501',
-              DETAIL = 'The rules of bill lines are checked by the statement triggers of tco.bill_line, which a write naming a partition or a helper table would skip.',
-              HINT = 'Insert, update and delete bill lines through tco.bill_line (or tco.insert_bill_lines).';
-END $$;
+    AS 'MODULE_PATHNAME', 'tco_storage_guard' LANGUAGE C SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION tco.bill_line_storage_guard() IS 'BEFORE statement trigger on the partitions of tco.bill_line and its helper tables: refuses writes (42501) that do not come from tco itself, a superuser or a restore.';
 
 CREATE TRIGGER bill_line_storage_guard BEFORE INSERT OR UPDATE OR DELETE ON tco.bill_line_default

@@ -569,12 +569,31 @@ COMMENT ON FUNCTION tco.pay_statement(bigint, timestamptz) IS
 CREATE FUNCTION tco.explain_line(line_id bigint) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    detached_cycle tco.billing_cycle;
     bl tco.bill_line;
     sl tco.settled_line;
     st tco.statement;
 BEGIN
     PERFORM tco.require_arg(line_id, 'line_id');
-    SELECT * INTO bl FROM tco.bill_line b WHERE b.line_id = explain_line.line_id;
+    -- the line's period start from tco.bill_line_id reads one partition
+    -- (36_partition.sql); lines restored without it are found all the same
+    SELECT * INTO bl FROM tco.bill_line b
+     WHERE b.line_id = explain_line.line_id
+       AND b.period_start = (SELECT k.period_start FROM tco.bill_line_id k WHERE k.line_id = explain_line.line_id);
+    IF NOT FOUND THEN
+        SELECT * INTO bl FROM tco.bill_line b WHERE b.line_id = explain_line.line_id;
+    END IF;
+    IF NOT FOUND THEN
+        SELECT r.cycle INTO detached_cycle
+          FROM tco.bill_line_id k
+          JOIN tco.bill_line_cycle r ON r.detached AND k.period_start >= r.range_start AND k.period_start < r.range_end
+         WHERE k.line_id = explain_line.line_id;
+        IF FOUND THEN
+            RAISE EXCEPTION 'bill line % is in billing cycle %, whose partition of tco.bill_line is detached', line_id, detached_cycle
+                USING ERRCODE = '55000',
+                      HINT = pg_catalog.format('Attach it again with SELECT tco.attach_cycle(%L);', detached_cycle);
+        END IF;
+    END IF;
     PERFORM tco.require_exists(FOUND, 'bill line', line_id);
     -- the pack of the line's account, product and cycle (tco.settled_line
     -- would unnest every pack)

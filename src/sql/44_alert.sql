@@ -69,6 +69,10 @@ COMMENT ON COLUMN tco.alert.account_id IS 'The payer the alert is addressed to.'
 COMMENT ON COLUMN tco.alert.value IS 'The available credit or the cycle spending that crossed the threshold.';
 COMMENT ON COLUMN tco.alert.cycle IS 'available_credit: the cycle it fired in; cycle_spending: the cycle whose spending it measures.';
 SELECT pg_catalog.pg_extension_config_dump('tco.alert_threshold', '');
+-- Whether any spending threshold is enabled is cached by every backend for
+-- the statement trigger of tco.bill_line (src/ingest.c).
+CREATE TRIGGER alert_threshold_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tco.alert_threshold
+    FOR EACH STATEMENT EXECUTE FUNCTION tco.invalidate_cache();
 SELECT pg_catalog.pg_extension_config_dump('tco.alert', '');
 
 -- Spending of a payer in a cycle: list amounts of the lines it pays, its

@@ -6,7 +6,7 @@ BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION tco CASCADE;
 SET timezone = 'UTC';
-SELECT plan(24);
+SELECT plan(26);
 
 SELECT tco.set_billing_timezone('Asia/Shanghai');
 INSERT INTO tco.entity (entity_id, name, verified) VALUES (1, 'Cron Ltd', true);
@@ -53,6 +53,10 @@ SELECT results_eq(
     $$SELECT cycle::text, statements, lines, list_total, due_total FROM tco.settle_previous_cycle()$$,
     $$SELECT (tco.cycle_of(now()) OPERATOR(tco.-) 1)::text, 1::bigint, 3::bigint, 3.75::numeric, 3.75::numeric$$,
     'settle_previous_cycle() again returns the same row and writes nothing');
+SELECT is((SELECT string_agg(cycle::text, ',' ORDER BY cycle) FROM tco.bill_line_cycle),
+          (SELECT string_agg((tco.cycle_of(now()) OPERATOR(tco.+) i)::text, ',' ORDER BY i) FROM generate_series(-1, 2) i),
+          'the job made the partitions of the current cycle and the two after it (and moved the previous cycle''s lines into theirs)');
+SELECT is((SELECT count(*) FROM tco.bill_line_default), 0::bigint, 'no line is left in the default partition');
 SELECT is((SELECT count(*) FROM tco.settled_cycle), 1::bigint, 'one settled cycle');
 SELECT is((SELECT count(*) FROM tco.settled_cycle WHERE cycle = tco.cycle_of(now())), 0::bigint,
           'the current cycle stays open');
