@@ -57,3 +57,12 @@ LANGUAGE sql AS $$
                   substring(pg_read_file('/proc/self/status') FROM 'RssAnon:\s+(\d+) kB'),
                   public.bench_vmhwm_kb())
 $$;
+
+-- Peak private memory of this backend (kB): its peak resident size (VmHWM)
+-- minus the shared memory it has touched (RssShmem: shared buffers, which
+-- grow with the table for any query reading it, and only grow during a run).
+CREATE OR REPLACE FUNCTION public.bench_private_kb() RETURNS bigint
+LANGUAGE sql AS $$
+    SELECT substring(s FROM 'VmHWM:\s+(\d+) kB')::bigint - substring(s FROM 'RssShmem:\s+(\d+) kB')::bigint
+    FROM pg_read_file('/proc/self/status') s
+$$;

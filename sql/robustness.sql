@@ -32,7 +32,6 @@ ALTER TABLE tco.bill_line ALTER COLUMN list_amount TYPE float8;
 ALTER TABLE tco.bill_line ALTER COLUMN list_amount TYPE bigint;
 ALTER TABLE tco.statement_line ADD CONSTRAINT u UNIQUE (account_id, product_code) DEFERRABLE INITIALLY DEFERRED;
 ALTER TABLE tco.bill_line ADD COLUMN note text UNIQUE DEFERRABLE;
-ALTER TABLE tco.settled_pack ADD COLUMN note text;
 ALTER TABLE tco.bill_line DROP COLUMN paid_at;
 ALTER TABLE tco.bill_line RENAME COLUMN list_amount TO amount;
 ALTER TABLE tco.bill_line ALTER COLUMN list_amount DROP NOT NULL;
@@ -67,10 +66,26 @@ ALTER EVENT TRIGGER tco_ddl_guard DISABLE;
 ALTER TABLE tco.statement_line ADD CONSTRAINT u UNIQUE (account_id, product_code) DEFERRABLE INITIALLY DEFERRED;
 SELECT * FROM tco.settle_cycle('2023-01');
 ROLLBACK;
+-- Columns added to the tables settlement writes in bulk (src/bulk.c), as
+-- COPY fills them: the default on every row (a volatile one, an identity,
+-- once per row), NULL without one, a stored generated column computed; a
+-- NOT NULL column without a default is the usual 23502 naming it.
 BEGIN;
-ALTER EVENT TRIGGER tco_ddl_guard DISABLE;
 ALTER TABLE tco.statement ADD COLUMN note text DEFAULT 'x';
+ALTER TABLE tco.statement ADD COLUMN remark text;
+ALTER TABLE tco.statement_line ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY;
+ALTER TABLE tco.statement_line ADD COLUMN due_cents numeric GENERATED ALWAYS AS (due_amount * 100) STORED;
+ALTER TABLE tco.settled_pack ADD COLUMN written_at timestamptz DEFAULT clock_timestamp();
 SELECT * FROM tco.settle_cycle('2023-01');
+SELECT payer_account_id, note, remark FROM tco.statement ORDER BY payer_account_id;
+SELECT account_id, seq > 0 AS has_seq, due_cents = due_amount * 100 AS generated FROM tco.statement_line ORDER BY account_id;
+SELECT count(*) AS packs, count(written_at) AS with_default FROM tco.settled_pack;
+ROLLBACK;
+BEGIN;
+ALTER TABLE tco.statement ADD COLUMN must text NOT NULL;
+\set VERBOSITY terse
+SELECT * FROM tco.settle_cycle('2023-01');
+\set VERBOSITY default
 ROLLBACK;
 -- A product code longer than 63 bytes once the CHECK is dropped: a clear
 -- 0A000 from the payer and from settlement, not "does not exist" or XX000.

@@ -8,11 +8,10 @@
  * (settle.c reads bill_line.list_amount as numeric, bulk.c writes statements,
  * statement lines and packs straight to the heap), so a column that changes
  * type, disappears, is renamed, loses its NOT NULL or its identity, a table
- * that is renamed or moved, a column
- * added to a table written in bulk (it would be left NULL, not given its
- * default) and a deferrable constraint (rows written in bulk are not queued
- * for its deferred check) are refused here, with a hint.  Everything else
- * (indexes, triggers, policies, ADD COLUMN on the other tables, immediate
+ * that is renamed or moved, and a deferrable constraint (rows written in
+ * bulk are not queued for its deferred check) are refused here, with a
+ * hint.  Everything else (indexes, triggers, policies, ADD COLUMN, also on
+ * the tables written in bulk, which give a new column its default, immediate
  * constraints, storage parameters...) is allowed; README ("Limits") lists
  * it.  The C code checks the shapes it reads and writes anyway (defence in
  * depth: the guard can be disabled by a superuser).
@@ -30,9 +29,6 @@
 #include "utils/lsyscache.h"
 
 #include "tco.h"
-
-/* Tables that settle_cycle writes in bulk (bulk.c): no column may be added. */
-static const char *const bulk_tables[] = {"statement", "statement_line", "settled_pack"};
 
 static void
 refuse(Oid relid, const char *what, const char *hint)
@@ -57,18 +53,6 @@ tco_table(RangeVar *rv)
 	if (!OidIsValid(relid) || get_rel_namespace(relid) != nsp)
 		return InvalidOid;
 	return relid;
-}
-
-static bool
-is_bulk_table(Oid relid)
-{
-	const char *name = get_rel_name(relid);
-	int			i;
-
-	for (i = 0; i < (int) lengthof(bulk_tables); i++)
-		if (name != NULL && strcmp(name, bulk_tables[i]) == 0)
-			return true;
-	return false;
 }
 
 /*
@@ -118,9 +102,7 @@ check_alter_table(AlterTableStmt *stmt)
 				break;
 			case AT_AddColumn:
 			case AT_AddColumnRecurse:
-				if (is_bulk_table(relid))
-					refuse(relid, "ADD COLUMN",
-						   "tco.settle_cycle writes this table in bulk and would leave a new column NULL: keep the extra data in a table of your own.");
+				/* allowed on every table: bulk.c gives a new column its default */
 				if (cmd->def != NULL && IsA(cmd->def, ColumnDef))
 				{
 					ListCell   *c;

@@ -61,7 +61,6 @@
 
 #include "payer.h"
 
-#define PRODUCT_CODE_LEN 64		/* tco.product's CHECK allows 63 characters */
 
 typedef struct ProductEntry
 {

@@ -22,6 +22,12 @@
  */
 typedef int32 BillingCycle;
 
+/*
+ * Room for a product code and its terminating NUL in the C code's fixed-size
+ * keys (payer.c, settlement): tco.product's CHECK allows 63 characters.
+ */
+#define PRODUCT_CODE_LEN	64
+
 #define TCO_CYCLE_MIN	(1 * 12)
 #define TCO_CYCLE_MAX	(9999 * 12 + 11)
 

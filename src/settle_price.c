@@ -1,0 +1,274 @@
+/*
+ * src/settle_price.c
+ *
+ * Settlement (settle.h): pricing one line, in settlement order.  Its payer
+ * (R6, payer.c), its contract discount (R8, DESIGN section 4: the consumer's
+ * own or its admin's, its manager's under a legacy trusteeship, its
+ * entity's under a new one) as list * rate rounded half-up to a
+ * micro-unit, the benefits (settle_benefit.c), and its sums on its
+ * statement line and its per-line record (settle_write.c).
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+
+#include "settle.h"
+
+void
+settle_load_discounts(SettleRun *run, TimestampTz start, TimestampTz end)
+{
+	Datum		args[2] = {TimestampTzGetDatum(start), TimestampTzGetDatum(end)};
+	SPITupleTable *tt;
+	uint64		i;
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(DiscountOwnerKey);
+	ctl.entrysize = sizeof(DiscountOwner);
+	ctl.hcxt = run->run_ctx;
+	run->discounts = hash_create("tco settle discounts", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	settle_exec_plan(PLAN_DISCOUNTS, args, NULL, false, 0);
+	tt = SPI_tuptable;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = tt->vals[i];
+		bool		isnull;
+		bool		found;
+		DiscountOwnerKey key;
+		DiscountOwner *owner;
+		DiscountRow *row;
+		Datum		product;
+
+		memset(&key, 0, sizeof(key));
+		key.kind = settle_get_int8(tup, tt->tupdesc, 2, &isnull) == 0 ? OWNER_ACCOUNT : OWNER_ENTITY;
+		key.id = settle_get_int8(tup, tt->tupdesc, 3, &isnull);
+		owner = hash_search(run->discounts, &key, HASH_ENTER, &found);
+		if (!found)
+		{
+			owner->n = 0;
+			owner->cap = 4;
+			owner->rows = MemoryContextAlloc(run->run_ctx, sizeof(DiscountRow) * owner->cap);
+		}
+		if (owner->n == owner->cap)
+		{
+			owner->cap *= 2;
+			owner->rows = repalloc(owner->rows, sizeof(DiscountRow) * owner->cap);
+		}
+		row = &owner->rows[owner->n++];
+		row->discount_id = settle_get_int8(tup, tt->tupdesc, 1, &isnull);
+		product = settle_get_text(tup, tt->tupdesc, 4, &isnull);
+		row->all_products = isnull;
+		if (isnull)
+			memset(row->product_code, 0, PRODUCT_CODE_LEN);
+		else
+			settle_text_to_code(product, row->product_code);
+		row->rate_micro = settle_get_int8(tup, tt->tupdesc, 5, &isnull);
+		row->valid_from = settle_get_tstz(tup, tt->tupdesc, 6, &isnull);
+		row->valid_to = settle_get_tstz(tup, tt->tupdesc, 7, &isnull);
+	}
+	SPI_freetuptable(tt);
+}
+
+/*
+ * The contract discount of an owner for a product at an instant: a
+ * product-specific rate beats an all-products rate of the same owner.
+ */
+static const DiscountRow *
+find_discount(SettleRun *run, int kind, int64 id, const char *product_code, TimestampTz at)
+{
+	DiscountOwnerKey key;
+	DiscountOwner *owner;
+	const DiscountRow *all = NULL;
+	int			i;
+
+	if (id == 0)
+		return NULL;
+	/* lines come grouped by consumer: the same owners again and again */
+	if (!owner_cache_get(&run->discount_cache, kind, id, (void **) &owner))
+	{
+		memset(&key, 0, sizeof(key));
+		key.kind = kind;
+		key.id = id;
+		owner = hash_search(run->discounts, &key, HASH_FIND, NULL);
+		owner_cache_put(&run->discount_cache, kind, id, owner);
+	}
+	if (owner == NULL)
+		return NULL;
+	for (i = 0; i < owner->n; i++)
+	{
+		const DiscountRow *row = &owner->rows[i];
+
+		if (at < row->valid_from || at >= row->valid_to)
+			continue;
+		if (!row->all_products && strcmp(row->product_code, product_code) == 0)
+			return row;
+		if (row->all_products)
+			all = row;
+	}
+	return all;
+}
+
+/* ------------------------------------------------------------------------
+ * Pricing one line
+ */
+
+static int16
+source_code(const char *source)
+{
+	static const char *const names[] = {"none", "own", "admin", "manager", "entity", "own_new_trusteeship"};
+	int			i;
+
+	for (i = 0; i < (int) lengthof(names); i++)
+		if (strcmp(source, names[i]) == 0)
+			return (int16) i;
+	elog(ERROR, "unknown discount source \"%s\"", source);
+	return 0;
+}
+
+void
+settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product_code,
+			TimestampTz at, int64 list)
+{
+	PayerDecision decision;
+	int64		payer;
+	AccountInfo *consumer;
+	const DiscountRow *discount = NULL;
+	const char *source = "none";
+	int64		rate = 0;
+	int64		discount_amount;
+	int64		remaining;
+	int64		benefit = 0;
+	int64		statement_id;
+	StatementLineKey key;
+	StatementLineSum *sum;
+	bool		found;
+	LineBatch  *batch = &run->batch;
+	int			n;
+
+	if (list < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("bill line " INT64_FORMAT " has a negative list amount", line_id),
+				 errhint("tco.bill_line's CHECK constraint bill_line_amount_not_negative was dropped: restore it and correct the line.")));
+
+	tco_payer_decide(account_id, product_code, at, &decision);
+	payer = decision.payer;
+	consumer = settle_lookup_account(run, account_id);
+
+	/* Contract discount (R8, DESIGN section 4) */
+	if (payer == account_id)
+	{
+		discount = find_discount(run, OWNER_ACCOUNT, account_id, product_code, at);
+		source = "own";
+		if (consumer->admin_account_id != 0 && consumer->admin_account_id != account_id &&
+			consumer->verified && consumer->entity_id != 0)
+		{
+			AccountInfo *admin = settle_lookup_account(run, consumer->admin_account_id);
+
+			if (admin->verified && admin->entity_id == consumer->entity_id)
+			{
+				const DiscountRow *inherited = find_discount(run, OWNER_ACCOUNT, admin->account_id,
+															 product_code, at);
+
+				if (inherited != NULL && (discount == NULL || inherited->rate_micro > discount->rate_micro))
+				{
+					discount = inherited;
+					source = "admin";
+				}
+			}
+		}
+	}
+	else
+	{
+		const PayerChange *change;
+
+		if (decision.change_index < 0)
+			elog(ERROR, "payer " INT64_FORMAT " of bill line " INT64_FORMAT " comes from no trusteeship",
+				 payer, line_id);
+		change = &decision.account[decision.change_index];
+		if (change->at < run->legacy_cutover)
+		{
+			discount = find_discount(run, OWNER_ACCOUNT, payer, product_code, at);
+			source = "manager";
+		}
+		else
+		{
+			discount = find_discount(run, OWNER_ENTITY, consumer->entity_id, product_code, at);
+			source = "entity";
+			if (discount == NULL)
+			{
+				discount = find_discount(run, OWNER_ACCOUNT, account_id, product_code, at);
+				source = "own_new_trusteeship";
+			}
+		}
+	}
+	if (discount == NULL)
+		source = "none";
+	else
+		rate = discount->rate_micro;
+	discount_amount = (int64) (((int128) list * rate + MICRO / 2) / MICRO);
+	remaining = list - discount_amount;
+
+	statement_id = settle_statement_for_payer(run, payer);
+	settle_pack_for_line(run, statement_id, payer, account_id, product_code);
+
+	/*
+	 * Benefits (R9, DESIGN section 5): resource packs, then savings plans,
+	 * owned by or shared with the consumer; the consumer's own coupons; the
+	 * payer's vouchers with the pool vouchers shared with the consumer; the
+	 * payer's stored-value cards.
+	 */
+	settle_use_benefits(run, account_id, BENEFIT_PACK, account_id, BENEFIT_PACK,
+				 product_code, at, line_id, statement_id, &remaining, &benefit);
+	settle_use_benefits(run, account_id, BENEFIT_PLAN, account_id, BENEFIT_PLAN,
+				 product_code, at, line_id, statement_id, &remaining, &benefit);
+	settle_use_benefits(run, account_id, BENEFIT_COUPON, 0, -1,
+				 product_code, at, line_id, statement_id, &remaining, &benefit);
+	settle_use_benefits(run, payer, BENEFIT_VOUCHER, account_id, BENEFIT_POOL_VOUCHER,
+				 product_code, at, line_id, statement_id, &remaining, &benefit);
+	settle_use_benefits(run, payer, BENEFIT_CARD, 0, -1,
+				 product_code, at, line_id, statement_id, &remaining, &benefit);
+
+	/* Statement line (the previous line's, mostly: lines come grouped) */
+	sum = run->last_sum;
+	if (sum == NULL || sum->key.payer_account_id != payer || sum->key.account_id != account_id ||
+		strcmp(sum->key.product_code, product_code) != 0)
+	{
+		memset(&key, 0, sizeof(key));
+		key.payer_account_id = payer;
+		key.account_id = account_id;
+		strlcpy(key.product_code, product_code, PRODUCT_CODE_LEN);
+		sum = hash_search(run->statement_lines, &key, HASH_ENTER, &found);
+		if (!found)
+		{
+			sum->statement_id = statement_id;
+			sum->statement = run->last_payer;	/* set by settle_statement_for_payer */
+			sum->list = sum->discount = sum->benefit = sum->due = 0;
+			sum->lines = 0;
+		}
+		run->last_sum = sum;
+	}
+	settle_add_money(&sum->list, list);
+	settle_add_money(&sum->discount, discount_amount);
+	settle_add_money(&sum->benefit, benefit);
+	settle_add_money(&sum->due, remaining);
+	if (sum->lines == PG_INT32_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("more than %d bill lines for account " INT64_FORMAT " and product \"%s\" in one cycle",
+						PG_INT32_MAX, account_id, product_code)));
+	sum->lines++;
+
+	/* Per-line record */
+	n = batch->n++;
+	batch->line_id[n] = Int64GetDatum(line_id);
+	batch->list[n] = Int64GetDatum(list);
+	batch->rate[n] = Int32GetDatum((int32) rate);
+	batch->source[n] = Int16GetDatum(source_code(source));
+	batch->discount_id[n] = Int64GetDatum(discount ? discount->discount_id : 0);
+	batch->discount[n] = Int64GetDatum(discount_amount);
+	batch->benefit[n] = Int64GetDatum(benefit);
+}
