@@ -24,6 +24,9 @@
 #include "catalog/namespace.h"
 #include "commands/event_trigger.h"
 #include "commands/extension.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
 #include "fmgr.h"
 #include "nodes/parsenodes.h"
 #include "utils/lsyscache.h"
@@ -68,6 +71,63 @@ deferrable_constraint(Node *def)
 		return false;
 	c = (Constraint *) def;
 	return c->deferrable || c->contype == CONSTR_ATTR_DEFERRABLE;
+}
+
+/*
+ * ATTACH or DETACH PARTITION on tco.bill_line (README "Storage: bill lines
+ * partitioned by cycle").  tco.bill_line_cycle is the truth about the
+ * partitions: tco's own functions record the new state there first, then
+ * attach or detach.  A partition detached, or a table attached, behind its
+ * back would make settlement and every reader silently miss lines or read
+ * them twice, so the DDL must agree with the record (a restore, which
+ * attaches the partitions before it loads the record, is let through).
+ */
+static void
+check_partition_cmd(Oid relid, AlterTableCmd *cmd)
+{
+	PartitionCmd *pc = (PartitionCmd *) cmd->def;
+	bool		attach = (cmd->subtype == AT_AttachPartition);
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	bool		agrees;
+	int			ret;
+
+	if (relid != tco_relid("bill_line") || pc == NULL || !IsA(pc, PartitionCmd) || pc->name == NULL)
+		return;
+	if (tco_is_restoring() || !OidIsValid(tco_relid("bill_line_cycle")))
+		return;
+	/* only a table of schema tco named in the record can be a partition */
+	if (pc->name->schemaname == NULL || strcmp(pc->name->schemaname, "tco") != 0)
+		agrees = false;
+	else
+	{
+		args[0] = CStringGetTextDatum(pc->name->relname);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		ret = SPI_execute_with_args("SELECT detached FROM tco.bill_line_cycle "
+									"WHERE relname OPERATOR(pg_catalog.=) $1::pg_catalog.name",
+									1, argtypes, args, NULL, true, 1);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "could not read tco.bill_line_cycle: %s", SPI_result_code_string(ret));
+		if (SPI_processed == 0)
+			agrees = false;
+		else
+		{
+			bool		isnull;
+			bool		detached = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+			agrees = !isnull && (attach ? !detached : detached);
+		}
+		SPI_finish();
+	}
+	if (!agrees)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("tco does not support %s on its table tco.bill_line outside tco.%s",
+						attach ? "ATTACH PARTITION" : "DETACH PARTITION",
+						attach ? "attach_cycle" : "detach_cycle"),
+				 errdetail("tco.bill_line_cycle records the partitions of tco.bill_line; a partition attached or detached behind it would make settlement miss lines or read them twice."),
+				 errhint("Use tco.prepare_cycles, tco.detach_cycle and tco.attach_cycle (README, \"Storage: bill lines partitioned by cycle\").")));
 }
 
 static void
@@ -118,6 +178,10 @@ check_alter_table(AlterTableStmt *stmt)
 			case AT_AlterConstraint:
 				if (deferrable_constraint(cmd->def))
 					refuse(relid, "a DEFERRABLE constraint", "Declare the constraint NOT DEFERRABLE.");
+				break;
+			case AT_AttachPartition:
+			case AT_DetachPartition:
+				check_partition_cmd(relid, cmd);
 				break;
 			default:
 				break;

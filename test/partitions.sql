@@ -6,7 +6,7 @@ BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION tco CASCADE;
 SET timezone = 'UTC';
-SELECT plan(45);
+SELECT plan(47);
 
 SELECT tco.set_billing_timezone('Asia/Shanghai');
 INSERT INTO tco.entity (entity_id, name, verified) VALUES (1, 'One', true);
@@ -134,7 +134,12 @@ SELECT is(tco.trusteeship_effective_payer(3, 'cvm', '2023-02-20 00:00+08'), 3::b
 SELECT is(tco.trusteeship_effective_payer(2, 'cvm', '2023-03-20 00:00+08'), 1::bigint, 'and so is one of another cycle');
 SELECT throws_ok(format('SELECT tco.explain_line(%s)', (SELECT min(line_id) FROM tco.bill_line_p2023_02)), '55000', NULL,
                  'explain_line of a detached line says so');
+SELECT throws_ok($$ALTER TABLE tco.bill_line ATTACH PARTITION tco.bill_line_p2023_02
+                   FOR VALUES FROM ('2023-01-31 16:00+00') TO ('2023-02-28 16:00+00')$$, '0A000', NULL,
+                 'a plain ATTACH PARTITION behind tco.bill_line_cycle is refused (the DDL guard)');
 SELECT is(tco.attach_cycle('2023-02'), 'tco.bill_line_p2023_02', 'attach_cycle');
+SELECT throws_ok($$ALTER TABLE tco.bill_line DETACH PARTITION tco.bill_line_p2023_03$$, '0A000', NULL,
+                 'and so is a plain DETACH PARTITION');
 SELECT is((SELECT count(*) FROM tco.bill_line WHERE period_start >= '2023-01-31 16:00+00' AND period_start < '2023-02-28 16:00+00'),
           4::bigint, 'the lines are back');
 

@@ -296,8 +296,10 @@ BEGIN
         RAISE EXCEPTION 'billing cycle % is not settled for every organization: its bill lines are still needed', cycle
             USING ERRCODE = '55000', HINT = pg_catalog.format('Settle it first: SELECT * FROM tco.settle_cycle(%L);', cycle);
     END IF;
-    EXECUTE pg_catalog.format('ALTER TABLE tco.bill_line DETACH PARTITION tco.%I', r.relname);
+    -- the record first: the DDL guard (src/ddl_guard.c) lets through only
+    -- what agrees with it
     UPDATE tco.bill_line_cycle b SET detached = true WHERE b.cycle OPERATOR(tco.=) detach_cycle.cycle;
+    EXECUTE pg_catalog.format('ALTER TABLE tco.bill_line DETACH PARTITION tco.%I', r.relname);
     RETURN pg_catalog.format('tco.%I', r.relname);
 END $$;
 COMMENT ON FUNCTION tco.detach_cycle(tco.billing_cycle) IS 'Detaches the partition of a cycle settled for everything from tco.bill_line (archiving): its lines leave tco.bill_line and its views; the table stays. Returns its name.';
@@ -317,9 +319,9 @@ BEGIN
         RAISE EXCEPTION 'the table tco.% of detached cycle % does not exist', r.relname, cycle
             USING ERRCODE = '42P01', HINT = 'Restore the archived table into schema tco under that name first.';
     END IF;
+    UPDATE tco.bill_line_cycle b SET detached = false WHERE b.cycle OPERATOR(tco.=) attach_cycle.cycle;
     EXECUTE pg_catalog.format('ALTER TABLE tco.bill_line ATTACH PARTITION tco.%I FOR VALUES FROM (%L) TO (%L)',
                               r.relname, r.range_start, r.range_end);
-    UPDATE tco.bill_line_cycle b SET detached = false WHERE b.cycle OPERATOR(tco.=) attach_cycle.cycle;
     RETURN pg_catalog.format('tco.%I', r.relname);
 END $$;
 COMMENT ON FUNCTION tco.attach_cycle(tco.billing_cycle) IS 'Attaches the detached partition of a cycle to tco.bill_line again (its rows are checked against the cycle''s bounds). Returns its name.';
