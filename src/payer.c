@@ -80,7 +80,9 @@ typedef struct LinesView
 	LocalTransactionId lxid;
 	TransactionId xmin;
 	TransactionId xmax;
-	uint64		completions;	/* snapXactCompletionCount, or the curcid */
+	uint32		xcnt;			/* transactions in progress below xmax */
+	int32		subxcnt;
+	bool		suboverflowed;
 	uint64		writes;			/* bill-line statements of this backend */
 } LinesView;
 
@@ -172,7 +174,13 @@ tco_payer_lines_written(void)
 
 /*
  * The view of bill lines of the active snapshot; false when there is none
- * (then nothing read about lines is reused).
+ * (then nothing read about lines is reused).  Two snapshots of one
+ * transaction with the same xmin and xmax see the same other transactions
+ * when they list as many in progress: every transaction id below xmax was
+ * assigned before the first, so the list can only have shrunk.  The command
+ * id does not matter: this backend's own bill-line writes are counted
+ * (tco_payer_lines_written), and a settlement, whose snapshot's command id
+ * moves with each batch it writes, keeps what it read.
  */
 static bool
 lines_view_now(LinesView *v)
@@ -182,16 +190,15 @@ lines_view_now(LinesView *v)
 	if (!ActiveSnapshotSet())
 		return false;
 	snap = GetActiveSnapshot();
+	if (snap->snapshot_type != SNAPSHOT_MVCC)
+		return false;
+	memset(v, 0, sizeof(*v));
 	v->lxid = MyProc->lxid;
 	v->xmin = snap->xmin;
 	v->xmax = snap->xmax;
-#if PG_VERSION_NUM >= 140000
-	/* equal counts: no transaction completed between the two snapshots */
-	v->completions = snap->snapXactCompletionCount != 0 ? snap->snapXactCompletionCount
-		: ((uint64) 1 << 63) | snap->curcid;
-#else
-	v->completions = ((uint64) 1 << 63) | snap->curcid;
-#endif
+	v->xcnt = snap->xcnt;
+	v->subxcnt = snap->subxcnt;
+	v->suboverflowed = snap->suboverflowed;
 	v->writes = lines_written;
 	return true;
 }
@@ -200,7 +207,8 @@ static inline bool
 lines_view_equal(const LinesView *a, const LinesView *b)
 {
 	return a->lxid == b->lxid && a->xmin == b->xmin && a->xmax == b->xmax &&
-		a->completions == b->completions && a->writes == b->writes;
+		a->xcnt == b->xcnt && a->subxcnt == b->subxcnt &&
+		a->suboverflowed == b->suboverflowed && a->writes == b->writes;
 }
 
 void
