@@ -28,6 +28,7 @@
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "fmgr.h"
+#include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
 #include "utils/lsyscache.h"
 
@@ -82,15 +83,72 @@ deferrable_constraint(Node *def)
  * them twice, so the DDL must agree with the record (a restore, which
  * attaches the partitions before it loads the record, is let through).
  */
+/*
+ * What tco.bill_line_cycle records of tco.<relname>: -1 nothing, 0 an
+ * attached partition, 1 a detached one.
+ */
+static int
+recorded_partition(const char *relname)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	int			result = -1;
+	int			ret;
+
+	args[0] = CStringGetTextDatum(relname);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ret = SPI_execute_with_args("SELECT detached FROM tco.bill_line_cycle "
+								"WHERE relname OPERATOR(pg_catalog.=) $1::pg_catalog.name",
+								1, argtypes, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read tco.bill_line_cycle: %s", SPI_result_code_string(ret));
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+		bool		detached = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+		result = (!isnull && detached) ? 1 : 0;
+	}
+	SPI_finish();
+	return result;
+}
+
+/*
+ * DROP TABLE of an attached partition of tco.bill_line would delete a
+ * cycle's lines, settled ones included, behind R14 and the record; a
+ * detached (archived) one may be dropped, and tco.attach_cycle then says it
+ * is missing.
+ */
+static void
+check_drop_table(DropStmt *stmt)
+{
+	ListCell   *lc;
+
+	if (stmt->removeType != OBJECT_TABLE || tco_is_restoring() ||
+		!OidIsValid(tco_relid("bill_line_cycle")))
+		return;
+	foreach(lc, stmt->objects)
+	{
+		RangeVar   *rv = makeRangeVarFromNameList((List *) lfirst(lc));
+		Oid			relid = tco_table(rv);
+
+		if (OidIsValid(relid) && recorded_partition(get_rel_name(relid)) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("tco does not support DROP TABLE of tco.%s, an attached partition of tco.bill_line",
+							get_rel_name(relid)),
+					 errdetail("It holds the bill lines of a cycle; dropping it would delete them behind R14 and tco.bill_line_cycle."),
+					 errhint("Detach the cycle first with tco.detach_cycle (a settled cycle), then archive or drop its table.")));
+	}
+}
+
 static void
 check_partition_cmd(Oid relid, AlterTableCmd *cmd)
 {
 	PartitionCmd *pc = (PartitionCmd *) cmd->def;
 	bool		attach = (cmd->subtype == AT_AttachPartition);
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		args[1];
 	bool		agrees;
-	int			ret;
 
 	if (relid != tco_relid("bill_line") || pc == NULL || !IsA(pc, PartitionCmd) || pc->name == NULL)
 		return;
@@ -101,24 +159,9 @@ check_partition_cmd(Oid relid, AlterTableCmd *cmd)
 		agrees = false;
 	else
 	{
-		args[0] = CStringGetTextDatum(pc->name->relname);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		ret = SPI_execute_with_args("SELECT detached FROM tco.bill_line_cycle "
-									"WHERE relname OPERATOR(pg_catalog.=) $1::pg_catalog.name",
-									1, argtypes, args, NULL, true, 1);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "could not read tco.bill_line_cycle: %s", SPI_result_code_string(ret));
-		if (SPI_processed == 0)
-			agrees = false;
-		else
-		{
-			bool		isnull;
-			bool		detached = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		int			recorded = recorded_partition(pc->name->relname);
 
-			agrees = !isnull && (attach ? !detached : detached);
-		}
-		SPI_finish();
+		agrees = attach ? (recorded == 0) : (recorded == 1);
 	}
 	if (!agrees)
 		ereport(ERROR,
@@ -212,6 +255,9 @@ tco_ddl_guard(PG_FUNCTION_ARGS)
 	{
 		case T_AlterTableStmt:
 			check_alter_table((AlterTableStmt *) parsetree);
+			break;
+		case T_DropStmt:
+			check_drop_table((DropStmt *) parsetree);
 			break;
 		case T_RenameStmt:
 			{

@@ -6,7 +6,7 @@ BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION tco CASCADE;
 SET timezone = 'UTC';
-SELECT plan(47);
+SELECT plan(48);
 
 SELECT tco.set_billing_timezone('Asia/Shanghai');
 INSERT INTO tco.entity (entity_id, name, verified) VALUES (1, 'One', true);
@@ -140,6 +140,8 @@ SELECT throws_ok($$ALTER TABLE tco.bill_line ATTACH PARTITION tco.bill_line_p202
 SELECT is(tco.attach_cycle('2023-02'), 'tco.bill_line_p2023_02', 'attach_cycle');
 SELECT throws_ok($$ALTER TABLE tco.bill_line DETACH PARTITION tco.bill_line_p2023_03$$, '0A000', NULL,
                  'and so is a plain DETACH PARTITION');
+SELECT throws_ok($$DROP TABLE tco.bill_line_p2023_03$$, '0A000', NULL,
+                 'and a DROP TABLE of an attached partition (its lines would go)');
 SELECT is((SELECT count(*) FROM tco.bill_line WHERE period_start >= '2023-01-31 16:00+00' AND period_start < '2023-02-28 16:00+00'),
           4::bigint, 'the lines are back');
 

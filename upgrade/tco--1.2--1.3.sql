@@ -354,8 +354,9 @@ BEGIN
                       DETAIL = 'Each partition of tco.bill_line holds the instants of one cycle in the billing time zone.',
                       HINT = 'Set the billing time zone before the first bill lines arrive.';
         END IF;
-        EXECUTE pg_catalog.format('DROP TABLE tco.%I', r.relname);
+        -- the record first: the DDL guard refuses to drop a recorded partition
         DELETE FROM tco.bill_line_cycle b WHERE b.cycle OPERATOR(tco.=) r.cycle;
+        EXECUTE pg_catalog.format('DROP TABLE tco.%I', r.relname);
     END LOOP;
     RETURN NEW;
 END $$;
@@ -679,6 +680,14 @@ BEGIN
         'benefit_amount', sl.benefit_amount,
         'due_amount', sl.due_amount);
 END $$;
+
+-- ==== 96_ddl_guard.sql: the DDL guard also sees DROP TABLE (partitions of
+-- tco.bill_line)
+DROP EVENT TRIGGER tco_ddl_guard;
+CREATE EVENT TRIGGER tco_ddl_guard ON ddl_command_start
+    WHEN TAG IN ('ALTER TABLE', 'DROP TABLE')
+    EXECUTE FUNCTION tco.ddl_guard();
+COMMENT ON EVENT TRIGGER tco_ddl_guard IS 'Refuses ALTER TABLE forms on tco''s tables that its C code does not support, and partition changes of tco.bill_line that tco.bill_line_cycle does not record (see README, Limits).';
 
 -- ==== 44_alert.sql: whether a spending threshold is enabled is cached by
 -- the statement trigger of tco.bill_line

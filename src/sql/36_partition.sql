@@ -259,8 +259,9 @@ BEGIN
                       DETAIL = 'Each partition of tco.bill_line holds the instants of one cycle in the billing time zone.',
                       HINT = 'Set the billing time zone before the first bill lines arrive.';
         END IF;
-        EXECUTE pg_catalog.format('DROP TABLE tco.%I', r.relname);
+        -- the record first: the DDL guard refuses to drop a recorded partition
         DELETE FROM tco.bill_line_cycle b WHERE b.cycle OPERATOR(tco.=) r.cycle;
+        EXECUTE pg_catalog.format('DROP TABLE tco.%I', r.relname);
     END LOOP;
     RETURN NEW;
 END $$;
