@@ -41,6 +41,12 @@ SELECT 1001 + g, 3, 'cvm', timestamptz '2023-01-10 00:00+08' + g * interval '1 h
 FROM generate_series(0, 9) g;
 INSERT INTO tco.contract_discount (discount_id, account_id, rate, valid_from) VALUES (77, 3, 0.1, '-infinity');
 SQL
+    # from 1.3 on, lines of a cycle without partition wait in the default
+    # partition until tco.prepare_cycles (36_partition.sql): prepare them,
+    # as the lines moved by the update to 1.3 are
+    case "$old" in 1.0|1.1|1.2) ;; *)
+        "${PSQL[@]}" -d "$db" -c "SELECT tco.prepare_cycles('2023-01', '2023-02')" >/dev/null ;;
+    esac
     # a cycle settled under the old version, with a discount and a coupon: its
     # record must survive the update.
     if [ "$old" = "1.0" ]; then

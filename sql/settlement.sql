@@ -141,7 +141,10 @@ SELECT b = row(
        (SELECT count(*) FROM tco.benefit_use), (SELECT count(*) FROM tco.settled_line))::before AS unchanged
 FROM before b;
 
--- R14: a settled cycle cannot change.
+-- R14: a settled cycle cannot change.  A new line of it is accepted as a
+-- late line (sql/late_lines.sql), billed by the settlement of February below
+-- (line 101: on 102's statement, with its discount); a line moved into it
+-- (13) is a late line too.
 INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount)
     VALUES (102, 'cvm', '2023-01-31 23:00+08', '2023-02-01 00:00+08', 1);
 UPDATE tco.bill_line SET list_amount = 11 WHERE line_id = 3;

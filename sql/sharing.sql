@@ -125,6 +125,8 @@ SELECT * FROM tco.settle_cycle('2023-01', :org);
 --  line 9 (205 cvm 0.40, hour 10:00 of 01-08: plan's hour is used up): v3 0.40 (v3 left 6.60)
 --  line 10 (201 cvm 2.00, hour 11:00): plan 1.50 (owner), due 0.50
 --  line 11 (206): due 1.00
+--  line 13 (201): the savings plan's January fee, made by settlement (README "After a
+--    cycle closes"): 744 hours x 1.50 x (1 - 0.30) = 781.20, all due
 SELECT u.line_id, u.benefit_id, b.kind, u.amount
 FROM tco.benefit_use u JOIN tco.benefit b USING (benefit_id) ORDER BY u.line_id, u.use_id;
 SELECT line_id, payer_account_id, list_amount, benefit_amount, due_amount FROM tco.settled_line ORDER BY line_id;

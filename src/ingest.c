@@ -11,7 +11,11 @@
  *   1. R14: the cycles of the rows are computed here; only those that have
  *      ended can be being settled, or settled: for them the settlement lock
  *      is taken shared (src/guard.c, ascending) and the settled-cycle queries
- *      run.  Lines of the current cycle take no lock and run no query.
+ *      run: a line written into a cycle settled for its scope is queued as
+ *      a late line (tco.late_line, src/sql/41_late.sql), a line on a
+ *      statement cannot change (only paid_at and tags), a queued late line
+ *      may be changed or deleted (a schema before 1.4 refuses all three,
+ *      TC008).  Lines of the current cycle take no lock and run no query.
  *   2. line_id unique across partitions: the statement's ids go into
  *      tco.bill_line_id through its unique index (a duplicate, or an id
  *      moved onto one in use, is 23505), deleted ids leave it; and the
@@ -66,8 +70,44 @@ typedef enum IngestPlan
 	PLAN_R14_DELETE,
 	PLAN_ALERTS_ENABLED,
 	PLAN_ALERTS,
+	/* with late lines (1.4 on: tco.late_line exists) */
+	PLAN_LATE_INSERT,
+	PLAN_LATE_LOCK,
+	PLAN_LATE_UPDATE_SETTLED,
+	PLAN_LATE_UPDATE,
+	PLAN_LATE_DELETE_CHECK,
+	PLAN_LATE_DELETE,
+	PLAN_LATE_ALERTS,
 	NUM_INGEST_PLANS
 } IngestPlan;
+
+/* A line's cycle is settled for its scope: the whole cycle, or its organization. */
+#define SETTLED_FOR_SCOPE(l) \
+	"EXISTS (SELECT 1 FROM tco.settled_cycle s WHERE s.cycle OPERATOR(tco.=) tco.cycle_of(" l ".period_start) " \
+	"AND (s.org_id IS NULL OR s.org_id OPERATOR(pg_catalog.=) " \
+	"(SELECT m.org_id FROM tco.member m WHERE m.account_id OPERATOR(pg_catalog.=) " l ".account_id)))"
+#define ON_A_STATEMENT(o) \
+	"EXISTS (SELECT 1 FROM tco.settled_pack sp WHERE sp.account_id OPERATOR(pg_catalog.=) " o ".account_id " \
+	"AND sp.product_code OPERATOR(pg_catalog.=) " o ".product_code " \
+	"AND sp.cycle OPERATOR(tco.=) tco.cycle_of(" o ".period_start) " \
+	"AND " o ".line_id OPERATOR(pg_catalog.=) ANY (sp.line_ids))"
+/* The spending alerts of the lines' payers; c gives (account_id, cycle, pcycle). */
+#define ALERTS_FROM(c_cte) \
+	"WITH c AS (" c_cte "), " \
+	"     p AS (SELECT c.cycle, c.account_id AS payer FROM c " \
+	"           UNION " \
+	"           SELECT c.cycle, t.management_account_id FROM c " \
+	"           JOIN tco.trusteeship t ON t.member_account_id OPERATOR(pg_catalog.=) c.account_id " \
+	"            AND pg_catalog.tstzrange(t.established_at, t.ended_at) OPERATOR(pg_catalog.&&) " \
+	"                pg_catalog.tstzrange(pg_catalog.lower(tco.cycle_range(c.pcycle)) OPERATOR(pg_catalog.-) interval '1 month', " \
+	"                                     pg_catalog.upper(tco.cycle_range(c.pcycle)))), " \
+	"     q AS (SELECT p.cycle, pg_catalog.array_agg(DISTINCT p.payer) AS payers FROM p " \
+	"           WHERE EXISTS (SELECT 1 FROM tco.alert_threshold t " \
+	"                         WHERE t.account_id OPERATOR(pg_catalog.=) p.payer AND t.enabled " \
+	"                           AND t.kind OPERATOR(pg_catalog.=) ANY ('{cycle_spending,cycle_forecast}'::pg_catalog.text[])) " \
+	"           GROUP BY p.cycle) " \
+	"SELECT tco.fire_alerts(q.payers, q.cycle, false, true) FROM q ORDER BY q.cycle"
+
 
 /*
  * The queries, on the transition tables.  R14's raise tco.r14_settled_error
@@ -123,21 +163,69 @@ static const char *const ingest_sql[NUM_INGEST_PLANS] = {
 	"SELECT 1 FROM tco.alert_threshold t "
 	"WHERE t.enabled AND t.kind OPERATOR(pg_catalog.=) ANY ('{cycle_spending,cycle_forecast}'::pg_catalog.text[]) LIMIT 1",
 	/* the lines' accounts and the managers that may pay them, per cycle */
-	[PLAN_ALERTS] =
-	"WITH c AS (SELECT DISTINCT l.account_id, tco.cycle_of(l.period_start) AS cycle FROM new_lines l), "
-	"     p AS (SELECT c.cycle, c.account_id AS payer FROM c "
-	"           UNION "
-	"           SELECT c.cycle, t.management_account_id FROM c "
-	"           JOIN tco.trusteeship t ON t.member_account_id OPERATOR(pg_catalog.=) c.account_id "
-	"            AND pg_catalog.tstzrange(t.established_at, t.ended_at) OPERATOR(pg_catalog.&&) "
-	"                pg_catalog.tstzrange(pg_catalog.lower(tco.cycle_range(c.cycle)) OPERATOR(pg_catalog.-) interval '1 month', "
-	"                                     pg_catalog.upper(tco.cycle_range(c.cycle)))), "
-	"     q AS (SELECT p.cycle, pg_catalog.array_agg(DISTINCT p.payer) AS payers FROM p "
-	"           WHERE EXISTS (SELECT 1 FROM tco.alert_threshold t "
-	"                         WHERE t.account_id OPERATOR(pg_catalog.=) p.payer AND t.enabled "
-	"                           AND t.kind OPERATOR(pg_catalog.=) ANY ('{cycle_spending,cycle_forecast}'::pg_catalog.text[])) "
-	"           GROUP BY p.cycle) "
-	"SELECT tco.fire_alerts(q.payers, q.cycle, false, true) FROM q ORDER BY q.cycle",
+	[PLAN_ALERTS] = ALERTS_FROM("SELECT DISTINCT l.account_id, tco.cycle_of(l.period_start) AS cycle, "
+								"tco.cycle_of(l.period_start) AS pcycle FROM new_lines l"),
+
+	/*
+	 * Late lines (src/sql/41_late.sql): a line written into a cycle settled
+	 * for its scope is queued, not refused.
+	 */
+	[PLAN_LATE_INSERT] =
+	"INSERT INTO tco.late_line (line_id, account_id, period_start, charge_cycle) "
+	"SELECT l.line_id, l.account_id, l.period_start, tco.cycle_of(l.period_start) FROM new_lines l "
+	"WHERE " SETTLED_FOR_SCOPE("l"),
+	/*
+	 * The queue rows of the changed lines, locked: a settlement billing them
+	 * (it locks them too) is waited for, and what it billed is then seen
+	 * settled by the checks that follow.
+	 */
+	[PLAN_LATE_LOCK] =
+	"SELECT 1 FROM tco.late_line k WHERE k.line_id OPERATOR(pg_catalog.=) ANY "
+	"(SELECT o.line_id FROM old_lines o) FOR UPDATE OF k",
+	/* lines on a statement (settled or billed late): only paid_at and tags may change */
+	[PLAN_LATE_UPDATE_SETTLED] =
+	"SELECT tco.r14_settled_error(x.cycle, pg_catalog.format('bill line %s is settled and only its paid_at can be set', x.line_id)) "
+	"FROM (SELECT o.line_id, tco.cycle_of(o.period_start) AS cycle "
+	"      FROM old_lines o JOIN new_lines l USING (line_id) "
+	"      WHERE (o.account_id, o.product_code, o.charge_type, o.period_start, o.period_end, o.list_amount, o.issued_at, "
+	"             o.corrects_line_id, o.correction_reason) "
+	"            IS DISTINCT FROM "
+	"            (l.account_id, l.product_code, l.charge_type, l.period_start, l.period_end, l.list_amount, l.issued_at, "
+	"             l.corrects_line_id, l.correction_reason) "
+	"        AND " ON_A_STATEMENT("o")
+	"      ORDER BY o.line_id LIMIT 1) x",
+	/*
+	 * A changed line that was queued, or that moved into a settled cycle,
+	 * is queued (again) with its new period; one that left a settled cycle
+	 * leaves the queue.
+	 */
+	[PLAN_LATE_UPDATE] =
+	"WITH d AS (DELETE FROM tco.late_line k USING old_lines o "
+	"           WHERE k.line_id OPERATOR(pg_catalog.=) o.line_id AND k.statement_id IS NULL RETURNING k.line_id) "
+	"INSERT INTO tco.late_line (line_id, account_id, period_start, charge_cycle) "
+	"SELECT l.line_id, l.account_id, l.period_start, tco.cycle_of(l.period_start) "
+	"FROM new_lines l JOIN old_lines o USING (line_id) "
+	"WHERE " SETTLED_FOR_SCOPE("l")
+	"  AND (l.line_id OPERATOR(pg_catalog.=) ANY (SELECT d.line_id FROM d) "
+	"       OR (o.account_id, o.product_code, o.period_start) IS DISTINCT FROM (l.account_id, l.product_code, l.period_start))",
+	/* a line on a statement, or of a settled cycle and not a queued late line */
+	[PLAN_LATE_DELETE_CHECK] =
+	"SELECT tco.r14_settled_error(x.cycle, pg_catalog.format('bill line %s cannot be deleted', x.line_id)) "
+	"FROM (SELECT o.line_id, tco.cycle_of(o.period_start) AS cycle FROM old_lines o "
+	"      WHERE " ON_A_STATEMENT("o")
+	"         OR (" SETTLED_FOR_SCOPE("o")
+	"             AND NOT EXISTS (SELECT 1 FROM tco.late_line k WHERE k.line_id OPERATOR(pg_catalog.=) o.line_id "
+	"                             AND k.statement_id IS NULL)) "
+	"      ORDER BY o.line_id LIMIT 1) x",
+	[PLAN_LATE_DELETE] =
+	"DELETE FROM tco.late_line k USING old_lines o "
+	"WHERE k.line_id OPERATOR(pg_catalog.=) o.line_id AND k.statement_id IS NULL",
+	/* a late line counts in the cycle that will bill it (tco.late_billing_cycle) */
+	[PLAN_LATE_ALERTS] = ALERTS_FROM("SELECT DISTINCT l.account_id, "
+									 "CASE WHEN EXISTS (SELECT 1 FROM tco.late_line k WHERE k.line_id OPERATOR(pg_catalog.=) l.line_id) "
+									 "THEN tco.late_billing_cycle(l.account_id, tco.cycle_of(l.period_start)) "
+									 "ELSE tco.cycle_of(l.period_start) END AS cycle, "
+									 "tco.cycle_of(l.period_start) AS pcycle FROM new_lines l"),
 };
 
 /*
@@ -490,6 +578,7 @@ tco_bill_line_changed(PG_FUNCTION_ARGS)
 				is_update,
 				is_delete;
 	bool		moved = false;
+	bool		late;
 	int			nestlevel;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) ||
@@ -536,6 +625,8 @@ tco_bill_line_changed(PG_FUNCTION_ARGS)
 	if (newseen.n == 0 && oldseen.n == 0)
 		return PointerGetDatum(NULL);
 
+	/* late lines (41_late.sql) exist from version 1.4 of the schema on */
+	late = OidIsValid(tco_relid("late_line"));
 	nestlevel = tco_pin_search_path();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -549,15 +640,33 @@ tco_bill_line_changed(PG_FUNCTION_ARGS)
 			lock_all_ended_cycles("new_lines");
 		if (oldseen.many_cycles)
 			lock_all_ended_cycles("old_lines");
-		if (is_insert)
-			run_plan(PLAN_R14_INSERT, false);
+		if (!late)
+		{
+			/* a schema before 1.4: lines of a settled cycle are refused */
+			if (is_insert)
+				run_plan(PLAN_R14_INSERT, false);
+			else if (is_update)
+			{
+				run_plan(PLAN_R14_UPDATE_SETTLED, false);
+				run_plan(PLAN_R14_UPDATE_MOVED, false);
+			}
+			else
+				run_plan(PLAN_R14_DELETE, false);
+		}
+		else if (is_insert)
+			run_plan(PLAN_LATE_INSERT, false);
 		else if (is_update)
 		{
-			run_plan(PLAN_R14_UPDATE_SETTLED, false);
-			run_plan(PLAN_R14_UPDATE_MOVED, false);
+			run_plan(PLAN_LATE_LOCK, false);
+			run_plan(PLAN_LATE_UPDATE_SETTLED, false);
+			run_plan(PLAN_LATE_UPDATE, false);
 		}
 		else
-			run_plan(PLAN_R14_DELETE, false);
+		{
+			run_plan(PLAN_LATE_LOCK, false);
+			run_plan(PLAN_LATE_DELETE_CHECK, false);
+			run_plan(PLAN_LATE_DELETE, false);
+		}
 	}
 
 	/* 2. ids unique across partitions; the identity sequence */
@@ -573,7 +682,7 @@ tco_bill_line_changed(PG_FUNCTION_ARGS)
 	if (!is_delete)
 	{
 		if (spending_alerts_enabled())
-			run_plan(PLAN_ALERTS, false);
+			run_plan(late ? PLAN_LATE_ALERTS : PLAN_ALERTS, false);
 	}
 
 	SPI_finish();

@@ -57,6 +57,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
 #include "executor/spi.h"
@@ -97,6 +98,24 @@ static const char *const phase_names[NUM_PHASES] = {
 	"SELECT line_id, account_id, product_code, period_start, list_amount " \
 	"FROM tco.bill_line b WHERE period_start >= $1 AND period_start < $2"
 #define LINES_IN_ORG " AND account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $3)"
+/* lines of the cycle queued as late lines are billed by a later cycle (41_late.sql) */
+#define LINES_NOT_LATE " AND NOT EXISTS (SELECT 1 FROM tco.late_line k WHERE k.line_id = b.line_id)"
+/*
+ * The late lines a run bills: queued, of an earlier cycle, not of an
+ * organization that already settled this cycle (its statements are
+ * closed: the next cycle bills them), in the scope.
+ */
+#define LATE_WHERE \
+	" FROM tco.late_line k WHERE k.statement_id IS NULL " \
+	"AND k.charge_cycle OPERATOR(tco.<) $1::tco.billing_cycle " \
+	"AND NOT EXISTS (SELECT 1 FROM tco.settled_cycle s WHERE s.cycle OPERATOR(tco.=) $1::tco.billing_cycle " \
+	"AND s.org_id = (SELECT m.org_id FROM tco.member m WHERE m.account_id = k.account_id))"
+#define LATE_IN_ORG " AND k.account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $2)"
+#define LATE_SELECT \
+	"SELECT k.line_id, b.account_id, b.product_code, b.period_start, (b.list_amount * 1000000)::int8 " \
+	"FROM tco.late_line k JOIN tco.bill_line b ON b.line_id = k.line_id AND b.period_start = k.period_start " \
+	"WHERE k.line_id IN (SELECT k.line_id" LATE_WHERE
+#define LATE_ORDER " ) ORDER BY b.account_id, b.product_code, b.period_start, k.line_id FOR UPDATE OF k"
 #define BENEFITS_SELECT \
 	"SELECT benefit_id, CASE kind WHEN 'coupon' THEN 0 " \
 	"WHEN 'voucher' THEN CASE WHEN pool_org_id IS NULL THEN 1 ELSE 5 END " \
@@ -159,6 +178,14 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 		"WHERE sp.statement_id = ANY ($3::int8[]) "
 		"AND p.kind = 'savings_plan' AND b.period_start >= $1 AND b.period_start < $2",
 	3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8ARRAYOID}},
+	/* what savings plans paid in the hours of late lines, in the packs of their cycles */
+	[PLAN_PLAN_USES_LATE] = {"SELECT u.benefit_id, b.period_start, u.a "
+		"FROM tco.settled_pack sp CROSS JOIN LATERAL unnest(sp.use_benefit_ids, sp.use_line_ids, sp.use_amounts) "
+		"AS u(benefit_id, line_id, a) JOIN tco.benefit p ON p.benefit_id = u.benefit_id "
+		"JOIN tco.bill_line b ON b.line_id = u.line_id "
+		"WHERE sp.cycle OPERATOR(tco.>=) tco.cycle_of($1) AND sp.cycle OPERATOR(tco.<) $3::tco.billing_cycle "
+		"AND p.kind = 'savings_plan' AND b.period_start >= $1 AND b.period_start < $2",
+	3, {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID}},
 	[PLAN_SEQUENCES] = {"SELECT pg_get_serial_sequence('tco.statement', 'statement_id')::regclass::oid, "
 		"pg_get_serial_sequence('tco.settled_pack', 'pack_id')::regclass::oid",
 	0, {0}},
@@ -202,6 +229,26 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 		"coalesce(sum(s.due_total), 0) FROM tco.statement s "
 		"WHERE s.cycle OPERATOR(tco.=) $1::tco.billing_cycle AND ($2::int8 IS NULL OR s.org_id = $2)",
 	2, {TEXTOID, INT8OID}},
+	/* 1.4 on (src/sql/41_late.sql) */
+	[PLAN_BILL_COMMITMENTS] = {"SELECT tco.bill_commitments($1::tco.billing_cycle, $2)", 2, {TEXTOID, INT8OID}},
+	[PLAN_LATE_EXISTS] = {"SELECT 1 FROM tco.late_line WHERE charge_cycle OPERATOR(tco.=) $1::tco.billing_cycle LIMIT 1",
+	1, {TEXTOID}},
+	[PLAN_LINES_NOLATE] = {LINES_SELECT LINES_NOT_LATE, 2, {TIMESTAMPTZOID, TIMESTAMPTZOID}, CURSOR_OPT_CUSTOM_PLAN},
+	[PLAN_LINES_ORG_NOLATE] = {LINES_SELECT LINES_IN_ORG LINES_NOT_LATE, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID},
+	CURSOR_OPT_CUSTOM_PLAN},
+	[PLAN_LATE_BOUNDS] = {"SELECT min(k.period_start), count(*)" LATE_WHERE, 1, {TEXTOID}},
+	[PLAN_LATE_BOUNDS_ORG] = {"SELECT min(k.period_start), count(*)" LATE_WHERE LATE_IN_ORG, 2, {TEXTOID, INT8OID}},
+	[PLAN_LATE_LINES] = {LATE_SELECT LATE_ORDER, 1, {TEXTOID}},
+	[PLAN_LATE_LINES_ORG] = {LATE_SELECT LATE_IN_ORG LATE_ORDER, 2, {TEXTOID, INT8OID}},
+	[PLAN_MARK_LATE] = {"UPDATE tco.late_line k SET statement_id = u.s, billing_cycle = $3::tco.billing_cycle, "
+		"billed_at = now() FROM unnest($1::int8[], $2::int8[]) AS u(l, s) WHERE k.line_id = u.l",
+	3, {INT8ARRAYOID, INT8ARRAYOID, TEXTOID}},
+	[PLAN_CORRECTS] = {"SELECT b.corrects_line_id FROM tco.bill_line b WHERE b.line_id = $1 AND b.period_start = $2",
+	2, {INT8OID, TIMESTAMPTZOID}},
+	[PLAN_CORRECTION_HISTORY] = {"SELECT due, benefit_ids, amounts FROM tco.correction_history($1, $2, $3, $4)",
+	4, {INT8OID, INT8OID, TEXTOID, TEXTOID}},
+	[PLAN_RETURN_BENEFIT] = {"SELECT tco.return_benefit($1, $2, $3, $4, $5, $6, $7)",
+	7, {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID}},
 	/* 1.0 mode: one row per settled line in TABLE tco.settled_line */
 	[PLAN_SETTLED_IDS_V10] = {"SELECT sl.line_id FROM tco.settled_line sl "
 		"JOIN tco.bill_line b ON b.line_id = sl.line_id JOIN tco.statement s ON s.statement_id = sl.statement_id "
@@ -533,7 +580,9 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 	INSTR_TIME_SET_CURRENT(run->phase_mark);
 	settle_load_statements(run);
 	settle_load_products(run);
-	settle_load_discounts(run, start, end);
+	/* late lines to bill: discounts and benefits from their periods on */
+	settle_late_bounds(run);
+	settle_load_discounts(run, run->load_start, end);
 	settle_load_benefits(run, start, end);
 
 	oldcxt = MemoryContextSwitchTo(run->run_ctx);
@@ -542,6 +591,17 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 
 	phase_done(run, PHASE_SETUP);
 
+	/* late lines of earlier cycles first, then the cycle's own (settle_late.c) */
+	settle_late_lines(run);
+	run->line_cycle = run->cycle;
+	if (run->late_schema)
+	{
+		Datum		arg = CStringGetTextDatum(run->cycle_text);
+
+		settle_exec_plan(PLAN_LATE_EXISTS, &arg, NULL, false, 1);
+		run->exclude_late = SPI_processed > 0;
+		SPI_freetuptable(SPI_tuptable);
+	}
 	settle_read_lines(run, start, end, skip_settled);
 	settle_batch_flush(run);
 
@@ -554,6 +614,7 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 	settle_write_statements(run);
 	if (run->v10)
 		settle_write_uses_v10(run);
+	settle_mark_late_lines(run);
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(statements_ctx);
 	phase_done(run, PHASE_STATEMENTS);
@@ -585,12 +646,12 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 static void
 check_all_settled(SettleRun *run)
 {
-	if (run->nreceived != run->nlines + run->nskipped)
+	if (run->nreceived + run->nlate_read != run->nlines + run->nskipped)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION),
 				 errmsg("settlement of billing cycle %s would leave bill lines unsettled", run->cycle_text),
-				 errdetail("The scope has " UINT64_FORMAT " bill lines; " UINT64_FORMAT " were settled and "
-						   UINT64_FORMAT " were already settled.", run->nreceived, run->nlines, run->nskipped),
+				 errdetail("The scope has " UINT64_FORMAT " bill lines and " UINT64_FORMAT " late lines; " UINT64_FORMAT " were settled and "
+						   UINT64_FORMAT " were already settled.", run->nreceived, run->nlate_read, run->nlines, run->nskipped),
 				 errhint("Nothing was written. This is a bug of tco: report it with the cycle's bill lines.")));
 }
 
@@ -703,8 +764,13 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 						   timestamptz_to_str(end), tco_billing_tz_name()),
 				 errhint("Settle a cycle once it is over.")));
 	run.legacy_cutover = tco_legacy_cutover();
+	run.start = start;
+	run.end = end;
+	run.line_cycle = run.cycle;
 	/* 1.0 mode (see the head of this file): the installed schema has no packs */
 	run.v10 = !OidIsValid(tco_relid("settled_pack"));
+	/* late lines, corrections and commitment fees: from 1.4 on (41_late.sql) */
+	run.late_schema = !run.v10 && OidIsValid(tco_relid("late_line"));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -750,6 +816,16 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 		settle_exec_plan(PLAN_PARTLY_SETTLED, args, NULL, false, 1);
 		skip_settled = SPI_processed > 0;
 		SPI_freetuptable(SPI_tuptable);
+
+		/* the commitment fees of the scope, once per benefit and cycle */
+		if (run.late_schema)
+		{
+			settle_exec_plan(PLAN_BILL_COMMITMENTS, args, nulls, false, 0);
+			SPI_freetuptable(SPI_tuptable);
+			/* read-only queries of the run see the lines (and products) just made */
+			CommandCounterIncrement();
+			UpdateActiveSnapshotCommandId();
+		}
 
 		run.run_ctx = AllocSetContextCreate(caller_ctx, "tco settle", ALLOCSET_DEFAULT_SIZES);
 		settle_run(&run, start, end, skip_settled);

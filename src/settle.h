@@ -37,6 +37,8 @@
 #endif
 
 #define MICRO				INT64CONST(1000000)
+/* Products of the commitment fees settlement bills (src/sql/41_late.sql) */
+#define COMMITMENT_PRODUCT_PREFIX "tco:"
 #define FETCH_BATCH			10000
 /*
  * A pack row stays under the table's toast_tuple_target (8160): neither
@@ -180,6 +182,7 @@ typedef struct LineBatch
 	Datum	   *pack_account;
 	Datum	   *pack_line_lo;	/* int4, 1-based index of its first line */
 	Datum	   *pack_use_lo;	/* int4, 1-based index of its first use */
+	Datum	   *pack_cycle;		/* the charge cycle of its lines */
 	char		(*pack_code)[PRODUCT_CODE_LEN];
 	/* lines */
 	int			n;
@@ -306,6 +309,18 @@ typedef struct SettleRun
 	Oid			pack_seq;
 	BulkWriter *packs;			/* open from the first flush to the end */
 	bool		v10;			/* 1.0 mode: the schema of version 1.0 */
+	bool		late_schema;	/* 1.4 on: late lines, corrections, commitment fees */
+	bool		exclude_late;	/* the cycle has queued late lines: not read with its own */
+	BillingCycle line_cycle;	/* charge cycle of the line being priced */
+	TimestampTz start;			/* the cycle's bounds */
+	TimestampTz end;
+	TimestampTz load_start;		/* earliest period start priced: a late line's, else start */
+	/* late lines billed by the run, with their statements (marked at the end) */
+	Datum	   *late_ids;
+	Datum	   *late_statements;
+	int			nlate;
+	int			late_cap;
+	uint64		nlate_read;		/* late lines read (counted by check_all_settled) */
 	/* 1.0 mode: benefit uses of the run, written after the statements */
 	Datum	   *v10_use_benefit;
 	Datum	   *v10_use_line;
@@ -381,6 +396,7 @@ typedef enum SettlePlan
 	PLAN_BENEFITS,
 	PLAN_BENEFITS_ORG,
 	PLAN_PLAN_USES,
+	PLAN_PLAN_USES_LATE,
 	PLAN_SEQUENCES,
 	PLAN_LOCK_ACCOUNTS,
 	PLAN_LOCK_ORGS,
@@ -390,6 +406,19 @@ typedef enum SettlePlan
 	PLAN_BENEFIT_BALANCES,
 	PLAN_MARK_SETTLED,
 	PLAN_RESULT,
+	/* 1.4 on: late lines, corrections, commitment fees (src/sql/41_late.sql) */
+	PLAN_BILL_COMMITMENTS,
+	PLAN_LATE_EXISTS,
+	PLAN_LINES_NOLATE,
+	PLAN_LINES_ORG_NOLATE,
+	PLAN_LATE_BOUNDS,
+	PLAN_LATE_BOUNDS_ORG,
+	PLAN_LATE_LINES,
+	PLAN_LATE_LINES_ORG,
+	PLAN_MARK_LATE,
+	PLAN_CORRECTS,
+	PLAN_CORRECTION_HISTORY,
+	PLAN_RETURN_BENEFIT,
 	/* 1.0 mode: variants of the queries above for the schema of 1.0 */
 	PLAN_SETTLED_IDS_V10,
 	PLAN_BENEFITS_V10,
@@ -423,8 +452,14 @@ extern void settle_load_discounts(SettleRun *run, TimestampTz start, TimestampTz
 extern void settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product_code,
 						TimestampTz at, int64 list);
 
+/* settle_late.c: late lines (src/sql/41_late.sql) */
+extern void settle_late_bounds(SettleRun *run);
+extern void settle_late_lines(SettleRun *run);
+extern void settle_mark_late_lines(SettleRun *run);
+
 /* settle_benefit.c: benefits and sharing */
 extern void settle_load_benefits(SettleRun *run, TimestampTz start, TimestampTz end);
+extern void settle_record_use(SettleRun *run, int64 benefit_id, int64 line_id, int64 amount);
 extern void settle_use_benefits(SettleRun *run, int64 owner_id, int owner_kind, int64 consumer_id, int shared_kind,
 								const char *product_code, TimestampTz at, int64 line_id, int64 statement_id,
 								int64 *remaining, int64 *benefit_total);

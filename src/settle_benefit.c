@@ -17,6 +17,36 @@
 
 #include "settle.h"
 
+/* Rows (benefit id, line period start, amount) of uses by savings plans. */
+static void
+add_plan_uses(SettleRun *run, SPITupleTable *tt, uint64 n)
+{
+	uint64		i;
+
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	tup = tt->vals[i];
+		bool		isnull;
+		int64		benefit_id = settle_get_int8(tup, tt->tupdesc, 1, &isnull);
+		BenefitIndex *bi = hash_search(run->benefit_index, &benefit_id, HASH_FIND, NULL);
+		PlanHourKey key;
+		PlanHour   *ph;
+		bool		found;
+
+		if (bi == NULL)
+			continue;
+		memset(&key, 0, sizeof(key));
+		key.benefit_index = bi->index;
+		key.hour = tco_trunc(settle_get_tstz(tup, tt->tupdesc, 2, &isnull),
+							 TCO_GRAN_HOUR, run->tz);
+		ph = hash_search(run->plan_hours, &key, HASH_ENTER, &found);
+		if (!found)
+			ph->used = 0;
+		settle_add_money(&ph->used, settle_get_int8(tup, tt->tupdesc, 3, &isnull));
+	}
+	SPI_freetuptable(tt);
+}
+
 /*
  * What sharing needs, after the benefits were loaded (and locked): an index
  * by benefit id, the shares resolved against the current unit tree
@@ -26,9 +56,7 @@ static void
 load_sharing(SettleRun *run, TimestampTz start, TimestampTz end)
 {
 	Datum		args[3] = {TimestampTzGetDatum(start), TimestampTzGetDatum(end), (Datum) 0};
-	SPITupleTable *tt;
 	HASHCTL		ctl;
-	uint64		i;
 	int			j;
 
 	ctl.keysize = sizeof(int64);
@@ -55,7 +83,7 @@ load_sharing(SettleRun *run, TimestampTz start, TimestampTz end)
 	 * through them (packs, plans, pool vouchers), so settle_use_benefits never asks
 	 * for grants.
 	 */
-	run->shares = run->v10 ? NULL : tco_share_load(run->run_ctx, start, end, run->has_org, run->org_id);
+	run->shares = run->v10 ? NULL : tco_share_load(run->run_ctx, run->load_start, end, run->has_org, run->org_id);
 
 	/*
 	 * Uses recorded by earlier settlements of the cycle: in the packs of the
@@ -72,42 +100,35 @@ load_sharing(SettleRun *run, TimestampTz start, TimestampTz end)
 		while ((ps = hash_seq_search(&seq)) != NULL)
 			ids[k++] = Int64GetDatum(ps->statement_id);
 		args[2] = settle_int8_array(ids, NULL, k);
-		if (run->nkind[BENEFIT_PLAN] == 0 || k == 0)
-		{
-			pfree(ids);
+		if (run->nkind[BENEFIT_PLAN] == 0)
 			return;
-		}
 	}
-	settle_exec_plan(PLAN_PLAN_USES, args, NULL, false, 0);
-	tt = SPI_tuptable;
-	for (i = 0; i < SPI_processed; i++)
+	if (hash_get_num_entries(run->payers) > 0)
 	{
-		HeapTuple	tup = tt->vals[i];
-		bool		isnull;
-		int64		benefit_id = settle_get_int8(tup, tt->tupdesc, 1, &isnull);
-		BenefitIndex *bi = hash_search(run->benefit_index, &benefit_id, HASH_FIND, NULL);
-		PlanHourKey key;
-		PlanHour   *ph;
-		bool		found;
-
-		if (bi == NULL)
-			continue;
-		memset(&key, 0, sizeof(key));
-		key.benefit_index = bi->index;
-		key.hour = tco_trunc(settle_get_tstz(tup, tt->tupdesc, 2, &isnull),
-							 TCO_GRAN_HOUR, run->tz);
-		ph = hash_search(run->plan_hours, &key, HASH_ENTER, &found);
-		if (!found)
-			ph->used = 0;
-		settle_add_money(&ph->used, settle_get_int8(tup, tt->tupdesc, 3, &isnull));
+		settle_exec_plan(PLAN_PLAN_USES, args, NULL, false, 0);
+		add_plan_uses(run, SPI_tuptable, SPI_processed);
 	}
-	SPI_freetuptable(tt);
+	/*
+	 * Late lines of earlier cycles: what plans paid in their hours, on the
+	 * statements of any cycle (the packs of those charge cycles).
+	 */
+	if (run->load_start < start)
+	{
+		Datum		late_args[3];
+
+		late_args[0] = TimestampTzGetDatum(run->load_start);
+		late_args[1] = TimestampTzGetDatum(start);
+		late_args[2] = CStringGetTextDatum(run->cycle_text);
+		settle_exec_plan(PLAN_PLAN_USES_LATE, late_args, NULL, false, 0);
+		add_plan_uses(run, SPI_tuptable, SPI_processed);
+	}
 }
 
 void
 settle_load_benefits(SettleRun *run, TimestampTz start, TimestampTz end)
 {
-	Datum		args[3] = {TimestampTzGetDatum(start), TimestampTzGetDatum(end), Int64GetDatum(run->org_id)};
+	/* valid over the cycle or the period of a late line priced by the run */
+	Datum		args[3] = {TimestampTzGetDatum(run->load_start), TimestampTzGetDatum(end), Int64GetDatum(run->org_id)};
 	SPITupleTable *tt;
 	uint64		i;
 	HASHCTL		ctl;
@@ -175,16 +196,16 @@ settle_load_benefits(SettleRun *run, TimestampTz start, TimestampTz end)
 }
 
 /*
- * Record one benefit use (benefit, line, statement, amount): the only place
- * uses are recorded, so every kind of benefit goes through it.  It is
- * written with the line's pack (settle_pack_for_line).
+ * Record one benefit use (benefit, line, amount; negative: what a correction
+ * gave back): the only place uses are recorded, so every kind of benefit
+ * goes through it.  It is written with the line's pack, whose statement it
+ * is on (settle_pack_for_line).
  */
-static void
-record_use(SettleRun *run, int64 benefit_id, int64 line_id, int64 statement_id, int64 amount)
+void
+settle_record_use(SettleRun *run, int64 benefit_id, int64 line_id, int64 amount)
 {
 	LineBatch  *batch = &run->batch;
 
-	(void) statement_id;		/* the pack's (settle_pack_for_line) */
 	if (batch->nuse == batch->use_cap)
 	{
 		batch->use_cap *= 2;
@@ -243,7 +264,7 @@ apply_benefit(SettleRun *run, int index, const char *product_code, TimestampTz a
 	}
 	*remaining -= amount;
 	*benefit_total += amount;
-	record_use(run, b->benefit_id, line_id, statement_id, amount);
+	settle_record_use(run, b->benefit_id, line_id, amount);
 }
 
 static int

@@ -13,6 +13,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 
 #include "settle.h"
@@ -112,6 +113,124 @@ find_discount(SettleRun *run, int kind, int64 id, const char *product_code, Time
 }
 
 /* ------------------------------------------------------------------------
+ * Corrections (src/sql/41_late.sql, head comment): what a negative
+ * correction line gives back
+ */
+
+typedef struct CorrectionHistory
+{
+	int64		corrects_line_id;	/* the original line */
+	int64		due;			/* due left by the original and earlier corrections */
+	int			nbenefits;
+	int64	   *benefit_ids;	/* what each benefit paid net, in first-use order */
+	int64	   *amounts;
+} CorrectionHistory;
+
+static int64 *
+int8_array_elems(Datum d, int *n)
+{
+	ArrayType  *a = DatumGetArrayTypeP(d);
+	Datum	   *elems;
+	bool	   *nulls;
+	int64	   *out;
+	int			i;
+
+	deconstruct_array(a, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &nulls, n);
+	out = palloc(sizeof(int64) * Max(*n, 1));
+	for (i = 0; i < *n; i++)
+		out[i] = nulls[i] ? 0 : DatumGetInt64(elems[i]);
+	return out;
+}
+
+/*
+ * A negative line must be a correction (the CHECK constraint of
+ * tco.bill_line says so); read what its original and the earlier
+ * corrections were priced at.  The batch is written first: the original or
+ * an earlier correction may have been priced by this run.
+ */
+static void
+correction_history(SettleRun *run, int64 line_id, int64 account_id, const char *product_code,
+				   TimestampTz at, CorrectionHistory *h)
+{
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		isnull;
+	SPITupleTable *tt;
+	char		cycle_text[16];
+	int			n2;
+
+	memset(h, 0, sizeof(*h));
+	if (run->late_schema)
+	{
+		args[0] = Int64GetDatum(line_id);
+		args[1] = TimestampTzGetDatum(at);
+		settle_exec_plan(PLAN_CORRECTS, args, NULL, true, 1);
+		if (SPI_processed == 1)
+			h->corrects_line_id = settle_get_int8(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		SPI_freetuptable(SPI_tuptable);
+	}
+	if (h->corrects_line_id == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("bill line " INT64_FORMAT " has a negative list amount and corrects no line", line_id),
+				 errhint("tco.bill_line's CHECK constraint bill_line_amount_not_negative was dropped: restore it and correct the line.")));
+	settle_batch_flush(run);
+	snprintf(cycle_text, sizeof(cycle_text), "%04d-%02d", run->line_cycle / 12, run->line_cycle % 12 + 1);
+	args[0] = Int64GetDatum(h->corrects_line_id);
+	args[1] = Int64GetDatum(account_id);
+	args[2] = CStringGetTextDatum(product_code);
+	args[3] = CStringGetTextDatum(cycle_text);
+	settle_exec_plan(PLAN_CORRECTION_HISTORY, args, nulls, false, 1);
+	tt = SPI_tuptable;
+	if (SPI_processed != 1)
+		elog(ERROR, "no pricing history for correction " INT64_FORMAT, line_id);
+	h->due = settle_get_int8(tt->vals[0], tt->tupdesc, 1, &isnull);
+	h->benefit_ids = int8_array_elems(SPI_getbinval(tt->vals[0], tt->tupdesc, 2, &isnull), &h->nbenefits);
+	h->amounts = int8_array_elems(SPI_getbinval(tt->vals[0], tt->tupdesc, 3, &isnull), &n2);
+	if (n2 != h->nbenefits)
+		elog(ERROR, "pricing history of correction " INT64_FORMAT " is inconsistent", line_id);
+	SPI_freetuptable(tt);
+}
+
+/*
+ * Give back what is left of a negative line after its (negative) discount:
+ * first the due the original line and earlier corrections left (a negative
+ * due), then what benefits paid for them, last use first, each back to its
+ * balance or its payer (tco.return_benefit records where).  Whatever is
+ * still left (none when the history adds up) is a negative due too.
+ */
+static void
+give_back(SettleRun *run, int64 line_id, const CorrectionHistory *h, int64 statement_id, int64 payer,
+		  int64 *remaining, int64 *benefit)
+{
+	int64		left = -*remaining;
+	int64		due_back = Min(left, Max(h->due, 0));
+	int			i;
+
+	left -= due_back;
+	for (i = h->nbenefits - 1; i >= 0 && left > 0; i--)
+	{
+		int64		r = Min(left, h->amounts[i]);
+		Datum		args[7];
+
+		if (r <= 0)
+			continue;
+		settle_record_use(run, h->benefit_ids[i], line_id, -r);
+		args[0] = Int64GetDatum(line_id);
+		args[1] = Int64GetDatum(h->corrects_line_id);
+		args[2] = Int64GetDatum(statement_id);
+		args[3] = Int64GetDatum(payer);
+		args[4] = Int64GetDatum(h->benefit_ids[i]);
+		args[5] = Int64GetDatum(r);
+		args[6] = TimestampTzGetDatum(run->end);
+		settle_exec_plan(PLAN_RETURN_BENEFIT, args, NULL, false, 0);
+		*benefit -= r;
+		left -= r;
+	}
+	*remaining = -(due_back + left);
+}
+
+/* ------------------------------------------------------------------------
  * Pricing one line
  */
 
@@ -147,12 +266,10 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	bool		found;
 	LineBatch  *batch = &run->batch;
 	int			n;
+	CorrectionHistory history;
 
 	if (list < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("bill line " INT64_FORMAT " has a negative list amount", line_id),
-				 errhint("tco.bill_line's CHECK constraint bill_line_amount_not_negative was dropped: restore it and correct the line.")));
+		correction_history(run, line_id, account_id, product_code, at, &history);
 
 	tco_payer_decide(account_id, product_code, at, &decision);
 	payer = decision.payer;
@@ -209,28 +326,42 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 		source = "none";
 	else
 		rate = discount->rate_micro;
-	discount_amount = (int64) (((int128) list * rate + MICRO / 2) / MICRO);
+	/* half-up on the magnitude: a correction's discount mirrors a line's */
+	if (list >= 0)
+		discount_amount = (int64) (((int128) list * rate + MICRO / 2) / MICRO);
+	else
+		discount_amount = -(int64) (((int128) -list * rate + MICRO / 2) / MICRO);
 	remaining = list - discount_amount;
 
 	statement_id = settle_statement_for_payer(run, payer);
 	settle_pack_for_line(run, statement_id, payer, account_id, product_code);
 
-	/*
-	 * Benefits (R9, DESIGN section 5): resource packs, then savings plans,
-	 * owned by or shared with the consumer; the consumer's own coupons; the
-	 * payer's vouchers with the pool vouchers shared with the consumer; the
-	 * payer's stored-value cards.
-	 */
-	settle_use_benefits(run, account_id, BENEFIT_PACK, account_id, BENEFIT_PACK,
-				 product_code, at, line_id, statement_id, &remaining, &benefit);
-	settle_use_benefits(run, account_id, BENEFIT_PLAN, account_id, BENEFIT_PLAN,
-				 product_code, at, line_id, statement_id, &remaining, &benefit);
-	settle_use_benefits(run, account_id, BENEFIT_COUPON, 0, -1,
-				 product_code, at, line_id, statement_id, &remaining, &benefit);
-	settle_use_benefits(run, payer, BENEFIT_VOUCHER, account_id, BENEFIT_POOL_VOUCHER,
-				 product_code, at, line_id, statement_id, &remaining, &benefit);
-	settle_use_benefits(run, payer, BENEFIT_CARD, 0, -1,
-				 product_code, at, line_id, statement_id, &remaining, &benefit);
+	if (list < 0)
+		give_back(run, line_id, &history, statement_id, payer, &remaining, &benefit);
+	else
+	{
+		/*
+		 * Benefits (R9, DESIGN section 5): resource packs, then savings
+		 * plans, owned by or shared with the consumer (never on a
+		 * commitment's own fee, 41_late.sql); the consumer's own coupons;
+		 * the payer's vouchers with the pool vouchers shared with the
+		 * consumer; the payer's stored-value cards.
+		 */
+		if (strncmp(product_code, COMMITMENT_PRODUCT_PREFIX, strlen(COMMITMENT_PRODUCT_PREFIX)) != 0)
+		{
+			settle_use_benefits(run, account_id, BENEFIT_PACK, account_id, BENEFIT_PACK,
+								product_code, at, line_id, statement_id, &remaining, &benefit);
+			settle_use_benefits(run, account_id, BENEFIT_PLAN, account_id, BENEFIT_PLAN,
+								product_code, at, line_id, statement_id, &remaining, &benefit);
+		}
+		settle_use_benefits(run, account_id, BENEFIT_COUPON, 0, -1,
+							product_code, at, line_id, statement_id, &remaining, &benefit);
+		settle_use_benefits(run, payer, BENEFIT_VOUCHER, account_id, BENEFIT_POOL_VOUCHER,
+							product_code, at, line_id, statement_id, &remaining, &benefit);
+		settle_use_benefits(run, payer, BENEFIT_CARD, 0, -1,
+							product_code, at, line_id, statement_id, &remaining, &benefit);
+	}
+
 
 	/* Statement line (the previous line's, mostly: lines come grouped) */
 	sum = run->last_sum;

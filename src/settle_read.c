@@ -668,7 +668,8 @@ void
 settle_read_lines(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled)
 {
 	Datum		args[3];
-	SettlePlan	which = run->has_org ? PLAN_LINES_ORG : PLAN_LINES;
+	SettlePlan	which = run->exclude_late ? (run->has_org ? PLAN_LINES_ORG_NOLATE : PLAN_LINES_NOLATE) :
+		(run->has_org ? PLAN_LINES_ORG : PLAN_LINES);
 	LineCollector lc;
 	SPIExecuteOptions options;
 	ParamListInfo params;

@@ -48,6 +48,15 @@ settle_statement_for_payer(SettleRun *run, int64 payer)
 		ps->statement_id = nextval_internal(run->statement_seq, false);
 		ps->is_new = true;
 		ps->org_id = info->org_id;
+		/*
+		 * A payer outside any organization in a settlement of one: a
+		 * manager that has left it since the period of a late or
+		 * correction line of its former member (README "After a cycle
+		 * closes").  The statement is the organization's, whose
+		 * settlement billed it.
+		 */
+		if (ps->org_id == 0 && run->has_org)
+			ps->org_id = run->org_id;
 		memset(ps->totals, 0, sizeof(ps->totals));
 	}
 	ps->used = true;
@@ -103,7 +112,8 @@ settle_load_statements(SettleRun *run)
 
 /*
  * The pack the current line goes to: the open one if it is for the same
- * statement, consuming account and product, else a new one.  Called once per
+ * statement, consuming account, product and charge cycle (run->line_cycle:
+ * a late line's pack has its own cycle, 41_late.sql), else a new one.  Called once per
  * line before its benefits are used, so its uses fall in its pack.
  */
 void
@@ -114,6 +124,7 @@ settle_pack_for_line(SettleRun *run, int64 statement_id, int64 payer, int64 acco
 
 	if (k >= 0 && DatumGetInt64(b->pack_statement[k]) == statement_id &&
 		DatumGetInt64(b->pack_account[k]) == account_id &&
+		DatumGetInt32(b->pack_cycle[k]) == run->line_cycle &&
 		strcmp(b->pack_code[k], product_code) == 0 &&
 		(b->n - (DatumGetInt32(b->pack_line_lo[k]) - 1)) * PACK_LINE_BYTES +
 		(b->nuse - (DatumGetInt32(b->pack_use_lo[k]) - 1)) * PACK_USE_BYTES < PACK_MAX_BYTES)
@@ -125,6 +136,7 @@ settle_pack_for_line(SettleRun *run, int64 statement_id, int64 payer, int64 acco
 	strlcpy(b->pack_code[k], product_code, PRODUCT_CODE_LEN);
 	b->pack_line_lo[k] = Int32GetDatum(b->n + 1);
 	b->pack_use_lo[k] = Int32GetDatum(b->nuse + 1);
+	b->pack_cycle[k] = Int32GetDatum(run->line_cycle);
 }
 
 /* ------------------------------------------------------------------------
@@ -160,6 +172,7 @@ settle_batch_start(SettleRun *run)
 	b->pack_code = palloc(PRODUCT_CODE_LEN * (FETCH_BATCH + 1));
 	b->pack_line_lo = palloc(sizeof(Datum) * (FETCH_BATCH + 1));
 	b->pack_use_lo = palloc(sizeof(Datum) * (FETCH_BATCH + 1));
+	b->pack_cycle = palloc(sizeof(Datum) * (FETCH_BATCH + 1));
 	b->line_id = palloc(sizeof(Datum) * FETCH_BATCH);
 	b->list = palloc(sizeof(Datum) * FETCH_BATCH);
 	b->rate = palloc(sizeof(Datum) * FETCH_BATCH);
@@ -377,7 +390,7 @@ settle_batch_flush(SettleRun *run)
 		v[2] = b->pack_payer[k];
 		v[3] = b->pack_account[k];
 		v[4] = CStringGetTextDatum(b->pack_code[k]);
-		v[5] = BillingCycleGetDatum(run->cycle);
+		v[5] = BillingCycleGetDatum((BillingCycle) DatumGetInt32(b->pack_cycle[k]));
 		v[6] = TimestampTzGetDatum(now);
 		v[7] = int_slice(b->line_id, l, nl, INT8OID, 8);
 		v[8] = int_slice(b->list, l, nl, INT8OID, 8);
@@ -538,10 +551,17 @@ settle_write_statements(SettleRun *run)
 				int64		micro = ps->totals[j];
 				int64		cents;
 
-				if (micro < 0)
-					elog(ERROR, "negative settlement total");
-				/* half-up to cents without overflow, for totals up to the int8 maximum */
-				cents = micro / 10000 + (micro % 10000 >= 5000 ? 1 : 0);
+				/*
+				 * half-up on the magnitude to cents (as numeric round(): a
+				 * total made negative by corrections rounds as its
+				 * opposite would), without overflow
+				 */
+				if (micro >= 0)
+					cents = micro / 10000 + (micro % 10000 >= 5000 ? 1 : 0);
+				else if (micro == PG_INT64_MIN)
+					elog(ERROR, "settlement total out of range");
+				else
+					cents = -((-micro) / 10000 + ((-micro) % 10000 >= 5000 ? 1 : 0));
 				v[4 + j] = NumericGetDatum(int64_div_fast_to_numeric(cents, 2));
 			}
 			v[8] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());

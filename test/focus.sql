@@ -8,7 +8,7 @@ BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION tco CASCADE;
 SET timezone = 'UTC';
-SELECT plan(29);
+SELECT plan(30);
 
 \ir fixtures/access.inc
 INSERT INTO tco.product (product_code, granularity) VALUES ('cos', 'day');
@@ -84,17 +84,24 @@ SELECT is((SELECT count(*) FROM f WHERE "ListCost" <> "ContractedCost" + "x_Disc
           0::bigint, 'ListCost = ContractedCost + discount, ContractedCost = BilledCost + benefits, exactly');
 SELECT is((SELECT count(*) FROM f WHERE "EffectiveCost" < "BilledCost" OR "EffectiveCost" > "ContractedCost"), 0::bigint,
           'BilledCost <= EffectiveCost <= ContractedCost');
-SELECT is((SELECT count(*) FROM f WHERE ("CommitmentDiscountId" IS NULL) <> ("EffectiveCost" = "BilledCost")), 0::bigint,
+SELECT is((SELECT count(*) FROM f WHERE "ChargeCategory" = 'Usage'
+                                     AND ("CommitmentDiscountId" IS NULL) <> ("EffectiveCost" = "BilledCost")), 0::bigint,
           'EffectiveCost differs from BilledCost exactly where a commitment covered the line');
 SELECT is(array(SELECT DISTINCT "CommitmentDiscountId" || ' ' || "CommitmentDiscountCategory" || ' ' || "CommitmentDiscountType" || ' ' || "CommitmentDiscountStatus"
-                  FROM f WHERE "CommitmentDiscountId" IS NOT NULL ORDER BY 1),
+                  FROM f WHERE "CommitmentDiscountId" IS NOT NULL AND "ChargeCategory" = 'Usage' ORDER BY 1),
           ARRAY[:'pack' || ' Usage Resource Pack Used', :'plan' || ' Spend Savings Plan Used'],
           'the resource pack and the savings plan appear as commitment discounts');
+-- the savings plan's fee, billed by settlement (README "After a cycle closes")
+SELECT is(array(SELECT "CommitmentDiscountId" || ' ' || "ChargeCategory" || ' ' || "ChargeFrequency" || ' ' || "CommitmentDiscountType"
+                  || ' ' || coalesce("CommitmentDiscountStatus", '-') || ' ' || ("EffectiveCost" = "BilledCost")
+                  FROM f WHERE "ServiceName" LIKE 'tco:%' ORDER BY 1),
+          ARRAY[:'plan' || ' Purchase Recurring Savings Plan - true'],
+          'the savings plan''s fee is a Purchase of the plan, once');
 SELECT is((SELECT sum("EffectiveCost" - "BilledCost") FROM f),
           (SELECT sum(amount) FROM tco.benefit_use u JOIN tco.benefit b USING (benefit_id) WHERE b.kind IN ('resource_pack', 'savings_plan')),
           'what commitments covered is exactly EffectiveCost - BilledCost');
 SELECT is((SELECT array_agg(DISTINCT "ChargeCategory" || '/' || "ChargeFrequency" ORDER BY "ChargeCategory" || '/' || "ChargeFrequency") FROM f),
-          '{Purchase/One-Time,Usage/Usage-Based}', 'Usage for postpaid lines, Purchase for prepaid orders');
+          '{Purchase/One-Time,Purchase/Recurring,Usage/Usage-Based}', 'Usage for postpaid lines, Purchase for prepaid orders and commitment fees');
 SELECT is((SELECT count(*) FROM f JOIN tco.bill_line b ON b.line_id = f."x_LineId"
             WHERE ("ChargeCategory" = 'Purchase') <> (b.charge_type = 'prepaid')), 0::bigint, 'and exactly those');
 SELECT is((SELECT array_agg(DISTINCT "BillingAccountId" ORDER BY "BillingAccountId") FROM f WHERE "SubAccountId" IN ('103', '104')),

@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION tco CASCADE;
 RESET client_min_messages;
-SELECT plan(24);
+SELECT plan(26);
 
 SELECT setseed(0.4242);
 SELECT tco.set_billing_timezone('Asia/Shanghai');
@@ -192,9 +192,14 @@ SELECT is((SELECT count(*) FROM tco.benefit WHERE balance < 0), 0::bigint, 'stil
 SELECT is((SELECT coalesce(sum(amount), 0) FROM tco.benefit_use),
           (SELECT sum(initial_amount - balance) FROM tco.benefit),
           'uses still add up to the decrease of balances');
-SELECT throws_ok($$INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount)
-                   VALUES (1002, 'p_day', '2022-12-20 00:00+08', '2022-12-21 00:00+08', 1)$$,
-                 'TC008', NULL, 'R14: a line for a settled cycle is refused');
+SELECT lives_ok($$INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount)
+                  VALUES (1002, 'p_day', '2022-12-20 00:00+08', '2022-12-21 00:00+08', 1)$$,
+                'a line for a settled cycle is accepted (a late line, README "After a cycle closes")');
+SELECT is((SELECT count(*) FROM tco.late_line WHERE charge_cycle = '2022-12' AND statement_id IS NULL), 1::bigint,
+          'it is queued for the next settlement, the settled cycle is not changed');
+SELECT results_eq($$SELECT what, bad FROM pg_temp.check_cycle('2022-12') ORDER BY what$$,
+                  $$SELECT what, 0::bigint FROM pg_temp.check_cycle('2022-12') ORDER BY what$$,
+                  '2022-12 still adds up without its late line');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -50,9 +50,13 @@ CREATE TABLE tco.bill_line (
     issued_at    timestamptz NOT NULL DEFAULT now(),
     paid_at      timestamptz,
     tags         jsonb NOT NULL DEFAULT '{}',
+    corrects_line_id  bigint,
+    correction_reason text,
     CONSTRAINT bill_line_finite CHECK (isfinite(period_start) AND isfinite(period_end) AND isfinite(issued_at)),
     CONSTRAINT bill_line_period CHECK (period_end > period_start),
-    CONSTRAINT bill_line_amount_not_negative CHECK (list_amount >= 0),
+    CONSTRAINT bill_line_amount_not_negative CHECK (list_amount >= 0 OR corrects_line_id IS NOT NULL),
+    CONSTRAINT bill_line_correction CHECK ((corrects_line_id IS NULL) = (correction_reason IS NULL)
+                                           AND corrects_line_id IS DISTINCT FROM line_id),
     CONSTRAINT bill_line_tags CHECK (jsonb_typeof(tags) = 'object'
                                      AND NOT jsonb_path_exists(tags, '$.* ? (@.type() != "string")'))
 ) PARTITION BY RANGE (period_start);
@@ -77,6 +81,8 @@ COMMENT ON TABLE tco.bill_line IS 'One priced unit of consumption. The whole lin
 COMMENT ON COLUMN tco.bill_line.list_amount IS 'List price before discounts and benefits (exact, up to 6 decimals).';
 COMMENT ON COLUMN tco.bill_line.issued_at IS 'When the bill was issued; an unpaid line issued before a trusteeship change freezes its product for that cycle.';
 COMMENT ON COLUMN tco.bill_line.paid_at IS 'When it was paid; NULL while unsettled.';
+COMMENT ON COLUMN tco.bill_line.corrects_line_id IS 'Set on a correction line: the original line whose amount it corrects by its signed list amount (tco.correct_bill_line; README "After a cycle closes"). Only correction lines may be negative.';
+COMMENT ON COLUMN tco.bill_line.correction_reason IS 'Why a correction line was made (required on correction lines).';
 COMMENT ON COLUMN tco.bill_line.tags IS 'Resource tags, as cloud providers attach them: a JSON object of string values, e.g. {"team": "data", "env": "prod"} (default {}). Read by tco.showback_by_tag and the FOCUS export; never by settlement.';
 
 SELECT pg_catalog.pg_extension_config_dump('tco.trusteeship', '');

@@ -65,19 +65,22 @@ CREATE TABLE tco.benefit (
     granted_at       timestamptz NOT NULL DEFAULT now(),
     pool_org_id      bigint REFERENCES tco.organization ON DELETE RESTRICT,
     plan_discount_rate numeric(7,6),
+    price            numeric(20,2),
     CONSTRAINT benefit_window CHECK (valid_to > valid_from),
     CONSTRAINT benefit_balance_within_initial CHECK (balance <= initial_amount),
     CONSTRAINT benefit_pool_voucher CHECK (pool_org_id IS NULL OR kind = 'voucher'),
     CONSTRAINT benefit_pack_product CHECK (kind <> 'resource_pack' OR product_code IS NOT NULL),
     CONSTRAINT benefit_plan_rate CHECK ((kind = 'savings_plan') = (plan_discount_rate IS NOT NULL)
                                         AND (plan_discount_rate IS NULL OR (plan_discount_rate >= 0 AND plan_discount_rate < 1))),
-    CONSTRAINT benefit_plan_balance CHECK (kind <> 'savings_plan' OR balance = initial_amount)
+    CONSTRAINT benefit_plan_balance CHECK (kind <> 'savings_plan' OR balance = initial_amount),
+    CONSTRAINT benefit_pack_price CHECK (price IS NULL OR (kind = 'resource_pack' AND price >= 0))
 );
 CREATE INDEX benefit_owner ON tco.benefit (owner_account_id) WHERE balance > 0;
 COMMENT ON TABLE tco.benefit IS 'Coupons, vouchers and stored-value cards (R9). Coupons pay only their owner''s own consumption; vouchers and cards pay lines whose payer is their owner (so a manager''s are shared with its managed members, and a managed member''s own are not used).';
 COMMENT ON COLUMN tco.benefit.kind IS 'resource_pack, savings_plan, coupon, voucher or stored_value_card; settlement uses them in that order (DESIGN section 5, README "Sharing").';
 COMMENT ON COLUMN tco.benefit.pool_org_id IS 'Set for a voucher of that organization''s voucher pool: it pays only the lines of accounts it is shared with (tco.benefit_share), never through its owner.';
 COMMENT ON COLUMN tco.benefit.plan_discount_rate IS 'Savings plans only: the discount rate of the commitment (the hourly fee is initial_amount * (1 - rate)); initial_amount is the hourly commitment.';
+COMMENT ON COLUMN tco.benefit.price IS 'Resource packs only: what the owner pays for the pack, billed by the settlement of the cycle its term starts in (NULL: not billed by tco).';
 COMMENT ON COLUMN tco.benefit.product_code IS 'Product scope; NULL: any product.';
 COMMENT ON COLUMN tco.benefit.initial_amount IS 'Amount granted.';
 COMMENT ON COLUMN tco.benefit.balance IS 'Remaining amount, exact to 6 decimals like bill lines (a use covers a line''s remaining amount exactly, so a balance can keep sub-cent remainders).';
@@ -369,7 +372,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RAISE EXCEPTION 'R14: billing cycle % is settled: %', c, what
         USING ERRCODE = 'TC008',
-              HINT = 'A settled cycle is never rewritten: book an adjustment as a bill line in the next open cycle.';
+              HINT = 'A settled cycle is never rewritten: correct a settled line with tco.correct_bill_line (README "After a cycle closes").';
 END $$;
 
 -- R14 on bill lines (no insert into, update of or delete from a settled
@@ -573,6 +576,7 @@ DECLARE
     bl tco.bill_line;
     sl tco.settled_line;
     st tco.statement;
+    after_close jsonb;
 BEGIN
     PERFORM tco.require_arg(line_id, 'line_id');
     -- the line's period start from tco.bill_line_id reads one partition
@@ -595,6 +599,20 @@ BEGIN
         END IF;
     END IF;
     PERFORM tco.require_exists(FOUND, 'bill line', line_id);
+    -- a late line or a correction (41_late.sql): its charge cycle, when it
+    -- arrived, which statement billed it, what it corrects
+    SELECT jsonb_build_object('charge_cycle', k.charge_cycle::text, 'arrived_at', k.arrived_at,
+                              'billing_cycle', k.billing_cycle::text, 'billed_on_statement', k.statement_id,
+                              'billed_at', k.billed_at,
+                              'why', CASE WHEN k.statement_id IS NULL
+                                          THEN 'it arrived after its cycle was settled; the next settlement of a later cycle bills it'
+                                          ELSE 'it arrived after its cycle was settled and was billed on the statement of the first cycle settled after it arrived, priced as of its own period' END)
+      INTO after_close FROM tco.late_line k WHERE k.line_id = bl.line_id;
+    IF bl.corrects_line_id IS NOT NULL THEN
+        after_close := coalesce(after_close, '{}'::jsonb)
+                       || jsonb_build_object('corrects_line_id', bl.corrects_line_id, 'correction_reason', bl.correction_reason);
+    END IF;
+    after_close := CASE WHEN after_close IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('late', after_close) END;
     -- the pack of the line's account, product and cycle (tco.settled_line
     -- would unnest every pack)
     SELECT u.line_id, p.statement_id, p.payer_account_id,
@@ -615,7 +633,7 @@ BEGIN
         RETURN jsonb_build_object(
             'line_id', bl.line_id, 'settled', false, 'cycle', tco.cycle_of(bl.period_start)::text,
             'list_amount', bl.list_amount,
-            'payer', tco.explain_payer(bl.account_id, bl.product_code, bl.period_start));
+            'payer', tco.explain_payer(bl.account_id, bl.product_code, bl.period_start)) || after_close;
     END IF;
     SELECT * INTO st FROM tco.statement s WHERE s.statement_id = sl.statement_id;
     RETURN jsonb_build_object(
@@ -644,10 +662,10 @@ BEGIN
                                        AND x.line_id = bl.line_id) u
                               JOIN tco.benefit b USING (benefit_id)), '[]'::jsonb),
         'benefit_amount', sl.benefit_amount,
-        'due_amount', sl.due_amount);
+        'due_amount', sl.due_amount) || after_close;
 END $$;
 COMMENT ON FUNCTION tco.explain_line(bigint) IS
-'Why a bill line costs what it costs: its statement and payer (with tco.explain_payer), the discount rate and its source, every benefit used and how much, and the due amount. An unsettled line gives {"settled": false, ...} with its payer; an unknown line is error 23503.';
+'Why a bill line costs what it costs: its statement and payer (with tco.explain_payer), the discount rate and its source, every benefit used and how much, and the due amount. A late or correction line also has "late": its charge cycle, when it arrived, the billing cycle and statement that billed it, and what it corrects. cycle is the cycle of the statement. An unsettled line gives {"settled": false, ...} with its payer; an unknown line is error 23503.';
 
 -- ---------------------------------------------------------------------------
 -- Views for BI tools (DESIGN section 8).  Their columns have built-in types

@@ -8,7 +8,9 @@
 --   cycle_spending    fires when the payer's spending in a cycle >= threshold;
 --                     value = tco.cycle_spending(account, cycle): the list
 --                     amounts (before discounts and benefits) of the bill lines
---                     it pays in that cycle, its managed members' included.
+--                     it pays in that cycle, its managed members' included;
+--                     late and correction lines count in the cycle whose
+--                     statement bills them (41_late.sql), not in their own.
 --   cycle_forecast    fires when the projected spending of a cycle >= threshold
 --                     (AWS Budgets' FORECASTED): value = tco.cycle_forecast(
 --                     account, cycle), the spending so far at the run rate of
@@ -107,9 +109,17 @@ BEGIN
                                  AND tstzrange(t.established_at, t.ended_at)
                                      && tstzrange(lower(r) - interval '1 month', upper(r)))
           AND b.period_start >= lower(r) AND b.period_start < upper(r)
+          AND NOT EXISTS (SELECT 1 FROM tco.late_line k WHERE k.line_id = b.line_id)
+          AND tco.trusteeship_effective_payer(b.account_id, b.product_code, b.period_start) = cycle_spending.account_id), 0)
+         -- late and correction lines not billed yet count in the cycle that will bill them
+         + coalesce((
+        SELECT sum(b.list_amount) FROM tco.late_line k
+        JOIN tco.bill_line b ON b.line_id = k.line_id AND b.period_start = k.period_start
+        WHERE k.statement_id IS NULL
+          AND tco.late_billing_cycle(k.account_id, k.charge_cycle) OPERATOR(tco.=) cycle_spending.cycle
           AND tco.trusteeship_effective_payer(b.account_id, b.product_code, b.period_start) = cycle_spending.account_id), 0);
 END $$;
-COMMENT ON FUNCTION tco.cycle_spending(bigint, tco.billing_cycle) IS 'R11: spending of a payer in a cycle: list amounts (before discounts and benefits) of the bill lines it pays, its managed members'' included. From its statement once the cycle is settled.';
+COMMENT ON FUNCTION tco.cycle_spending(bigint, tco.billing_cycle) IS 'R11: spending of a payer in a cycle: list amounts (before discounts and benefits) of the bill lines it pays, its managed members'' included, late and correction lines counted in the cycle that bills them (tco.late_billing_cycle until billed). From its statement once the cycle is settled.';
 
 -- Projected spending of a payer in a cycle, seen at instant `at`: the
 -- spending so far times (length of the cycle / elapsed part), rounded

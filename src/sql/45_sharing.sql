@@ -349,7 +349,8 @@ COMMENT ON FUNCTION tco.issue_pool_voucher(bigint, numeric, timestamptz, timesta
 'Issues a voucher of `amount` from the organization''s voucher pool (error TC021 if the pool has less), usable for lines starting in [valid_from, valid_to), for one product or any (NULL). It pays nothing until shared with tco.share_benefit(). Returns its benefit id.';
 
 CREATE FUNCTION tco.grant_resource_pack(owner_account_id bigint, product_code text, amount numeric,
-                                        valid_from timestamptz, valid_to timestamptz) RETURNS bigint
+                                        valid_from timestamptz, valid_to timestamptz,
+                                        price numeric DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     new_id bigint;
@@ -361,13 +362,16 @@ BEGIN
     PERFORM tco.require_arg(valid_to, 'valid_to');
     PERFORM tco.require_exists(EXISTS (SELECT 1 FROM tco.account a WHERE a.account_id = owner_account_id), 'account', owner_account_id);
     PERFORM tco.require_benefit_terms('resource pack', amount, valid_from, valid_to, product_code);
-    INSERT INTO tco.benefit (kind, owner_account_id, product_code, initial_amount, balance, valid_from, valid_to)
-        VALUES ('resource_pack', owner_account_id, product_code, amount, amount, valid_from, valid_to)
+    IF price IS NOT NULL THEN
+        PERFORM tco.require_amount(price, 'price');
+    END IF;
+    INSERT INTO tco.benefit (kind, owner_account_id, product_code, initial_amount, balance, valid_from, valid_to, price)
+        VALUES ('resource_pack', owner_account_id, product_code, amount, amount, valid_from, valid_to, price)
         RETURNING benefit_id INTO new_id;
     RETURN new_id;
 END $$;
-COMMENT ON FUNCTION tco.grant_resource_pack(bigint, text, numeric, timestamptz, timestamptz) IS
-'Grants a resource pack: `amount` of one product, paying lines of that product starting in [valid_from, valid_to) consumed by the owner or by accounts it is shared with, until its balance is spent. Returns its benefit id.';
+COMMENT ON FUNCTION tco.grant_resource_pack(bigint, text, numeric, timestamptz, timestamptz, numeric) IS
+'Grants a resource pack: `amount` of one product, paying lines of that product starting in [valid_from, valid_to) consumed by the owner or by accounts it is shared with, until its balance is spent. With a price, settlement of the cycle its term starts in bills the price to the owner (README "After a cycle closes"). Returns its benefit id.';
 
 CREATE FUNCTION tco.grant_savings_plan(owner_account_id bigint, hourly_commitment numeric, discount_rate numeric,
                                        valid_from timestamptz, valid_to timestamptz,
@@ -393,7 +397,7 @@ BEGIN
     RETURN new_id;
 END $$;
 COMMENT ON FUNCTION tco.grant_savings_plan(bigint, numeric, numeric, timestamptz, timestamptz, text) IS
-'Grants a savings plan: in every billing-zone hour of [valid_from, valid_to) it pays up to hourly_commitment of eligible lines (of product_code, or all products when NULL) starting in that hour, consumed by the owner or by accounts it is shared with. Its fee, billed to the owner outside settlement, is hourly_commitment * (1 - discount_rate) per hour (tco.savings_plan_fee). Returns its benefit id.';
+'Grants a savings plan: in every billing-zone hour of [valid_from, valid_to) it pays up to hourly_commitment of eligible lines (of product_code, or all products when NULL) starting in that hour, consumed by the owner or by accounts it is shared with. Its fee, billed to the owner by settlement for each cycle of its term (README "After a cycle closes"), is hourly_commitment * (1 - discount_rate) per hour (tco.savings_plan_fee). Returns its benefit id.';
 
 CREATE FUNCTION tco.savings_plan_fee(benefit_id bigint, cycle tco.billing_cycle) RETURNS numeric
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -415,7 +419,7 @@ BEGIN
     RETURN round(hours * b.initial_amount * (1 - b.plan_discount_rate), 2);
 END $$;
 COMMENT ON FUNCTION tco.savings_plan_fee(bigint, tco.billing_cycle) IS
-'The commitment fee of a savings plan for one cycle: the hours of its term in the cycle times hourly_commitment * (1 - discount_rate), rounded half-up to 2 decimals. Bill it to the owner as an ordinary bill line.';
+'The commitment fee of a savings plan for one cycle: the hours of its term in the cycle times hourly_commitment * (1 - discount_rate), rounded half-up to 2 decimals. Settlement bills it to the owner (tco.bill_commitments).';
 
 CREATE FUNCTION tco.share_benefit(benefit_id bigint, account_id bigint DEFAULT NULL, unit_id bigint DEFAULT NULL,
                                   at timestamptz DEFAULT now()) RETURNS bigint

@@ -9,7 +9,14 @@
 --   BillingPeriod   = the billing cycle [start, end) in the billing time zone;
 --   ChargePeriod    = the line's period [period_start, period_end);
 --   ChargeCategory  = 'Usage' for postpaid lines, 'Purchase' for prepaid
---                     orders (ChargeFrequency 'Usage-Based' / 'One-Time');
+--                     orders and the commitment fees settlement bills
+--                     (ChargeFrequency 'Usage-Based' / 'One-Time', 'Recurring'
+--                     for a savings plan's fee; CommitmentDiscountId is the
+--                     commitment, 41_late.sql);
+--   ChargeClass     = 'Correction' for a late line (billed on a later cycle
+--                     than its charge period: BillingPeriod is the billing
+--                     cycle, ChargePeriod its own period) and a correction
+--                     line, else NULL;
 --   ListCost        = list amount;
 --   ContractedCost  = list - contract discount;
 --   BilledCost      = what the payer is invoiced for the line: list -
@@ -33,8 +40,9 @@
 CREATE VIEW tco.focus_cost_and_usage WITH (security_invoker = true) AS
 WITH line AS (
     SELECT p.pack_id, p.statement_id, p.payer_account_id, p.account_id, p.product_code, p.cycle,
-           tco.cycle_range(p.cycle) AS period, u.line_id, u.li, u.di, u.be, u.src, u.did
+           s.cycle AS billing_cycle, tco.cycle_range(s.cycle) AS period, u.line_id, u.li, u.di, u.be, u.src, u.did
     FROM tco.settled_pack p
+    JOIN tco.statement s ON s.statement_id = p.statement_id
     CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_amounts, p.benefit_amounts,
                               p.discount_sources, p.discount_ids) AS u(line_id, li, di, be, src, did)
 ), commitment AS (
@@ -65,10 +73,17 @@ SELECT
     bl.period_start                                                          AS "ChargePeriodStart",
     bl.period_end                                                            AS "ChargePeriodEnd",
     CASE bl.charge_type WHEN 'prepaid' THEN 'Purchase' ELSE 'Usage' END      AS "ChargeCategory",
-    NULL::text                                                               AS "ChargeClass",
-    l.product_code || CASE bl.charge_type WHEN 'prepaid' THEN ' prepaid order' ELSE ' usage' END
-                   || ' of account ' || l.account_id                         AS "ChargeDescription",
-    CASE bl.charge_type WHEN 'prepaid' THEN 'One-Time' ELSE 'Usage-Based' END AS "ChargeFrequency",
+    CASE WHEN l.cycle OPERATOR(tco.<>) l.billing_cycle OR bl.corrects_line_id IS NOT NULL
+         THEN 'Correction' END                                               AS "ChargeClass",
+    CASE l.product_code WHEN 'tco:savings_plan_fee' THEN 'Savings plan ' || cc.benefit_id || ' fee of account ' || l.account_id
+                        WHEN 'tco:resource_pack_price' THEN 'Resource pack ' || cc.benefit_id || ' price of account ' || l.account_id
+         ELSE l.product_code || CASE bl.charge_type WHEN 'prepaid' THEN ' prepaid order' ELSE ' usage' END
+                             || ' of account ' || l.account_id END
+      || CASE WHEN bl.corrects_line_id IS NOT NULL THEN ' (correction of bill line ' || bl.corrects_line_id || ': ' || bl.correction_reason || ')'
+              WHEN l.cycle OPERATOR(tco.<>) l.billing_cycle THEN ' (late, of cycle ' || l.cycle::text || ')'
+              ELSE '' END                                                    AS "ChargeDescription",
+    CASE WHEN l.product_code = 'tco:savings_plan_fee' THEN 'Recurring'
+         WHEN bl.charge_type = 'prepaid' THEN 'One-Time' ELSE 'Usage-Based' END AS "ChargeFrequency",
     l.product_code                                                           AS "ServiceName",
     'Other'::text                                                            AS "ServiceCategory",
     cf.currency                                                              AS "BillingCurrency",
@@ -77,19 +92,21 @@ SELECT
     cf.provider                                                              AS "PublisherName",
     NULL::numeric                                                            AS "PricingQuantity",
     NULL::text                                                               AS "PricingUnit",
-    c.benefit_id::text                                                       AS "CommitmentDiscountId",
-    CASE c.kind WHEN 'resource_pack' THEN 'Usage' WHEN 'savings_plan' THEN 'Spend' END AS "CommitmentDiscountCategory",
+    coalesce(c.benefit_id, cc.benefit_id)::text                              AS "CommitmentDiscountId",
+    CASE coalesce(c.kind, cb.kind) WHEN 'resource_pack' THEN 'Usage' WHEN 'savings_plan' THEN 'Spend' END AS "CommitmentDiscountCategory",
     CASE WHEN c.kind IS NOT NULL THEN 'Used' END                             AS "CommitmentDiscountStatus",
-    CASE c.kind WHEN 'resource_pack' THEN 'Resource Pack' WHEN 'savings_plan' THEN 'Savings Plan' END AS "CommitmentDiscountType",
+    CASE coalesce(c.kind, cb.kind) WHEN 'resource_pack' THEN 'Resource Pack' WHEN 'savings_plan' THEN 'Savings Plan' END AS "CommitmentDiscountType",
     bl.tags                                                                  AS "Tags",
     i.invoice_id::text                                                       AS "InvoiceId",
-    l.cycle::text                                                            AS "x_BillingCycle",
+    l.billing_cycle::text                                                    AS "x_BillingCycle",
     l.line_id                                                                AS "x_LineId",
     l.statement_id                                                           AS "x_StatementId",
     st.org_id                                                                AS "x_OrganizationId",
     (l.di * 0.000001)::numeric(20,6)                                         AS "x_DiscountAmount",
     ('{none,own,admin,manager,entity,own_new_trusteeship}'::text[])[l.src + 1] AS "x_DiscountSource",
-    (l.be * 0.000001)::numeric(20,6)                                         AS "x_BenefitAmount"
+    (l.be * 0.000001)::numeric(20,6)                                         AS "x_BenefitAmount",
+    l.cycle::text                                                            AS "x_ChargeCycle",
+    bl.corrects_line_id                                                      AS "x_CorrectsLineId"
 FROM line l
 JOIN tco.bill_line bl ON bl.line_id = l.line_id
 JOIN tco.statement st ON st.statement_id = l.statement_id
@@ -98,6 +115,8 @@ LEFT JOIN tco.account sa ON sa.account_id = l.account_id
 LEFT JOIN tco.invoice i ON i.statement_id = l.statement_id AND i.voided_at IS NULL
 LEFT JOIN tco.account ia ON ia.account_id = i.issuer_account_id
 LEFT JOIN commitment c ON c.line_id = l.line_id
+LEFT JOIN tco.commitment_charge cc ON cc.line_id = l.line_id
+LEFT JOIN tco.benefit cb ON cb.benefit_id = cc.benefit_id
 CROSS JOIN cfg cf;
 COMMENT ON VIEW tco.focus_cost_and_usage IS 'FOCUS 1.2 cost and usage rows, one per settled bill line (README "FOCUS"). Export with COPY (SELECT * FROM tco.focus_cost_and_usage WHERE "x_BillingCycle" = ''2023-02'') TO STDOUT WITH (FORMAT csv, HEADER). Runs with the caller''s rights.';
 COMMENT ON COLUMN tco.focus_cost_and_usage."BilledCost" IS 'FOCUS: the amount invoiced for the line: list - contract discount - benefits (exact). Summed per InvoiceId and rounded to 2 decimals it is the invoice amount.';
@@ -111,7 +130,7 @@ COMMENT ON COLUMN tco.focus_cost_and_usage."BillingPeriodEnd" IS 'FOCUS: end of 
 COMMENT ON COLUMN tco.focus_cost_and_usage."ChargePeriodStart" IS 'FOCUS: the line''s period start (inclusive).';
 COMMENT ON COLUMN tco.focus_cost_and_usage."ChargePeriodEnd" IS 'FOCUS: the line''s period end (exclusive).';
 COMMENT ON COLUMN tco.focus_cost_and_usage."ChargeCategory" IS 'FOCUS: Usage (postpaid lines) or Purchase (prepaid orders).';
-COMMENT ON COLUMN tco.focus_cost_and_usage."ChargeClass" IS 'FOCUS: NULL (tco has no correction lines yet).';
+COMMENT ON COLUMN tco.focus_cost_and_usage."ChargeClass" IS 'FOCUS: Correction for a late line (billed in a later cycle than its charge period''s) or a correction line; NULL otherwise.';
 COMMENT ON COLUMN tco.focus_cost_and_usage."ServiceName" IS 'FOCUS: the product code.';
 COMMENT ON COLUMN tco.focus_cost_and_usage."BillingCurrency" IS 'FOCUS: tco.config.billing_currency (ISO 4217; default USD).';
 COMMENT ON COLUMN tco.focus_cost_and_usage."InvoiceIssuerName" IS 'FOCUS: the account that issued the invoice, else the provider name.';
@@ -120,7 +139,9 @@ COMMENT ON COLUMN tco.focus_cost_and_usage."PricingQuantity" IS 'FOCUS: NULL: bi
 COMMENT ON COLUMN tco.focus_cost_and_usage."CommitmentDiscountId" IS 'FOCUS: the resource pack or savings plan (tco.benefit id) that covered most of the line; NULL if none.';
 COMMENT ON COLUMN tco.focus_cost_and_usage."Tags" IS 'FOCUS: the line''s tags, a JSON object of strings.';
 COMMENT ON COLUMN tco.focus_cost_and_usage."InvoiceId" IS 'FOCUS: the invoice of the line''s statement (NULL until tco.issue_invoice).';
-COMMENT ON COLUMN tco.focus_cost_and_usage."x_BillingCycle" IS 'tco: the billing cycle (YYYY-MM): filter exports on it.';
+COMMENT ON COLUMN tco.focus_cost_and_usage."x_BillingCycle" IS 'tco: the billing cycle (YYYY-MM) of the statement that bills the line: filter exports on it.';
+COMMENT ON COLUMN tco.focus_cost_and_usage."x_ChargeCycle" IS 'tco: the cycle of the line''s period start (differs from x_BillingCycle for late and correction lines).';
+COMMENT ON COLUMN tco.focus_cost_and_usage."x_CorrectsLineId" IS 'tco: the original line a correction line corrects (NULL otherwise).';
 COMMENT ON COLUMN tco.focus_cost_and_usage."x_LineId" IS 'tco: the bill line.';
 COMMENT ON COLUMN tco.focus_cost_and_usage."x_StatementId" IS 'tco: the statement the line is on.';
 

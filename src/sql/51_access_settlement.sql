@@ -106,3 +106,20 @@ ALTER TABLE tco.settled_pack ENABLE ROW LEVEL SECURITY;
 CREATE POLICY settled_pack_admin_all ON tco.settled_pack TO tco_admin USING (true) WITH CHECK (true);
 CREATE POLICY settled_pack_reader_visible ON tco.settled_pack FOR SELECT TO tco_reader
     USING (statement_id IN (SELECT s.statement_id FROM tco.statement s));
+
+-- After a cycle closes (41_late.sql): a late line is visible with the
+-- accounts a reader may read, or with the statement that bills it; a
+-- give-back with its statement; a commitment charge with its benefit.
+ALTER TABLE tco.late_line ENABLE ROW LEVEL SECURITY;
+CREATE POLICY late_line_admin_all ON tco.late_line TO tco_admin USING (true) WITH CHECK (true);
+CREATE POLICY late_line_reader_visible ON tco.late_line FOR SELECT TO tco_reader
+    USING (account_id IN (SELECT tco.visible_accounts())
+           OR statement_id IN (SELECT s.statement_id FROM tco.statement s));
+ALTER TABLE tco.benefit_return ENABLE ROW LEVEL SECURITY;
+CREATE POLICY benefit_return_admin_all ON tco.benefit_return TO tco_admin USING (true) WITH CHECK (true);
+CREATE POLICY benefit_return_reader_visible ON tco.benefit_return FOR SELECT TO tco_reader
+    USING (statement_id IN (SELECT s.statement_id FROM tco.statement s));
+ALTER TABLE tco.commitment_charge ENABLE ROW LEVEL SECURITY;
+CREATE POLICY commitment_charge_admin_all ON tco.commitment_charge TO tco_admin USING (true) WITH CHECK (true);
+CREATE POLICY commitment_charge_reader_visible ON tco.commitment_charge FOR SELECT TO tco_reader
+    USING (benefit_id IN (SELECT b.benefit_id FROM tco.benefit b));

@@ -113,6 +113,8 @@ GRANT SELECT ON tco.account, tco.member, tco.trusteeship, tco.bill_line,
 GRANT SELECT ON tco.invoice, tco.invoice_line, tco.credit_note, tco.alert, tco.alert_threshold TO tco_reader;
 -- The packed settlement record and its views (rows filtered by RLS on the pack).
 GRANT SELECT ON tco.settled_pack, tco.settled_line, tco.benefit_use TO tco_reader;
+-- Late lines, give-backs and commitment charges (41_late.sql; rows filtered by RLS).
+GRANT SELECT ON tco.late_line, tco.benefit_return, tco.commitment_charge, tco.statement_line_by_charge_cycle TO tco_reader;
 GRANT EXECUTE ON FUNCTION tco.invoking_role(), tco.current_account_id(), tco.visible_accounts(),
                           tco.can_see_account(bigint), tco.visible_organizations(),
                           tco.billing_timezone(), tco.cycle_of(timestamptz), tco.cycle_range(tco.billing_cycle),

@@ -130,8 +130,7 @@ async function main() {
   // refused operations: SQLSTATE and hint reach the client
   let err = await refused(app, 'SELECT tco.establish_trusteeship($1, $2)', [SELF, MEMBER]);
   check(err && err.code === 'TC004' && err.hint, 'R4 (no chains): SQLSTATE TC004 with a hint', err && [err.code, err.message, err.hint]);
-  err = await refused(app, 'INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount) '
-                      + "VALUES ($1, 'cvm', $2, $2::timestamptz + interval '1 hour', 1)", [SELF, t0]);
+  err = await refused(app, 'UPDATE tco.bill_line SET list_amount = list_amount + 1 WHERE line_id = $1', [LINE]);
   check(err && err.code === 'TC008' && err.hint, 'R14 (settled cycle): SQLSTATE TC008 with a hint', err && [err.code, err.message, err.hint]);
   err = await refused(app, 'SELECT tco.add_member($1, $2)', [org, 424242]);
   check(err && err.code === '23503' && err.hint, 'an unknown id: SQLSTATE 23503 with a hint', err && [err.code, err.message, err.hint]);

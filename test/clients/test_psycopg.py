@@ -120,9 +120,8 @@ def main():
               (e.sqlstate, e.diag.message_primary, e.diag.message_hint))
     try:
         with conn.transaction():
-            conn.execute("INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount) "
-                         "VALUES (%s, 'cvm', %s, %s, 1)", (SELF, t0, t0 + datetime.timedelta(hours=1)))
-        check(False, "a bill line in a settled cycle is refused")
+            conn.execute("UPDATE tco.bill_line SET list_amount = list_amount + 1 WHERE line_id = %s", (LINE,))
+        check(False, "a settled bill line cannot change")
     except psycopg.Error as e:
         check(e.sqlstate == "TC008" and e.diag.message_hint, "R14 (settled cycle): SQLSTATE TC008 with a hint",
               (e.sqlstate, e.diag.message_primary, e.diag.message_hint))
