@@ -18,6 +18,18 @@
 --   due         the rest; statements: per payer and cycle, the exact sums rounded
 --               half-up to 2 decimals.
 -- No sharing features (pool vouchers, packs, plans) are used here.
+-- Then, after a cycle closes (README "After a cycle closes"): random late
+-- lines of both settled cycles and random corrections (down, up, to zero,
+-- corrections of corrections), billed by 2023-02 and 2023-03, recomputed
+-- here too:
+--   a late line  priced as above, as of its own period start, on the
+--               billing cycle's statement, before that cycle's own lines;
+--   a negative correction: discount = list * rate rounded half-up on the
+--               magnitude; what remains goes back first to the due its
+--               original and earlier corrections left, then to the benefits
+--               that paid them, last use first, each up to what it paid net:
+--               to its balance (usable from the next settlement) when it is
+--               valid after the billing cycle, else to the payer.
 -- The code below does not call any settlement code of tco: only the payer
 -- function and the tables.
 BEGIN;
@@ -25,7 +37,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION tco CASCADE;
 RESET client_min_messages;
-SELECT plan(17);
+SELECT plan(29);
 
 SELECT tco.set_billing_timezone('Asia/Shanghai');
 -- A non-default cut-over: trusteeships of 2022-08-10 are legacy here but
@@ -134,6 +146,10 @@ BEGIN
     PERFORM tco.grant_voucher(b + 1, 7.00, '2023-01-25 00:00+08');
     PERFORM tco.grant_stored_value_card(b + 2, 3.00, '2023-01-25 00:00+08', 'bhour');
     PERFORM tco.grant_coupon(b + 16, 4.00, '2023-02-01 00:00+08');
+    -- valid long after the cycles: what corrections give back returns to them
+    PERFORM tco.grant_voucher(b + 1, 80.00, '2024-01-01 00:00+08');
+    PERFORM tco.grant_voucher(b + 2, 40.00, '2024-01-01 00:00+08');
+    PERFORM tco.grant_stored_value_card(b + 26, 30.00, '2024-01-01 00:00+08');
 
     -- Window edges on account +25 (self-pay, unverified entity, no admin
     -- inheritance): a discount changing at 2023-01-10 00:00, a coupon valid in
@@ -174,10 +190,11 @@ SELECT pg_temp.gen_world(3, -0.83, 1600);
 -- spends its own copy.
 
 CREATE TEMP TABLE ref_benefit AS
-SELECT benefit_id, kind, owner_account_id, product_code, balance, valid_from, valid_to FROM tco.benefit;
+SELECT benefit_id, kind, owner_account_id, product_code, balance, valid_from, valid_to, 0::numeric AS pending FROM tco.benefit;
 CREATE TEMP TABLE ref_line (line_id bigint PRIMARY KEY, cycle text, account_id bigint, product_code text,
                             payer bigint, rate numeric, source text, list numeric, discount numeric, benefit numeric, due numeric);
-CREATE TEMP TABLE ref_use (benefit_id bigint, line_id bigint, amount numeric);
+CREATE TEMP TABLE ref_use (n bigserial, benefit_id bigint, line_id bigint, amount numeric);
+CREATE TEMP TABLE ref_return (line_id bigint, benefit_id bigint, amount numeric, returned_to text);
 
 -- The rate of one owner (an account or an entity) for a product at s, or NULL.
 CREATE FUNCTION pg_temp.ref_rate(p_account bigint, p_entity bigint, p_product text, s timestamptz)
@@ -190,59 +207,57 @@ RETURNS numeric LANGUAGE sql STABLE AS $$
     LIMIT 1
 $$;
 
-CREATE FUNCTION pg_temp.ref_settle(cyc text) RETURNS void LANGUAGE plpgsql AS $$
+-- Prices one line (l: line_id, account_id, product_code, s, list, corrects)
+-- onto the statement of billing cycle cyc, which ends at c_end.
+CREATE FUNCTION pg_temp.ref_price(l record, cyc text, c_end timestamptz) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    c_start constant timestamptz := (cyc || '-01')::timestamp AT TIME ZONE 'Asia/Shanghai';
-    c_end   constant timestamptz := ((cyc || '-01')::timestamp + interval '1 month') AT TIME ZONE 'Asia/Shanghai';
     cutover constant timestamptz := coalesce((SELECT legacy_cutover FROM tco.config), '2022-08-01 12:00+08');
-    l record; bf record;
+    bf record;
     payer bigint; adm bigint; est timestamptz;
     rate numeric; r2 numeric; src text; disc numeric; rest numeric; used numeric; amt numeric;
-    k text;
+    k text; prior_due numeric; due_back numeric; back numeric;
 BEGIN
-    FOR l IN SELECT b.line_id, b.account_id, b.product_code, b.period_start AS s, b.list_amount AS list
-             FROM tco.bill_line b WHERE b.period_start >= c_start AND b.period_start < c_end
-             ORDER BY b.account_id, b.product_code COLLATE "C", b.period_start, b.line_id LOOP
-        payer := tco.trusteeship_effective_payer(l.account_id, l.product_code, l.s);
-        IF payer = l.account_id THEN
-            rate := pg_temp.ref_rate(l.account_id, NULL, l.product_code, l.s);
-            src := 'own';
-            SELECT o.admin_account_id INTO adm
-            FROM tco.member m JOIN tco.organization o ON o.org_id = m.org_id
-            JOIN tco.account ac ON ac.account_id = m.account_id
-            JOIN tco.account aa ON aa.account_id = o.admin_account_id
-            JOIN tco.entity e ON e.entity_id = ac.entity_id
-            WHERE m.account_id = l.account_id AND aa.entity_id = ac.entity_id AND e.verified
-              AND o.admin_account_id <> l.account_id;
-            IF FOUND THEN
-                r2 := pg_temp.ref_rate(adm, NULL, l.product_code, l.s);
-                IF r2 IS NOT NULL AND (rate IS NULL OR r2 > rate) THEN rate := r2; src := 'admin'; END IF;
-            END IF;
+    payer := tco.trusteeship_effective_payer(l.account_id, l.product_code, l.s);
+    IF payer = l.account_id THEN
+        rate := pg_temp.ref_rate(l.account_id, NULL, l.product_code, l.s);
+        src := 'own';
+        SELECT o.admin_account_id INTO adm
+        FROM tco.member m JOIN tco.organization o ON o.org_id = m.org_id
+        JOIN tco.account ac ON ac.account_id = m.account_id
+        JOIN tco.account aa ON aa.account_id = o.admin_account_id
+        JOIN tco.entity e ON e.entity_id = ac.entity_id
+        WHERE m.account_id = l.account_id AND aa.entity_id = ac.entity_id AND e.verified
+          AND o.admin_account_id <> l.account_id;
+        IF FOUND THEN
+            r2 := pg_temp.ref_rate(adm, NULL, l.product_code, l.s);
+            IF r2 IS NOT NULL AND (rate IS NULL OR r2 > rate) THEN rate := r2; src := 'admin'; END IF;
+        END IF;
+    ELSE
+        SELECT t.established_at INTO est FROM tco.trusteeship t
+        WHERE t.member_account_id = l.account_id AND t.management_account_id = payer AND t.established_at <= l.s
+        ORDER BY t.established_at DESC LIMIT 1;
+        IF est IS NULL THEN
+            RAISE EXCEPTION 'reference: line % has payer % but no trusteeship', l.line_id, payer;
+        END IF;
+        IF est < cutover THEN
+            rate := pg_temp.ref_rate(payer, NULL, l.product_code, l.s);
+            src := 'manager';
         ELSE
-            SELECT t.established_at INTO est FROM tco.trusteeship t
-            WHERE t.member_account_id = l.account_id AND t.management_account_id = payer AND t.established_at <= l.s
-            ORDER BY t.established_at DESC LIMIT 1;
-            IF est IS NULL THEN
-                RAISE EXCEPTION 'reference: line % has payer % but no trusteeship', l.line_id, payer;
-            END IF;
-            IF est < cutover THEN
-                rate := pg_temp.ref_rate(payer, NULL, l.product_code, l.s);
-                src := 'manager';
-            ELSE
-                rate := pg_temp.ref_rate(NULL, (SELECT entity_id FROM tco.account WHERE account_id = l.account_id),
-                                         l.product_code, l.s);
-                src := 'entity';
-                IF rate IS NULL THEN
-                    rate := pg_temp.ref_rate(l.account_id, NULL, l.product_code, l.s);
-                    src := 'own_new_trusteeship';
-                END IF;
+            rate := pg_temp.ref_rate(NULL, (SELECT entity_id FROM tco.account WHERE account_id = l.account_id),
+                                     l.product_code, l.s);
+            src := 'entity';
+            IF rate IS NULL THEN
+                rate := pg_temp.ref_rate(l.account_id, NULL, l.product_code, l.s);
+                src := 'own_new_trusteeship';
             END IF;
         END IF;
-        IF rate IS NULL THEN src := 'none'; END IF;
-        rate := coalesce(rate, 0);
-        disc := round(l.list * rate, 6);   -- non-negative: round() is half-up
-        rest := l.list - disc;
-        used := 0;
+    END IF;
+    IF rate IS NULL THEN src := 'none'; END IF;
+    rate := coalesce(rate, 0);
+    disc := round(l.list * rate, 6);   -- numeric round(): half-up on the magnitude
+    rest := l.list - disc;
+    used := 0;
+    IF l.list >= 0 THEN
         FOREACH k IN ARRAY ARRAY['coupon', 'voucher', 'stored_value_card'] LOOP
             EXIT WHEN rest = 0;
             FOR bf IN SELECT * FROM ref_benefit r
@@ -253,12 +268,69 @@ BEGIN
                 EXIT WHEN rest = 0;
                 amt := least(bf.balance, rest);
                 UPDATE ref_benefit SET balance = balance - amt WHERE benefit_id = bf.benefit_id;
-                INSERT INTO ref_use VALUES (bf.benefit_id, l.line_id, amt);
+                INSERT INTO ref_use (benefit_id, line_id, amount) VALUES (bf.benefit_id, l.line_id, amt);
                 rest := rest - amt;
                 used := used + amt;
             END LOOP;
         END LOOP;
-        INSERT INTO ref_line VALUES (l.line_id, cyc, l.account_id, l.product_code, payer, rate, src, l.list, disc, used, rest);
+    ELSE
+        -- a negative correction: back to the due its chain left, then to its benefits
+        SELECT coalesce(sum(r.due), 0) INTO prior_due FROM ref_line r
+        WHERE r.line_id = l.corrects
+           OR r.line_id IN (SELECT c.line_id FROM tco.bill_line c WHERE c.corrects_line_id = l.corrects);
+        due_back := least(-rest, greatest(prior_due, 0));
+        back := -rest - due_back;
+        FOR bf IN SELECT u.benefit_id, sum(u.amount) AS net, min(u.n) AS first_use FROM ref_use u
+                  WHERE u.line_id = l.corrects
+                     OR u.line_id IN (SELECT c.line_id FROM tco.bill_line c WHERE c.corrects_line_id = l.corrects)
+                  GROUP BY u.benefit_id HAVING sum(u.amount) > 0 ORDER BY min(u.n) DESC LOOP
+            EXIT WHEN back = 0;
+            amt := least(back, bf.net);
+            INSERT INTO ref_use (benefit_id, line_id, amount) VALUES (bf.benefit_id, l.line_id, -amt);
+            IF (SELECT r.valid_to FROM ref_benefit r WHERE r.benefit_id = bf.benefit_id) > c_end THEN
+                UPDATE ref_benefit SET pending = pending + amt WHERE benefit_id = bf.benefit_id;
+                INSERT INTO ref_return VALUES (l.line_id, bf.benefit_id, amt, 'benefit');
+            ELSE
+                INSERT INTO ref_return VALUES (l.line_id, bf.benefit_id, amt, 'payer_balance');
+            END IF;
+            back := back - amt;
+            used := used - amt;
+        END LOOP;
+        rest := -(due_back + back);
+    END IF;
+    INSERT INTO ref_line VALUES (l.line_id, cyc, l.account_id, l.product_code, payer, rate, src, l.list, disc, used, rest);
+END $$;
+
+-- The lines of cycle cyc, in the settlement order.
+CREATE FUNCTION pg_temp.ref_settle(cyc text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    c_start constant timestamptz := (cyc || '-01')::timestamp AT TIME ZONE 'Asia/Shanghai';
+    c_end   constant timestamptz := ((cyc || '-01')::timestamp + interval '1 month') AT TIME ZONE 'Asia/Shanghai';
+    l record;
+BEGIN
+    FOR l IN SELECT b.line_id, b.account_id, b.product_code, b.period_start AS s, b.list_amount AS list,
+                    b.corrects_line_id AS corrects
+             FROM tco.bill_line b WHERE b.period_start >= c_start AND b.period_start < c_end
+             ORDER BY b.account_id, b.product_code COLLATE "C", b.period_start, b.line_id LOOP
+        PERFORM pg_temp.ref_price(l, cyc, c_end);
+    END LOOP;
+    -- what went back to benefits is usable from the next settlement on
+    UPDATE ref_benefit SET balance = balance + pending, pending = 0 WHERE pending <> 0;
+END $$;
+
+-- The late lines a settlement of cyc bills (queued, of earlier cycles), in
+-- the settlement order, before the cycle's own lines.
+CREATE FUNCTION pg_temp.ref_settle_late(cyc text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    c_end constant timestamptz := ((cyc || '-01')::timestamp + interval '1 month') AT TIME ZONE 'Asia/Shanghai';
+    l record;
+BEGIN
+    FOR l IN SELECT b.line_id, b.account_id, b.product_code, b.period_start AS s, b.list_amount AS list,
+                    b.corrects_line_id AS corrects
+             FROM tco.late_line k JOIN tco.bill_line b ON b.line_id = k.line_id
+             WHERE k.statement_id IS NULL AND k.charge_cycle::text < cyc
+             ORDER BY b.account_id, b.product_code COLLATE "C", b.period_start, b.line_id LOOP
+        PERFORM pg_temp.ref_price(l, cyc, c_end);
     END LOOP;
 END $$;
 
@@ -356,6 +428,108 @@ CREATE TEMP TABLE before_again AS SELECT * FROM tco.statement;
 SELECT lives_ok($$SELECT tco.settle_cycle('2023-01')$$, 'settle 2023-01 again');
 SELECT set_eq($$SELECT * FROM tco.statement$$, $$SELECT * FROM before_again$$,
               'a second settlement of 2023-01 changes no statement');
+
+
+-- ---------------------------------------------------------------------------
+-- After the cycles close: late lines and corrections, billed by 2023-02 and
+-- 2023-03.
+
+-- Random late lines of December and January, aligned on their granularity.
+CREATE FUNCTION pg_temp.late_lines(w int, n int) RETURNS bigint LANGUAGE sql AS $$
+    WITH ins AS (
+        INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount, issued_at)
+        SELECT acct, p, s, s + interval '1 minute', list, s + interval '2 hours'
+        FROM (SELECT w * 1000 + 1 + floor(random() * 40)::int AS acct, p.product_code AS p,
+                     date_trunc('hour', '2022-12-01 00:00+08'::timestamptz + random() * interval '61 days') AS s,
+                     round((random() * random() * 40)::numeric, 6) AS list
+              FROM generate_series(1, n) g JOIN tco.product p ON p.product_code = 'amin') x
+        RETURNING 1)
+    SELECT count(*) FROM ins
+$$;
+-- Random corrections of settled lines: to zero, down, up; some corrected again.
+CREATE FUNCTION pg_temp.corrections(n int, paid_by_benefits boolean) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    made bigint := 0;
+BEGIN
+    FOR r IN SELECT b.line_id, b.list_amount FROM tco.bill_line b
+              WHERE b.corrects_line_id IS NULL AND tco.bill_line_is_settled(b)
+                AND (NOT paid_by_benefits OR EXISTS (SELECT 1 FROM ref_use u WHERE u.line_id = b.line_id AND u.amount > 0))
+              ORDER BY random() LIMIT n LOOP
+        PERFORM tco.correct_bill_line(r.line_id,
+                    CASE WHEN random() < 0.3 THEN 0 ELSE round((r.list_amount * random() * 1.4)::numeric, 6) END, 'reference');
+        made := made + 1;
+        IF random() < 0.25 THEN
+            PERFORM tco.correct_bill_line(r.line_id, round((r.list_amount * random())::numeric, 6), 'again');
+        END IF;
+    END LOOP;
+    RETURN made;
+END $$;
+
+SELECT setseed(0.31);
+SELECT pg_temp.late_lines(w, 60) FROM generate_series(1, 3) w;
+SELECT pg_temp.corrections(100, false), pg_temp.corrections(60, true);
+SELECT pg_temp.ref_settle_late('2023-02');
+SELECT pg_temp.ref_settle('2023-02');
+SELECT lives_ok($$SELECT tco.settle_cycle('2023-02')$$, 'settle 2023-02 with late lines and corrections');
+SELECT pg_temp.late_lines(w, 30) FROM generate_series(1, 3) w;
+SELECT pg_temp.corrections(80, false), pg_temp.corrections(50, true);
+SELECT pg_temp.ref_settle_late('2023-03');
+SELECT pg_temp.ref_settle('2023-03');
+SELECT lives_ok($$SELECT tco.settle_cycle('2023-03')$$, 'settle 2023-03 with more, corrections of corrections among them');
+
+SELECT ok((SELECT count(*) FROM tco.late_line WHERE (SELECT b.corrects_line_id FROM tco.bill_line b
+                                                      WHERE b.line_id = late_line.line_id) IS NULL) > 200
+          AND (SELECT count(*) FROM ref_line WHERE list < 0) > 100
+          AND (SELECT count(*) FROM ref_line WHERE list > 0 AND line_id IN (SELECT line_id FROM tco.bill_line WHERE corrects_line_id IS NOT NULL)) > 30
+          AND (SELECT count(*) FROM ref_return WHERE returned_to = 'benefit') > 5
+          AND (SELECT count(DISTINCT benefit_id) FROM ref_return) > 20
+          AND (SELECT count(*) FROM ref_return WHERE returned_to = 'payer_balance') > 5
+          AND (SELECT count(*) FROM (SELECT corrects_line_id FROM tco.bill_line WHERE corrects_line_id IS NOT NULL
+                                     GROUP BY 1 HAVING count(*) > 1) x) > 20,
+          'late lines, negative and positive corrections, corrections of corrections, give-backs to benefits and to payers');
+SELECT results_eq(
+    $$SELECT s.line_id, b.account_id, b.product_code, s.payer_account_id, s.discount_rate::numeric,
+             s.discount_amount::numeric, s.benefit_amount::numeric, s.due_amount::numeric
+      FROM tco.settled_line s JOIN tco.bill_line b USING (line_id) ORDER BY s.line_id$$,
+    $$SELECT line_id, account_id, product_code, payer, rate, discount, benefit, due FROM ref_line ORDER BY line_id$$,
+    'every line, late and corrections included (payer, rate, discount, benefit, due) = reference');
+SELECT results_eq(
+    $$SELECT s.line_id, st.cycle::text FROM tco.settled_line s JOIN tco.statement st USING (statement_id) ORDER BY s.line_id$$,
+    $$SELECT line_id, cycle FROM ref_line ORDER BY line_id$$,
+    'every late and correction line is on the statement of the cycle that billed it');
+SELECT results_eq(
+    $$SELECT payer_account_id, cycle::text, list_total::numeric, discount_total::numeric,
+             benefit_total::numeric, due_total::numeric
+      FROM tco.statement ORDER BY cycle::text, payer_account_id$$,
+    $$SELECT payer, cycle, list_total, discount_total, benefit_total, due_total
+      FROM ref_statement ORDER BY cycle, payer$$,
+    'every statement, negative ones included = reference');
+SELECT results_eq(
+    $$SELECT st.payer_account_id, st.cycle::text, sl.account_id, sl.product_code,
+             sl.list_amount::numeric, sl.discount_amount::numeric, sl.benefit_amount::numeric, sl.due_amount::numeric, sl.lines::bigint
+      FROM tco.statement_line sl JOIN tco.statement st USING (statement_id)
+      ORDER BY st.cycle::text, st.payer_account_id, sl.account_id, sl.product_code COLLATE "C"$$,
+    $$SELECT payer, cycle, account_id, product_code, sum(list), sum(discount), sum(benefit), sum(due), count(*)
+      FROM ref_line GROUP BY 1, 2, 3, 4 ORDER BY cycle, payer, account_id, product_code COLLATE "C"$$,
+    'every statement line = reference');
+SELECT results_eq(
+    $$SELECT benefit_id, balance::numeric FROM tco.benefit ORDER BY benefit_id$$,
+    $$SELECT benefit_id, balance + pending FROM ref_benefit ORDER BY benefit_id$$,
+    'every benefit''s balance after give-backs = reference');
+SELECT results_eq(
+    $$SELECT line_id, benefit_id, amount::numeric FROM tco.benefit_use ORDER BY line_id, amount, benefit_id$$,
+    $$SELECT line_id, benefit_id, amount FROM ref_use ORDER BY line_id, amount, benefit_id$$,
+    'every benefit use and give-back (line, benefit, signed amount) = reference');
+SELECT results_eq(
+    $$SELECT line_id, benefit_id, amount::numeric, returned_to FROM tco.benefit_return ORDER BY line_id, benefit_id$$,
+    $$SELECT line_id, benefit_id, amount, returned_to FROM ref_return ORDER BY line_id, benefit_id$$,
+    'every give-back and where it went (the benefit or the payer) = reference');
+CREATE TEMP TABLE before_again2 AS SELECT * FROM tco.statement;
+SELECT lives_ok($$SELECT tco.settle_cycle(c) FROM unnest('{2022-12,2023-01,2023-02,2023-03}'::tco.billing_cycle[]) c$$,
+                'settle every cycle again');
+SELECT set_eq($$SELECT * FROM tco.statement$$, $$SELECT * FROM before_again2$$,
+              'settling every cycle again changes nothing');
 
 SELECT * FROM finish();
 ROLLBACK;
