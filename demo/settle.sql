@@ -136,3 +136,23 @@ WHERE a.rule_id = :billing_rule GROUP BY 1, 2 ORDER BY 1, 2;
 SELECT a.cycle, sum(a.amount) AS allocated, (SELECT sum(f."BilledCost") FROM tco.focus_cost_and_usage f
         WHERE f."x_BillingCycle" = a.cycle AND f."x_OrganizationId" = 1 AND f."Tags" ->> 'app' = 'billing') AS billing_app_cost
 FROM tco.allocated_cost a WHERE a.rule_id = :billing_rule GROUP BY 1 ORDER BY 1;
+
+\echo '== After the cycles close (README "After a cycle closes"): a partner feed delivers a January'
+\echo '   line late, and a February line is re-rated; neither cycle is rewritten: March bills both'
+\echo '   as corrections of their charge cycles, on the statement of each line''s payer then'
+INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount, tags)
+SELECT account_id, product_code, period_start, period_end, 12.34, '{"source": "partner feed"}'
+FROM tco.bill_line WHERE period_start < '2023-02-01 00:00+08' AND product_code NOT LIKE 'tco:%'
+ORDER BY line_id LIMIT 1
+RETURNING line_id AS late_line \gset
+SELECT line_id AS rerated FROM tco.bill_line
+WHERE period_start >= '2023-02-01 00:00+08' AND period_start < '2023-03-01 00:00+08' AND list_amount > 1
+ORDER BY line_id LIMIT 1 \gset
+SELECT tco.correct_bill_line(:rerated, round((SELECT list_amount FROM tco.bill_line WHERE line_id = :rerated) / 2, 6),
+                             'meter re-read: half the usage') AS correction \gset
+SELECT line_id, charge_cycle, billing_cycle FROM tco.late_line ORDER BY line_id;
+SELECT '2023-03' AS cycle, * FROM tco.settle_cycle('2023-03');
+SELECT "x_LineId" AS line, "ChargeClass", "x_ChargeCycle" AS charge_cycle, "x_BillingCycle" AS billing_cycle,
+       "BillingAccountId" AS payer, "x_CorrectsLineId" AS corrects, "ListCost", "BilledCost"
+FROM tco.focus_cost_and_usage WHERE "ChargeClass" = 'Correction' ORDER BY 1;
+SELECT tco.explain_line(:late_line) -> 'late' AS late_line_explained;

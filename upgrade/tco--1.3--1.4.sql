@@ -460,11 +460,25 @@ CREATE FUNCTION tco.return_benefit(line_id bigint, corrects_line_id bigint, stat
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     b     tco.benefit;
+    line  tco.bill_line;
     money numeric := amount * 0.000001;
     entry bigint;
     dest  text;
 BEGIN
+    -- only for a negative correction line on no statement yet, and never
+    -- more than its amount in all (settlement calls it while pricing the line)
+    SELECT b0.* INTO line FROM tco.bill_line b0
+     WHERE b0.line_id = return_benefit.line_id
+       AND b0.period_start = (SELECT k.period_start FROM tco.bill_line_id k WHERE k.line_id = return_benefit.line_id);
+    IF line.line_id IS NULL OR line.corrects_line_id IS DISTINCT FROM return_benefit.corrects_line_id
+       OR line.list_amount >= 0 OR amount <= 0 OR tco.bill_line_is_settled(line)
+       OR coalesce((SELECT sum(r.amount) FROM tco.benefit_return r WHERE r.line_id = return_benefit.line_id), 0) + money
+          > -line.list_amount THEN
+        RAISE EXCEPTION 'nothing of benefit % can be given back for bill line %', benefit_id, line_id
+            USING ERRCODE = '55000', HINT = 'Settlement gives back what benefits paid when it prices a negative correction line.';
+    END IF;
     SELECT * INTO b FROM tco.benefit x WHERE x.benefit_id = return_benefit.benefit_id FOR NO KEY UPDATE;
+    PERFORM tco.require_exists(FOUND, 'benefit', benefit_id);
     IF b.kind = 'savings_plan' THEN
         dest := 'commitment';
     ELSIF b.valid_to > valid_after THEN
