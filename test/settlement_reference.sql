@@ -342,6 +342,28 @@ SELECT payer, cycle, round(sum(list), 2) AS list_total, round(sum(discount), 2) 
        round(sum(benefit), 2) AS benefit_total, round(sum(due), 2) AS due_total
 FROM ref_line GROUP BY payer, cycle;
 
+-- What tco wrote and what the reference computed, in the same shape (per
+-- line, per statement, per statement line), compared after each phase.
+CREATE TEMP VIEW tco_lines AS
+SELECT s.line_id, b.account_id, b.product_code, s.payer_account_id AS payer, s.discount_rate::numeric AS rate,
+       s.discount_amount::numeric AS discount, s.benefit_amount::numeric AS benefit, s.due_amount::numeric AS due
+FROM tco.settled_line s JOIN tco.bill_line b USING (line_id);
+CREATE TEMP VIEW ref_lines AS
+SELECT line_id, account_id, product_code, payer, rate, discount, benefit, due FROM ref_line;
+CREATE TEMP VIEW tco_statements AS
+SELECT payer_account_id AS payer, cycle::text AS cycle, list_total::numeric AS list_total, discount_total::numeric AS discount_total,
+       benefit_total::numeric AS benefit_total, due_total::numeric AS due_total
+FROM tco.statement;
+CREATE TEMP VIEW tco_statement_lines AS
+SELECT st.payer_account_id AS payer, st.cycle::text AS cycle, sl.account_id, sl.product_code,
+       sl.list_amount::numeric AS list, sl.discount_amount::numeric AS discount, sl.benefit_amount::numeric AS benefit,
+       sl.due_amount::numeric AS due, sl.lines::bigint AS lines
+FROM tco.statement_line sl JOIN tco.statement st USING (statement_id);
+CREATE TEMP VIEW ref_statement_lines AS
+SELECT payer, cycle, account_id, product_code, sum(list) AS list, sum(discount) AS discount, sum(benefit) AS benefit,
+       sum(due) AS due, count(*) AS lines
+FROM ref_line GROUP BY 1, 2, 3, 4;
+
 -- ---------------------------------------------------------------------------
 -- Settle with tco, December first, then January.
 
@@ -362,11 +384,7 @@ SELECT ok((SELECT count(DISTINCT kind) FROM ref_benefit WHERE balance = 0) = 3
           'coupons, vouchers and cards run out (and some are partly used)');
 
 -- Per line: payer, rate, discount, benefit, due.  The first differing row names the line.
-SELECT results_eq(
-    $$SELECT s.line_id, b.account_id, b.product_code, s.payer_account_id, s.discount_rate::numeric,
-             s.discount_amount::numeric, s.benefit_amount::numeric, s.due_amount::numeric
-      FROM tco.settled_line s JOIN tco.bill_line b USING (line_id) ORDER BY s.line_id$$,
-    $$SELECT line_id, account_id, product_code, payer, rate, discount, benefit, due FROM ref_line ORDER BY line_id$$,
+SELECT results_eq($$SELECT * FROM tco_lines ORDER BY line_id$$, $$SELECT * FROM ref_lines ORDER BY line_id$$,
     'every settled line (line_id, consumer, product, payer, rate, discount, benefit, due) = reference');
 -- Where the rate came from (settled_line.discount_source, documented values:
 -- own, admin, manager, entity, own_new_trusteeship, none).
@@ -387,20 +405,10 @@ SELECT results_eq(
     'every line is on its payer''s statement of its cycle');
 
 -- Per statement.
-SELECT results_eq(
-    $$SELECT payer_account_id, cycle::text, list_total::numeric, discount_total::numeric,
-             benefit_total::numeric, due_total::numeric
-      FROM tco.statement ORDER BY cycle::text, payer_account_id$$,
-    $$SELECT payer, cycle, list_total, discount_total, benefit_total, due_total
-      FROM ref_statement ORDER BY cycle, payer$$,
+SELECT results_eq($$SELECT * FROM tco_statements ORDER BY cycle, payer$$, $$SELECT * FROM ref_statement ORDER BY cycle, payer$$,
     'every statement (payer, cycle, list, discount, benefit, due totals) = reference');
-SELECT results_eq(
-    $$SELECT st.payer_account_id, st.cycle::text, sl.account_id, sl.product_code,
-             sl.list_amount::numeric, sl.discount_amount::numeric, sl.benefit_amount::numeric, sl.due_amount::numeric, sl.lines::bigint
-      FROM tco.statement_line sl JOIN tco.statement st USING (statement_id)
-      ORDER BY st.cycle::text, st.payer_account_id, sl.account_id, sl.product_code COLLATE "C"$$,
-    $$SELECT payer, cycle, account_id, product_code, sum(list), sum(discount), sum(benefit), sum(due), count(*)
-      FROM ref_line GROUP BY 1, 2, 3, 4 ORDER BY cycle, payer, account_id, product_code COLLATE "C"$$,
+SELECT results_eq($$SELECT * FROM tco_statement_lines ORDER BY cycle, payer, account_id, product_code COLLATE "C"$$,
+                  $$SELECT * FROM ref_statement_lines ORDER BY cycle, payer, account_id, product_code COLLATE "C"$$,
     'every statement line (payer, cycle, consumer, product, exact sums, line count) = reference');
 SELECT is_empty(
     $$SELECT st.payer_account_id FROM tco.statement st
@@ -488,30 +496,16 @@ SELECT ok((SELECT count(*) FROM tco.late_line WHERE (SELECT b.corrects_line_id F
           AND (SELECT count(*) FROM (SELECT corrects_line_id FROM tco.bill_line WHERE corrects_line_id IS NOT NULL
                                      GROUP BY 1 HAVING count(*) > 1) x) > 20,
           'late lines, negative and positive corrections, corrections of corrections, give-backs to benefits and to payers');
-SELECT results_eq(
-    $$SELECT s.line_id, b.account_id, b.product_code, s.payer_account_id, s.discount_rate::numeric,
-             s.discount_amount::numeric, s.benefit_amount::numeric, s.due_amount::numeric
-      FROM tco.settled_line s JOIN tco.bill_line b USING (line_id) ORDER BY s.line_id$$,
-    $$SELECT line_id, account_id, product_code, payer, rate, discount, benefit, due FROM ref_line ORDER BY line_id$$,
+SELECT results_eq($$SELECT * FROM tco_lines ORDER BY line_id$$, $$SELECT * FROM ref_lines ORDER BY line_id$$,
     'every line, late and corrections included (payer, rate, discount, benefit, due) = reference');
 SELECT results_eq(
     $$SELECT s.line_id, st.cycle::text FROM tco.settled_line s JOIN tco.statement st USING (statement_id) ORDER BY s.line_id$$,
     $$SELECT line_id, cycle FROM ref_line ORDER BY line_id$$,
     'every late and correction line is on the statement of the cycle that billed it');
-SELECT results_eq(
-    $$SELECT payer_account_id, cycle::text, list_total::numeric, discount_total::numeric,
-             benefit_total::numeric, due_total::numeric
-      FROM tco.statement ORDER BY cycle::text, payer_account_id$$,
-    $$SELECT payer, cycle, list_total, discount_total, benefit_total, due_total
-      FROM ref_statement ORDER BY cycle, payer$$,
+SELECT results_eq($$SELECT * FROM tco_statements ORDER BY cycle, payer$$, $$SELECT * FROM ref_statement ORDER BY cycle, payer$$,
     'every statement, negative ones included = reference');
-SELECT results_eq(
-    $$SELECT st.payer_account_id, st.cycle::text, sl.account_id, sl.product_code,
-             sl.list_amount::numeric, sl.discount_amount::numeric, sl.benefit_amount::numeric, sl.due_amount::numeric, sl.lines::bigint
-      FROM tco.statement_line sl JOIN tco.statement st USING (statement_id)
-      ORDER BY st.cycle::text, st.payer_account_id, sl.account_id, sl.product_code COLLATE "C"$$,
-    $$SELECT payer, cycle, account_id, product_code, sum(list), sum(discount), sum(benefit), sum(due), count(*)
-      FROM ref_line GROUP BY 1, 2, 3, 4 ORDER BY cycle, payer, account_id, product_code COLLATE "C"$$,
+SELECT results_eq($$SELECT * FROM tco_statement_lines ORDER BY cycle, payer, account_id, product_code COLLATE "C"$$,
+                  $$SELECT * FROM ref_statement_lines ORDER BY cycle, payer, account_id, product_code COLLATE "C"$$,
     'every statement line = reference');
 SELECT results_eq(
     $$SELECT benefit_id, balance::numeric FROM tco.benefit ORDER BY benefit_id$$,
