@@ -9,8 +9,12 @@
 --   * global data (entities, products, configuration) is copied to every
 --     shard idempotently: a copy interrupted by a shard outage is run again.
 --
+--   * the shard's own range of ids, and the moves of accounts (below).
+--
 -- They run with the caller's rights (tco_admin on the shard) and are
--- executable by tco_admin only.  tco itself is unchanged.
+-- executable by tco_admin only; set_id_ranges, detach_account and
+-- import_account refuse all but superusers (they write history as a restore
+-- does).  tco itself is unchanged.
 CREATE FUNCTION tco_cluster.shard_support_sql() RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $support$ SELECT $sql$
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -130,6 +134,11 @@ END $$;
 COMMENT ON FUNCTION tco_shard.sync_globals(bigint[], text[], boolean[], text[], tco.granularity[], text, timestamptz) IS
 'tco_cluster (router) support: copies global data from the router (entities, products, billing time zone, legacy cut-over; NULL configuration: unchanged). Idempotent; returns the rows inserted or changed.';
 
+-- what an earlier install of these functions had (a move that refused
+-- accounts with history)
+DROP FUNCTION IF EXISTS tco_shard.export_account(bigint), tco_shard.forget_account(bigint),
+                        tco_shard.moved_tables(), tco_shard.move_blockers(bigint);
+
 -- Ids.  Every sequence of a column of schema tco but those of the ids the
 -- router draws (accounts, entities, organizations, units) draws on shard k
 -- from its own range [k * size, (k + 1) * size - 1] (README "Running on
@@ -147,6 +156,10 @@ DECLARE
     top bigint;
     n integer := 0;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
+        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.set_id_ranges'
+            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
+    END IF;
     IF p_shard_id IS NULL OR p_shard_id < 1 OR p_size IS NULL OR p_size < 2 THEN
         RAISE EXCEPTION 'invalid id range: shard %, size %', p_shard_id, p_size USING ERRCODE = '22023';
     END IF;
@@ -309,9 +322,12 @@ BEGIN
         changed := false;
         FOREACH t IN ARRAY tco_shard.move_order() LOOP
             CONTINUE WHEN t = 'tco.account'::regclass;
-            SELECT pg_catalog.string_agg(pg_catalog.format('(%s x.%I IN (SELECT (e ->> %L)::%s FROM pg_catalog.jsonb_array_elements($1 -> %L) e))',
-                                                           coalesce(r.cond || ' AND', ''), r.col, r.ref_col,
-                                                           pg_catalog.format_type(a.atttypid, a.atttypmod), r.ref_tbl::text), ' OR ')
+            -- (the account itself as a constant: an index scan of the big tables)
+            SELECT pg_catalog.string_agg(CASE WHEN r.ref_tbl = 'tco.account'::regclass
+                                              THEN pg_catalog.format('(%s x.%I = %s)', coalesce(r.cond || ' AND', ''), r.col, p_account_id)
+                                              ELSE pg_catalog.format('(%s x.%I IN (SELECT (e ->> %L)::%s FROM pg_catalog.jsonb_array_elements($1 -> %L) e))',
+                                                                     coalesce(r.cond || ' AND', ''), r.col, r.ref_col,
+                                                                     pg_catalog.format_type(a.atttypid, a.atttypmod), r.ref_tbl::text) END, ' OR ')
               INTO conds
               FROM tco_shard.move_refs() r
               JOIN tco_shard.move_tables() m ON m.tbl = r.ref_tbl AND m.kind = 'account'
@@ -421,6 +437,10 @@ DECLARE
     t regclass;
     grp record;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
+        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.detach_account'
+            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
+    END IF;
     PERFORM 1 FROM tco.account a WHERE a.account_id = p_account_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist on this shard', p_account_id
@@ -475,6 +495,10 @@ DECLARE
     n bigint;
     total bigint := 0;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
+        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.import_account'
+            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
+    END IF;
     FOR k IN SELECT pg_catalog.jsonb_object_keys(data -> 'rows') LOOP
         IF pg_catalog.to_regclass(k) IS NULL OR NOT pg_catalog.to_regclass(k) = ANY (order_) THEN
             RAISE EXCEPTION 'the account''s rows of % have no table of account data on this shard', k
