@@ -56,7 +56,7 @@ END $$;
 COMMENT ON FUNCTION tco_cluster.rebuild_views() IS 'Defines the router''s BI views as UNION ALL of the foreign tables of every shard.';
 
 SELECT tco_cluster.rebuild_views();
-COMMENT ON VIEW tco.settlement_by_payer IS 'Per cycle and payer, over every shard (postgres_fdw, shards read concurrently): the view tco.settlement_by_payer of each shard. statement_id is the shard''s own.';
+COMMENT ON VIEW tco.settlement_by_payer IS 'Per cycle and payer, over every shard (postgres_fdw, shards read concurrently): the view tco.settlement_by_payer of each shard. statement_id is unique across shards (each shard draws ids from its own range, tco_cluster.id_range_size()).';
 COMMENT ON VIEW tco.settlement_by_member IS 'Per cycle, payer, consuming account and product, over every shard: the view tco.settlement_by_member of each shard.';
 COMMENT ON VIEW tco.settlement_by_unit IS 'Per cycle and unit (whole subtree), over every shard: the view tco.settlement_by_unit of each shard.';
 

@@ -1,4 +1,5 @@
--- Moving an account between shards (DESIGN section 10): tco.add_member of an
+-- Moving an account between shards (README "Running on several servers",
+-- "Accounts that change shard"): tco.add_member of an
 -- account whose shard is not its new organization's moves it there first,
 -- atomically, with two-phase commit:
 --
