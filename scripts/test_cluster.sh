@@ -291,6 +291,8 @@ on router -d tco -c "SELECT tco.remove_member(202)" >/dev/null
 fails router "history shared with accounts and organizations that stay is refused, naming it (here a manager, an organization)" \
     "55000.*account 202 cannot move to another shard: .*its tco.statement rows reference tco.organization org_id 2, which stays on this shard.*its tco.trusteeship rows reference tco.account account_id 200, which stays" \
     "SELECT tco_cluster.move_account(202, (SELECT shard_id FROM tco_cluster.shard_conf WHERE shard_id <> tco_cluster.shard_of_account(202) LIMIT 1))"
+fails "$src" "on a shard, the move's functions are for superusers only (not tco_admin)" "42501.*superusers only" \
+    "SELECT tco_shard.detach_account($rich)" cl_ops
 check router "refused moves leave nothing prepared and are recorded as aborted" "0|aborted" \
     "SELECT concat((SELECT count(*) FROM tco_cluster.recover()), '|', (SELECT state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1))"
 
