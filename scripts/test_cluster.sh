@@ -407,6 +407,32 @@ check router "its organization goes to the shard with the fewest organizations, 
 check router "an admin that cannot move stays: its organization is created on its shard" "t" \
     "SELECT tco_cluster.shard_of_org(d.org_id) = d.shard_id FROM tco_cluster.account_directory d WHERE d.account_id = 605"
 
+# f. the settlement state: a move waits at most 5 seconds for a settlement of one
+# of the account's cycles, and does not bring unsettled lines into a cycle settled
+# on the target
+on router -d tco -c "SELECT tco.create_account(903, 'mover-903', 9, 30)" >/dev/null
+on router -d tco -c "$(lines_of 903 2023-09-01 3 1)" >/dev/null
+h903=$(on router -d tco -At -c "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account(903)")
+to903=$(on router -d tco -At -c "SELECT min(shard_id) FROM tco_cluster.shard_conf WHERE shard_id <> tco_cluster.shard_of_account(903) AND shard_id <= 3")
+t903=$(on router -d tco -At -c "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = $to903")
+org903=$(on router -d tco -At -c "SELECT min(org_id) FROM tco_cluster.org_directory WHERE shard_id = tco_cluster.shard_of_account(903)")
+on "$h903" -d tco -c "BEGIN" -c "SELECT count(*) FROM tco.settle_cycle('2023-09', $org903)" -c "SELECT pg_sleep(120)" >"$CL_TMP/hold.log" 2>&1 &
+for i in $(seq 1 101); do
+    [ "$(on "$h903" -d tco -At -c "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)'")" = 1 ] && break; sleep 0.1
+    [ "$i" = 101 ] && { echo "FAIL: no settlement holds cycle 2023-09:"; cat "$CL_TMP/hold.log"; exit 1; }
+done
+fails router "a move while a settlement of one of the account's cycles runs is refused (55P03)" \
+    "55P03.*billing cycle 2023-09 is being settled" "SELECT tco_cluster.move_account(903, $to903)"
+on "$h903" -d tco -At -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)'" >/dev/null
+on "$t903" -d tco -c "SELECT * FROM tco.settle_cycle('2023-09')" >/dev/null
+fails router "unsettled lines are not moved into a cycle settled on the target" \
+    "55000.*account 903 has bill lines of billing cycle 2023-09 not settled yet, and the cycle is settled on this shard" \
+    "SELECT tco_cluster.move_account(903, $to903)"
+check router "both refusals left the account on its shard, nothing prepared" "$h903|0|0" \
+    "SELECT concat_ws('|', (SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account(903)), (SELECT count(*) FROM tco_cluster.recover()),
+                       (SELECT count(*) FROM tco_cluster.account_move WHERE account_id = 903 AND state <> 'aborted'))"
+check "$h903" "with its lines" "3" "SELECT count(*) FROM tco.bill_line WHERE account_id = 903"
+
 # e. the move reads its tables from the catalog: every column of schema tco that
 # names an account or another row is a reference the move follows, or one of
 # the few known non-references; tables and columns added later move too.
