@@ -66,7 +66,7 @@ on router -d tco -c 'SELECT * FROM tco_cluster.shard ORDER BY shard_id'
 checks=0
 check() {
     local node=$1 what=$2 want=$3 got
-    got=$(psql -X -q -At -v ON_ERROR_STOP=1 -h "$CL_TMP/$node" -p "${PORT[$node]}" -d tco -c "$4" 2>&1) || true
+    got=$(psql -X -q -At -v ON_ERROR_STOP=1 -h "$CL_TMP/$node" -p "${PORT[$node]}" -d "${CHECK_DB:-tco}" -c "$4" 2>&1) || true
     if [ "$got" != "$want" ]; then
         echo "FAIL: $what"; echo "  on $node: $4"; echo "  expected: $want"; echo "  got:      $got"; exit 1
     fi
@@ -210,37 +210,154 @@ fails router "a conninfo with a password is refused (credentials belong in user 
 check router "the operator adds a shard's error-free description with no password anywhere" "0" \
     "SELECT count(*) FROM tco_cluster.shard_conf WHERE conninfo ~* 'password'"
 
-log "5. accounts that change shard: two-phase commit, crashes, tco_cluster.recover()"
+log "5. accounts that change shard: all their rows, two-phase commit, crashes, tco_cluster.recover()"
+check router "every shard draws the ids of schema tco from its own range (20 sequences each, the router's ids aside)" \
+    "1:1000000000000:1999999999999:20,2:2000000000000:2999999999999:20,3:3000000000000:3999999999999:20" \
+    "SELECT string_agg(concat_ws(':', s.shard_id, r.lo, r.hi, r.n), ',' ORDER BY s.shard_id) FROM tco_cluster.shard_conf s,
+            LATERAL (SELECT * FROM tco_cluster.dblink_values(s.fdw_server::text,
+                     'SELECT min(seqmin) || '':'' || max(seqmax) || '':'' || count(*) FROM pg_sequence q JOIN tco_shard.id_sequences() i ON i.seq = q.seqrelid') v) x(v),
+            LATERAL (SELECT split_part(x.v, ':', 1) lo, split_part(x.v, ':', 2) hi, split_part(x.v, ':', 3) n) r WHERE s.shard_id <= 3"
+check shard1 "ids drawn on a shard are in its range (statements, lines, trusteeships)" "t" \
+    "SELECT (SELECT min(statement_id) FROM tco.statement) > 1000000000000 AND (SELECT max(line_id) FROM tco.bill_line) < 2000000000000
+        AND (SELECT min(trusteeship_id) FROM tco.trusteeship) > 1000000000000"
 # accounts 900-902 of a new entity get a home shard (one of the first three:
 # entity 7's accounts fill shard 4 first); organization $org lives on another one
 on router -d tco -c "SELECT count(tco.create_account(a, 'acct-7-' || a, 7)) FROM generate_series(710, 729) a" \
     -c "SELECT tco.create_entity(9, 'Entity 9', true)" \
     -c "SELECT tco.create_account(a, 'mover-' || a, 9, 30) FROM generate_series(900, 902) a" >/dev/null
-acct_0=900; acct_1=901
+acct_0=900; acct_1=901; rich=902
 org=$(on router -d tco -At -c "SELECT min(org_id) FROM tco_cluster.org_directory WHERE shard_id <> tco_cluster.shard_of_account(900) AND shard_id <= 3")
-admin=$(on router -d tco -At -c "SELECT 100 * $org")
-on router -d tco >/dev/null <<SQL
-SELECT tco.deposit($acct_0, 20);
-SELECT tco.insert_bill_lines(array_fill($acct_0::bigint, ARRAY[5]), array_fill('cvm'::text, ARRAY[5]), NULL,
-       ARRAY(SELECT '2023-04-01 00:00+08'::timestamptz + g * interval '1 hour' FROM generate_series(0, 4) g),
-       ARRAY(SELECT '2023-04-01 01:00+08'::timestamptz + g * interval '1 hour' FROM generate_series(0, 4) g),
-       array_fill(2.5, ARRAY[5]), NULL, NULL);
-SELECT tco.set_contract_discount($acct_0, NULL, 0.1);
-SQL
 src=$(on router -d tco -At -c "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account($acct_0)")
 dst=$(on router -d tco -At -c "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_org($org)")
+# an organization on the accounts' home shard, for membership history
+home_org=$(on router -d tco -At -c "SELECT min(org_id) FROM tco_cluster.org_directory WHERE shard_id = tco_cluster.shard_of_account(900)")
+lines_of() {   # lines_of ACCOUNT CYCLE-START N AMOUNT: N hourly lines, a day apart
+    echo "SELECT tco.insert_bill_lines(array_fill($1::bigint, ARRAY[$3]), array_fill('cvm'::text, ARRAY[$3]), NULL,
+       ARRAY(SELECT '$2 00:00+08'::timestamptz + g * interval '1 day' FROM generate_series(0, $3 - 1) g),
+       ARRAY(SELECT '$2 01:00+08'::timestamptz + g * interval '1 day' FROM generate_series(0, $3 - 1) g),
+       array_fill($4::numeric, ARRAY[$3]), NULL, NULL);"
+}
+# a. an account with history: ledger, membership history, benefits used by
+# settlement, an alert that fired, bill lines of three cycles, two of them
+# settled cluster-wide with its statements paid and invoiced (a credit note too)
+on router -d tco >/dev/null <<SQL
+SELECT tco.deposit($acct_0, 20);
+$(lines_of $acct_0 2023-04-01 5 2.5)
+SELECT tco.set_contract_discount($acct_0, NULL, 0.1);
+SELECT tco.deposit($rich, 200);
+SELECT tco.add_member($home_org, $rich);
+SELECT tco.remove_member($rich);
+SELECT tco.set_contract_discount($rich, NULL, 0.05, 'cvm', '2023-05-01 00:00+08');
+SELECT tco.grant_coupon($rich, 6, '2023-12-31 00:00+08', 'cvm');
+SELECT tco.grant_stored_value_card($rich, 10, '2023-12-31 00:00+08');
+$(lines_of $rich 2023-05-01 20 1.25)
+$(lines_of $rich 2023-06-01 20 2.5)
+$(lines_of $rich 2023-07-01 10 3)
+SELECT * FROM tco.settle_cycle('2023-05');
+SELECT * FROM tco.settle_cycle('2023-06');
+SQL
+on "$src" -d tco >/dev/null <<SQL
+SELECT tco.set_alert_threshold($rich, 'cycle_spending', 5);
+$(lines_of $rich 2023-07-11 2 4)
+SELECT tco.pay_statement(statement_id) FROM tco.statement WHERE payer_account_id = $rich ORDER BY cycle;
+SELECT tco.issue_invoice(statement_id) FROM tco.statement WHERE payer_account_id = $rich ORDER BY cycle;
+SELECT tco.issue_credit_note(min(invoice_id), 1, 'goodwill') FROM tco.invoice WHERE recipient_account_id = $rich;
+SQL
+# every row of the account (as tco_shard.move_closure finds it), per table, and a digest of them all
+rows_q="SELECT (SELECT string_agg(key || '=' || jsonb_array_length(value), ',' ORDER BY key) FROM jsonb_each(c) WHERE jsonb_array_length(value) > 0)
+                 || ' ' || (SELECT md5(string_agg(key || (e - E'\\ttid')::text, E'\\n' ORDER BY key || (e - E'\\ttid')::text))
+                              FROM jsonb_each(c), jsonb_array_elements(value) e)
+          FROM tco_shard.move_closure($rich) c"
+rows_before=$(on "$src" -d tco -At -c "$rows_q")
+echo "    account $rich on $src: ${rows_before% *}"
+for t in tco.statement tco.invoice tco.credit_note tco.benefit tco.alert tco.member_history tco.settled_pack; do
+    grep -q "$t=" <<<"$rows_before" || { echo "FAIL: account $rich has no rows of $t to move"; exit 1; }
+done
+explain_q="SELECT md5(string_agg(tco.explain_line(line_id)::text, ',' ORDER BY line_id)) || ' ' || count(*) FROM tco.bill_line WHERE account_id = $rich"
+explain_before=$(on "$src" -d tco -At -c "$explain_q")
+bi_q="SELECT md5(string_agg(concat_ws('|', b.*), ',' ORDER BY b.cycle, b.statement_id)) FROM tco.settlement_by_payer b WHERE payer_account_id = $rich"
+bim_q="SELECT md5(string_agg(concat_ws('|', b.*), ',' ORDER BY b.cycle, b.product_code)) FROM tco.settlement_by_member b WHERE account_id = $rich"
+settle_q="SELECT string_agg(concat_ws('|', s.*), ',') FROM (SELECT * FROM tco.settle_cycle('2023-05') UNION ALL SELECT * FROM tco.settle_cycle('2023-06')) s"
+bi_before=$(on router -d tco -At -c "$bi_q"); bim_before=$(on router -d tco -At -c "$bim_q"); settle_before=$(on router -d tco -At -c "$settle_q")
+credit_before=$(on router -d tco -At -c "SELECT tco.available_credit($rich)")
+
+fails router "an account with unpaid statements is refused, naming them" \
+    "55000.*account 605 cannot move to another shard: it has unpaid statements \\(cycles 2023-01, 2023-02, 2023-03\\)" \
+    "SELECT tco_cluster.move_account(605, (SELECT shard_id FROM tco_cluster.shard_conf WHERE shard_id <> tco_cluster.shard_of_account(605) LIMIT 1))"
+fails router "an account in an organization and an active trusteeship is refused" \
+    "55000.*account 101 cannot move to another shard: it is a member of organization 1; it is in an active trusteeship" \
+    "SELECT tco_cluster.move_account(101, (SELECT shard_id FROM tco_cluster.shard_conf WHERE shard_id <> tco_cluster.shard_of_account(101) LIMIT 1))"
+on router -d tco -c "SELECT tco.remove_member(202)" >/dev/null
+fails router "history shared with accounts and organizations that stay is refused, naming it (here a manager, an organization)" \
+    "55000.*account 202 cannot move to another shard: .*its tco.statement rows reference tco.organization org_id 2, which stays on this shard.*its tco.trusteeship rows reference tco.account account_id 200, which stays" \
+    "SELECT tco_cluster.move_account(202, (SELECT shard_id FROM tco_cluster.shard_conf WHERE shard_id <> tco_cluster.shard_of_account(202) LIMIT 1))"
+fails "$src" "on a shard, the move's functions are for superusers only (not tco_admin)" "42501.*superusers only" \
+    "SELECT tco_shard.detach_account($rich)" cl_ops
+check router "refused moves leave nothing prepared and are recorded as aborted" "0|aborted" \
+    "SELECT concat((SELECT count(*) FROM tco_cluster.recover()), '|', (SELECT state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1))"
+
+on router -d tco -c "SELECT tco_cluster.move_account($rich, tco_cluster.shard_of_org($org))" >/dev/null
+check router "the account moves with its whole history to another shard (tco_cluster.move_account)" "$dst|done" \
+    "SELECT (SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account($rich)) || '|' || state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1"
+check "$dst" "every row arrived unchanged, ids included (account, ledger, lines, statements, packs, invoices, credit note, benefits, alerts, history)" \
+    "$rows_before" "$rows_q"
+check "$src" "and none is left on the source shard" "" "SELECT string_agg(key, ',') FROM jsonb_each(tco_shard.move_closure($rich)) WHERE jsonb_array_length(value) > 0"
+check "$dst" "explain_line of each of its lines gives what it gave before the move" "$explain_before" "$explain_q"
+check router "the BI views show the same rows (statement ids included)" "$bi_before|$bim_before" "SELECT ($bi_q) || '|' || ($bim_q)"
+check router "settling its settled cycles again gives the same totals" "$settle_before" "$settle_q"
+check router "its balance and credit are the same" "$credit_before" "SELECT tco.available_credit($rich)"
+on router -d tco -c "SELECT tco.add_member($org, $rich)" >/dev/null
+check router "and joins an organization there" "$org" "SELECT org_id FROM tco_cluster.account_directory WHERE account_id = $rich"
+on router -d tco -c "SELECT * FROM tco.settle_cycle('2023-07')" >/dev/null
+check router "its open cycle is settled where it lives now, once" "1|38.00|$dst" \
+    "SELECT concat_ws('|', count(*), sum(b.list_total), (SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account($rich)))
+       FROM tco.settlement_by_payer b WHERE b.payer_account_id = $rich AND b.cycle = '2023-07'"
+for n in "$src" "$dst"; do
+    check "$n" "tco.bill_line_id of $n lists exactly the lines there" "0|0" \
+        "SELECT (SELECT count(*) FROM tco.bill_line_id k WHERE NOT EXISTS (SELECT 1 FROM tco.bill_line b WHERE b.line_id = k.line_id)) || '|' ||
+                (SELECT count(*) FROM tco.bill_line b WHERE NOT EXISTS (SELECT 1 FROM tco.bill_line_id k WHERE k.line_id = b.line_id))"
+done
+
+# b. crashes between PREPARE and COMMIT PREPARED, without any hook in the
+# code: a session holds a lock on the router's directory, which the move's
+# decision waits for once both shards have prepared; then the router's
+# session is killed (b1), or the target shard crashes (b2).
 state_q="SELECT concat_ws('|', (SELECT balance FROM tco.account WHERE account_id = $acct_0), (SELECT count(*) FROM tco.ledger WHERE account_id = $acct_0),
                   (SELECT count(*) || ':' || sum(list_amount) FROM tco.bill_line WHERE account_id = $acct_0),
                   (SELECT count(*) FROM tco.contract_discount WHERE account_id = $acct_0))"
 before=$(on "$src" -d tco -At -c "$state_q")
 echo "    account $acct_0 on $src: $before; organization $org on $dst"
 prepared() { on "$1" -d tco -At -c "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'tco_move_%'"; }
-
-# a. the router's session dies between PREPARE and the decision: recover() rolls back
-if on router -d tco -c "SET tco_cluster.fail_move_at = 'prepared'" -c "SELECT tco.add_member($org, $acct_0)" >"$CL_TMP/crash_a.log" 2>&1; then
-    echo "FAIL: the session did not die"; exit 1
-fi
-check "$src" "after a crash between prepare and decision, the source shard holds a prepared transaction" "1" \
+# hold_directory: lock the directory in the background (released by release_directory)
+hold_directory() {
+    on router -d tco -c "BEGIN" -c "LOCK TABLE tco_cluster.account_directory IN EXCLUSIVE MODE" -c "SELECT pg_sleep(120)" >/dev/null 2>&1 &
+    for _ in $(seq 1 100); do
+        [ "$(on router -d tco -At -c "SELECT count(*) FROM pg_locks WHERE relation = 'tco_cluster.account_directory'::regclass AND mode = 'ExclusiveLock' AND granted")" = 1 ] && return
+        sleep 0.1
+    done
+    echo "FAIL: could not lock the directory"; exit 1
+}
+release_directory() {
+    on router -d tco -At -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)'" >/dev/null
+}
+# wait_prepared: until both shards hold the move's prepared transaction
+wait_prepared() {
+    for _ in $(seq 1 300); do
+        [ "$(prepared "$src")" = 1 ] && [ "$(prepared "$dst")" = 1 ] && return
+        sleep 0.1
+    done
+    echo "FAIL: the move did not prepare on both shards"; exit 1
+}
+# b1. the router crashes (its session killed with SIGKILL: PostgreSQL resets every
+# session of the router) after both PREPAREs, before the decision: recover() rolls back
+hold_directory
+on router -d tco -c "SELECT tco.add_member($org, $acct_0)" >"$CL_TMP/crash_a.log" 2>&1 &
+mover=$!
+wait_prepared
+kill -9 "$(on router -d tco -At -c "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT tco.add_member%'")"
+wait $mover && { echo "FAIL: the move's session did not die"; exit 1; }
+for _ in $(seq 1 100); do on router -d tco -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
+check "$src" "after the router crashed between prepare and decision, the source shard holds a prepared transaction" "1" \
     "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'tco_move_%'"
 check "$dst" "and so does the target shard" "1" "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'tco_move_%'"
 check router "recover() rolls the undecided move back on both shards" "rolled back|2" \
@@ -250,25 +367,25 @@ check "$dst" "and absent from the target" "0|0" "$state_q"
 check router "the directory still points at the source shard, the move is recorded as aborted" "$src|aborted" \
     "SELECT (SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account($acct_0)) || '|' || state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1"
 
-# b. the router's session dies after the decision: recover() commits
-if on router -d tco -c "SET tco_cluster.fail_move_at = 'decided'" -c "SELECT tco.add_member($org, $acct_0)" >"$CL_TMP/crash_b.log" 2>&1; then
-    echo "FAIL: the session did not die"; exit 1
-fi
-check router "after a crash after the decision, the directory already points at the target" "$dst" \
-    "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account($acct_0)"
-# the target shard crashes too, with the transaction prepared: it survives the restart
+# b2. the target shard crashes after both PREPAREs; the decision is then taken and
+# COMMIT PREPARED fails on it; recover() commits once it is back
+hold_directory
+on router -d tco -c "SELECT tco.add_member($org, $acct_0)" >"$CL_TMP/crash_b.log" 2>&1 &
+mover=$!
+wait_prepared
 as_pg "$PG_BIN/pg_ctl" -D "$CL_TMP/$dst/data" -m immediate -w stop >/dev/null
+release_directory
+wait $mover && { echo "FAIL: the move reported success with its target shard down"; exit 1; }
+grep -q "is decided but not finished" "$CL_TMP/crash_b.log" || { echo "FAIL: the move did not report the unfinished decision:"; cat "$CL_TMP/crash_b.log"; exit 1; }
+checks=$((checks + 1)); echo "ok $checks - the move reports a decided but unfinished move when COMMIT PREPARED cannot reach the target"
+check router "after the decision, the directory already points at the target" "$dst" \
+    "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account($acct_0)"
 as_pg "$PG_BIN/pg_ctl" -D "$CL_TMP/$dst/data" -l "$CL_TMP/$dst/server.log" -w -t 60 start >/dev/null
 check "$dst" "the prepared transaction survived the target shard's crash" "1" "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'tco_move_%'"
 check router "recover() commits the decided move on both shards" "committed|2" \
     "SELECT action || '|' || transactions FROM tco_cluster.recover()"
 check "$dst" "the account arrived whole: balance, ledger, bill lines, discount" "$before" "$state_q"
 check "$src" "and left the source shard" "0|0" "$state_q"
-for n in "$src" "$dst"; do
-    check "$n" "tco.bill_line_id of $n lists exactly the lines there" "0|0" \
-        "SELECT (SELECT count(*) FROM tco.bill_line_id k WHERE NOT EXISTS (SELECT 1 FROM tco.bill_line b WHERE b.line_id = k.line_id)) || '|' ||
-                (SELECT count(*) FROM tco.bill_line b WHERE NOT EXISTS (SELECT 1 FROM tco.bill_line_id k WHERE k.line_id = b.line_id))"
-done
 check router "recover() again finds nothing to do" "0" "SELECT count(*) FROM tco_cluster.recover()"
 on router -d tco -c "SELECT tco.add_member($org, $acct_0)" >/dev/null
 check router "the moved account joins organization $org on its shard" "$org|$acct_0" \
@@ -280,22 +397,100 @@ check router "add_member of an account of another shard moves it there first" "$
     "SELECT (SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account($acct_1)) || '|' || state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1"
 check "$dst" "the moved account is a member of organization $org on the target shard" "$org" "SELECT org_id FROM tco.member WHERE account_id = $acct_1"
 check "$src" "no transaction is left prepared" "0" "SELECT count(*) FROM pg_prepared_xacts"
-# d. refused moves
-fails router "an account with statements is not moved" "55000.*account 605 cannot move to another shard: it has settled statements" \
-    "SELECT tco_cluster.move_account(605, (SELECT shard_id FROM tco_cluster.shard_conf WHERE shard_id <> tco_cluster.shard_of_account(605) LIMIT 1))"
-fails router "an account in an organization, in trusteeship, is not moved" "55000.*account 101 cannot move to another shard: it is a member of organization 1; it has trusteeship history" \
-    "SELECT tco_cluster.move_account(101, (SELECT shard_id FROM tco_cluster.shard_conf WHERE shard_id <> tco_cluster.shard_of_account(101) LIMIT 1))"
-check router "refused moves leave nothing prepared and are recorded as aborted" "0|aborted" \
-    "SELECT concat((SELECT count(*) FROM tco_cluster.recover()), '|', (SELECT state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1))"
-# e. a new organization goes to the shard with the fewest organizations (shard 4), its admin moved there
+# d. a new organization goes to the shard with the fewest organizations (shard 4), its admin moved there
 on router -d tco -c "SELECT tco.create_entity(11, 'Entity 11', true)" -c "SELECT tco.create_account(1100, 'admin-11', 11, 10)" >/dev/null
 check router "the new admin account's home is one of the first three shards" "t" "SELECT tco_cluster.shard_of_account(1100) <= 3"
 on router -d tco -c "SELECT tco.create_organization(1100, 'Org 11')" -c "SELECT tco.create_organization(605, 'Org 605')" >/dev/null
 check router "its organization goes to the shard with the fewest organizations, the admin moved there first" "4|4|done" \
     "SELECT concat(tco_cluster.shard_of_org(d.org_id), '|', d.shard_id, '|', (SELECT state FROM tco_cluster.account_move WHERE account_id = 1100))
        FROM tco_cluster.account_directory d WHERE d.account_id = 1100"
-check router "an admin with history stays: its organization is created on its shard" "t" \
+check router "an admin that cannot move stays: its organization is created on its shard" "t" \
     "SELECT tco_cluster.shard_of_org(d.org_id) = d.shard_id FROM tco_cluster.account_directory d WHERE d.account_id = 605"
+
+# f. the settlement state: a move waits at most 5 seconds for a settlement of one
+# of the account's cycles, and does not bring unsettled lines into a cycle settled
+# on the target
+on router -d tco -c "SELECT tco.create_account(903, 'mover-903', 9, 30)" >/dev/null
+on router -d tco -c "$(lines_of 903 2023-09-01 3 1)" >/dev/null
+h903=$(on router -d tco -At -c "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account(903)")
+to903=$(on router -d tco -At -c "SELECT min(shard_id) FROM tco_cluster.shard_conf WHERE shard_id <> tco_cluster.shard_of_account(903) AND shard_id <= 3")
+t903=$(on router -d tco -At -c "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = $to903")
+org903=$(on router -d tco -At -c "SELECT min(org_id) FROM tco_cluster.org_directory WHERE shard_id = tco_cluster.shard_of_account(903)")
+on "$h903" -d tco -c "BEGIN" -c "SELECT count(*) FROM tco.settle_cycle('2023-09', $org903)" -c "SELECT pg_sleep(120)" >"$CL_TMP/hold.log" 2>&1 &
+for i in $(seq 1 101); do
+    [ "$(on "$h903" -d tco -At -c "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)'")" = 1 ] && break; sleep 0.1
+    [ "$i" = 101 ] && { echo "FAIL: no settlement holds cycle 2023-09:"; cat "$CL_TMP/hold.log"; exit 1; }
+done
+fails router "a move while a settlement of one of the account's cycles runs is refused (55P03)" \
+    "55P03.*billing cycle 2023-09 is being settled" "SELECT tco_cluster.move_account(903, $to903)"
+on "$h903" -d tco -At -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)'" >/dev/null
+on "$t903" -d tco -c "SELECT * FROM tco.settle_cycle('2023-09')" >/dev/null
+fails router "unsettled lines are not moved into a cycle settled on the target" \
+    "55000.*account 903 has bill lines of billing cycle 2023-09 not settled yet, and the cycle is settled on this shard" \
+    "SELECT tco_cluster.move_account(903, $to903)"
+check router "both refusals left the account on its shard, nothing prepared" "$h903|0|0" \
+    "SELECT concat_ws('|', (SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account(903)), (SELECT count(*) FROM tco_cluster.recover()),
+                       (SELECT count(*) FROM tco_cluster.account_move WHERE account_id = 903 AND state <> 'aborted'))"
+check "$h903" "with its lines" "3" "SELECT count(*) FROM tco.bill_line WHERE account_id = 903"
+
+# e. the move reads its tables from the catalog: every column of schema tco that
+# names an account or another row is a reference the move follows, or one of
+# the few known non-references; tables and columns added later move too.
+unhandled_q="SELECT coalesce(string_agg(c.oid::regclass || '.' || a.attname, ',' ORDER BY 1), '')
+  FROM tco_shard.move_tables() t JOIN pg_class c ON c.oid = t.tbl
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+ WHERE t.kind = 'account' AND a.attname ~ '(_id|_ids|account|payer|owner|holder)'
+   AND NOT EXISTS (SELECT 1 FROM tco_shard.move_refs() r WHERE r.tbl = c.oid AND r.col = a.attname)
+   AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p' AND k.conkey = ARRAY[a.attnum])
+   AND (c.relname, a.attname) NOT IN (('bill_line', 'line_id'), ('member_history', 'org_id'), ('settled_pack', 'line_ids'),
+                                      ('settled_pack', 'discount_ids'), ('settled_pack', 'use_line_ids'), ('settled_pack', 'use_benefit_ids'))"
+check "$src" "every column of tco's account data that names an account or a row is followed by the move (or is a known non-reference)" "" "$unhandled_q"
+check "$src" "the account data is inserted parents first (no table before one it references)" "0" \
+    "SELECT count(*) FROM tco_shard.move_refs() r
+       JOIN unnest(tco_shard.move_order()) WITH ORDINALITY a(t, i) ON a.t = r.tbl
+       JOIN unnest(tco_shard.move_order()) WITH ORDINALITY b(t, j) ON b.t = r.ref_tbl
+      WHERE r.tbl <> r.ref_tbl AND j > i"
+support=$(on router -d tco -At -c "SELECT tco_cluster.shard_support_sql()")
+for d in cova covb; do
+    on shard3 -d postgres -c "CREATE DATABASE $d" >/dev/null
+    psql -X -q -v ON_ERROR_STOP=1 -h "$CL_TMP/shard3" -p "${PORT[shard3]}" -d $d >/dev/null <<SQL
+SET client_min_messages = warning;
+CREATE EXTENSION tco CASCADE;
+BEGIN; $support COMMIT;
+SELECT tco_shard.set_id_ranges(CASE '$d' WHEN 'cova' THEN 11 ELSE 12 END, 1000000000000);
+SELECT tco.create_product('cvm', 'hour');
+SELECT tco.create_entity(1, 'E1', true);
+-- what the main line adds to tco while this runs (late bill lines, commitment charges)
+ALTER TABLE tco.bill_line ADD COLUMN corrects_line_id bigint, ADD COLUMN correction_reason text;
+CREATE TABLE tco.late_line (late_id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+                            account_id bigint NOT NULL REFERENCES tco.account, line_id bigint, amount numeric NOT NULL);
+CREATE TABLE tco.commitment_charge (charge_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                                    payer_account_id bigint NOT NULL, late_id bigint, amount numeric NOT NULL);
+SQL
+done
+CHECK_DB=cova check shard3 "added tables and columns are followed: account columns, *_line_id, ids of new tables" \
+    "tco.bill_line.corrects_line_id>tco.bill_line,tco.commitment_charge.late_id>tco.late_line,tco.commitment_charge.payer_account_id>tco.account,tco.late_line.account_id>tco.account,tco.late_line.line_id>tco.bill_line" \
+    "SELECT string_agg(tbl || '.' || col || '>' || ref_tbl, ',' ORDER BY tbl::text, col) FROM tco_shard.move_refs() WHERE tbl::text IN ('tco.late_line', 'tco.commitment_charge') OR col = 'corrects_line_id'"
+psql -X -q -v ON_ERROR_STOP=1 -h "$CL_TMP/shard3" -p "${PORT[shard3]}" -d cova >/dev/null <<'SQL'
+SELECT tco.create_account(5, 'late', 1, 10);
+SELECT tco.insert_bill_lines(ARRAY[5, 5]::bigint[], ARRAY['cvm', 'cvm'], NULL, ARRAY['2023-08-01 00:00+00', '2023-08-02 00:00+00']::timestamptz[],
+                             ARRAY['2023-08-01 01:00+00', '2023-08-02 01:00+00']::timestamptz[], ARRAY[1, 2]::numeric[], NULL, NULL);
+INSERT INTO tco.bill_line (account_id, product_code, period_start, period_end, list_amount, corrects_line_id, correction_reason)
+SELECT 5, 'cvm', '2023-08-03 00:00+00', '2023-08-03 01:00+00', 0.5, min(line_id), 'repriced' FROM tco.bill_line;
+INSERT INTO tco.late_line (account_id, line_id, amount) SELECT 5, max(line_id), 3 FROM tco.bill_line;
+INSERT INTO tco.commitment_charge (payer_account_id, late_id, amount) SELECT 5, late_id, 4 FROM tco.late_line;
+SQL
+cov_q="SELECT (SELECT string_agg(key || '=' || jsonb_array_length(value), ',' ORDER BY key) FROM jsonb_each(c) WHERE jsonb_array_length(value) > 0)
+                 || ' ' || (SELECT md5(string_agg(key || (e - E'\\ttid')::text, E'\\n' ORDER BY key || (e - E'\\ttid')::text))
+                              FROM jsonb_each(c), jsonb_array_elements(value) e)
+          FROM tco_shard.move_closure(5) c"
+cov_before=$(psql -X -At -h "$CL_TMP/shard3" -p "${PORT[shard3]}" -d cova -c "$cov_q")
+psql -X -At -v ON_ERROR_STOP=1 -h "$CL_TMP/shard3" -p "${PORT[shard3]}" -d cova -c "SELECT tco_shard.detach_account(5)" >"$CL_TMP/cov.json"
+echo "SELECT tco_shard.import_account(:'data'::jsonb)" |
+    psql -X -q -v ON_ERROR_STOP=1 -h "$CL_TMP/shard3" -p "${PORT[shard3]}" -d covb -v data="$(cat "$CL_TMP/cov.json")" >/dev/null
+grep -q "tco.commitment_charge=1.*tco.late_line=1" <<<"${cov_before% *}" \
+    || { echo "FAIL: the new tables' rows are not the account's: $cov_before"; exit 1; }
+CHECK_DB=covb check shard3 "an account moves with the rows of tables added later, ids unchanged ($(cut -d' ' -f1 <<<"$cov_before"))" "$cov_before" "$cov_q"
 
 log "6. the router's catalog: pinned search_path, nothing for PUBLIC, a guarded install"
 check router "every function of the router pins search_path (but the four I/O functions of tco.billing_cycle)" "4" \

@@ -9,8 +9,12 @@
 --   * global data (entities, products, configuration) is copied to every
 --     shard idempotently: a copy interrupted by a shard outage is run again.
 --
+--   * the shard's own range of ids, and the moves of accounts (below).
+--
 -- They run with the caller's rights (tco_admin on the shard) and are
--- executable by tco_admin only.  tco itself is unchanged.
+-- executable by tco_admin only; set_id_ranges, detach_account and
+-- import_account refuse all but superusers (they write history as a restore
+-- does).  tco itself is unchanged.
 CREATE FUNCTION tco_cluster.shard_support_sql() RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $support$ SELECT $sql$
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -130,134 +134,408 @@ END $$;
 COMMENT ON FUNCTION tco_shard.sync_globals(bigint[], text[], boolean[], text[], tco.granularity[], text, timestamptz) IS
 'tco_cluster (router) support: copies global data from the router (entities, products, billing time zone, legacy cut-over; NULL configuration: unchanged). Idempotent; returns the rows inserted or changed.';
 
--- Moving an account off this shard or onto it (tco_cluster.move_account,
--- which runs these in two transactions it prepares and commits with
--- two-phase commit, as a superuser).  What a move carries: the account row,
--- its ledger, its bill lines (not yet settled), its membership history,
--- account-level discounts, alert thresholds and channels, login mappings.
--- What ties an account to its shard otherwise refuses the move.
-CREATE OR REPLACE FUNCTION tco_shard.move_blockers(p_account_id bigint) RETURNS text[]
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT pg_catalog.array_remove(ARRAY[
-        (SELECT 'it is a member of organization ' || m.org_id FROM tco.member m WHERE m.account_id = p_account_id),
-        (SELECT 'it is the admin of organization ' || min(o.org_id) FROM tco.organization o WHERE o.admin_account_id = p_account_id HAVING count(*) > 0),
-        CASE WHEN EXISTS (SELECT 1 FROM tco.trusteeship t WHERE p_account_id IN (t.member_account_id, t.management_account_id))
-             THEN 'it has trusteeship history (as member or manager)' END,
-        CASE WHEN EXISTS (SELECT 1 FROM tco.statement s WHERE s.payer_account_id = p_account_id)
-               OR EXISTS (SELECT 1 FROM tco.statement_line l WHERE l.account_id = p_account_id)
-               OR EXISTS (SELECT 1 FROM tco.settled_pack k WHERE p_account_id IN (k.payer_account_id, k.account_id))
-             THEN 'it has settled statements (paid or unpaid)' END,
-        CASE WHEN EXISTS (SELECT 1 FROM tco.invoice i WHERE p_account_id IN (i.issuer_account_id, i.recipient_account_id))
-             THEN 'it has invoices' END,
-        CASE WHEN EXISTS (SELECT 1 FROM tco.benefit b WHERE b.owner_account_id = p_account_id)
-               OR EXISTS (SELECT 1 FROM tco.benefit_share b WHERE b.account_id = p_account_id)
-             THEN 'it owns or shares benefits' END,
-        CASE WHEN EXISTS (SELECT 1 FROM tco.prepaid_resource r WHERE p_account_id IN (r.owner_account_id, r.holder_account_id))
-               OR EXISTS (SELECT 1 FROM tco.prepaid_transfer t WHERE p_account_id IN (t.from_account_id, t.to_account_id))
-             THEN 'it has prepaid resources' END,
-        CASE WHEN EXISTS (SELECT 1 FROM tco.ledger g WHERE g.counterparty_account_id = p_account_id
-                                                        OR g.account_id = p_account_id AND g.counterparty_account_id IS NOT NULL)
-             THEN 'it has top-ups with other accounts' END,
-        CASE WHEN EXISTS (SELECT 1 FROM tco.alert a WHERE a.account_id = p_account_id) THEN 'it has fired alerts' END,
-        CASE WHEN EXISTS (SELECT 1 FROM tco.invitation i WHERE i.account_id = p_account_id AND i.status = 'pending')
-             THEN 'it has a pending invitation' END,
-        CASE WHEN EXISTS (SELECT 1 FROM tco.allocation_rule r WHERE r.source_account_id = p_account_id)
-               OR EXISTS (SELECT 1 FROM tco.allocation_target t WHERE t.target_account_id = p_account_id)
-             THEN 'it is in cost allocation rules' END
-    ], NULL)
-$$;
+-- what an earlier install of these functions had (a move that refused
+-- accounts with history)
+DROP FUNCTION IF EXISTS tco_shard.export_account(bigint), tco_shard.forget_account(bigint),
+                        tco_shard.moved_tables(), tco_shard.move_blockers(bigint);
 
--- The tables a move carries, parents first.
-CREATE OR REPLACE FUNCTION tco_shard.moved_tables() RETURNS text[]
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT ARRAY['account', 'ledger', 'bill_line', 'member_history', 'contract_discount', 'alert_threshold',
-                 'alert_channel', 'account_login']
-$$;
-
--- The account's rows, for the shard it moves to; locks the account and the
--- settlement of the cycles of its lines (no settlement runs under a move).
-CREATE OR REPLACE FUNCTION tco_shard.export_account(p_account_id bigint) RETURNS jsonb
+-- Ids.  Every sequence of a column of schema tco but those of the ids the
+-- router draws (accounts, entities, organizations, units) draws on shard k
+-- from its own range [k * size, (k + 1) * size - 1] (README "Running on
+-- several servers", "Ids"), so that rows moved between shards keep their
+-- ids.  The sequence is left "called" at the range's first value: tco's
+-- sync_identity triggers (98_dump.sql) then never pull it back below its
+-- range when a move inserts the lower ids of another shard.  Idempotent;
+-- returns the number of sequences set.
+CREATE OR REPLACE FUNCTION tco_shard.set_id_ranges(p_shard_id integer, p_size bigint) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    blockers text[] := tco_shard.move_blockers(p_account_id);
-    t text;
-    rows jsonb;
-    result jsonb := '{}';
+    r record;
+    lo bigint := p_shard_id::bigint * p_size;
+    hi bigint := (p_shard_id::bigint + 1) * p_size - 1;
+    top bigint;
+    n integer := 0;
 BEGIN
-    IF pg_catalog.cardinality(blockers) > 0 THEN
-        RAISE EXCEPTION 'account % cannot move to another shard: %', p_account_id, pg_catalog.array_to_string(blockers, '; ')
-            USING ERRCODE = '55000',
-                  HINT = 'An account moves to its new organization''s shard only while it carries no settled or shared history: create the account through the router after its organization, or keep it on its shard.';
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
+        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.set_id_ranges'
+            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
+    END IF;
+    IF p_shard_id IS NULL OR p_shard_id < 1 OR p_size IS NULL OR p_size < 2 THEN
+        RAISE EXCEPTION 'invalid id range: shard %, size %', p_shard_id, p_size USING ERRCODE = '22023';
+    END IF;
+    FOR r IN SELECT * FROM tco_shard.id_sequences() LOOP
+        EXECUTE pg_catalog.format('SELECT max(%I) FROM %s WHERE %I BETWEEN $1 AND $2', r.col, r.tbl, r.col) INTO top USING lo, hi;
+        EXECUTE pg_catalog.format('ALTER SEQUENCE %s MINVALUE %s MAXVALUE %s START WITH %s RESTART WITH %s',
+                                  r.seq, lo, hi, lo + 1, coalesce(top, lo) + 1);
+        PERFORM pg_catalog.setval(r.seq, coalesce(top, lo), true);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END $$;
+
+-- The sequences set_id_ranges gives a range: every sequence owned by a
+-- column of a table of schema tco (identity or serial), but the router's ids.
+CREATE OR REPLACE FUNCTION tco_shard.id_sequences() RETURNS TABLE (seq regclass, tbl regclass, col name)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT d.objid::regclass, c.oid::regclass, a.attname
+      FROM pg_catalog.pg_depend d
+      JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+      JOIN pg_catalog.pg_class c ON c.oid = d.refobjid AND c.relnamespace = 'tco'::regnamespace AND NOT c.relispartition
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.refobjsubid
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass
+       AND d.deptype IN ('a', 'i')
+       AND (c.relname, a.attname) NOT IN (('account', 'account_id'), ('entity', 'entity_id'),
+                                          ('organization', 'org_id'), ('org_unit', 'unit_id'))
+     ORDER BY 2, 3
+$$;
+
+-- Moving an account off this shard or onto it: tco_cluster.move_account
+-- runs tco_shard.detach_account on the source and tco_shard.import_account
+-- on the target, each in a transaction it prepares and commits with
+-- two-phase commit, as a superuser (README "Running on several servers",
+-- "Accounts that change shard").  What moves is read from the catalog, so
+-- that tables added to tco later move too:
+--   * tco_shard.move_tables(): every table of schema tco (partitions aside)
+--     is global (the same on every shard: entities, products, configuration),
+--     of the organizations (organizations, units, memberships, settled
+--     cycles, partitions, policies, voucher pools: these never move), or else
+--     account data;
+--   * tco_shard.move_refs(): the columns that reference a row of another
+--     table: foreign keys; bigint columns named account_id or *_account_id
+--     (the account); bigint columns named after the single-column primary
+--     key of exactly one table, or ending in _<that name> (statement_id,
+--     benefit_id, *_line_id: the bill line, ...); the target of a policy
+--     attachment;
+--   * the account's rows (tco_shard.move_closure): its tco.account row, then,
+--     until nothing is added, every row of account data that references a
+--     row already taken (bill lines, ledger, statements and their lines,
+--     packs, invoices and credit notes, benefits, alerts, history, ...).
+-- A row taken that references a row that stays (another account, an
+-- organization: through a foreign key or a reference to account data), or a
+-- row that stays and references a row taken, would break on one of the two
+-- shards: the move is refused and names it (tco_shard.move_blockers), as
+-- are the moves the rules forbid (membership, an active trusteeship, unpaid
+-- statements, a settlement running).
+CREATE OR REPLACE FUNCTION tco_shard.move_tables() RETURNS TABLE (tbl regclass, kind text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT c.oid::regclass,
+           CASE WHEN c.relname IN ('entity', 'product', 'config') THEN 'global'
+                WHEN c.relname IN ('organization', 'org_unit', 'member', 'voucher_pool', 'settled_cycle',
+                                   'bill_line_cycle', 'service_policy') THEN 'organization'
+                ELSE 'account' END
+      FROM pg_catalog.pg_class c
+     WHERE c.relnamespace = 'tco'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+     ORDER BY c.relname
+$$;
+
+CREATE OR REPLACE FUNCTION tco_shard.move_refs()
+RETURNS TABLE (tbl regclass, col name, ref_tbl regclass, ref_col name, enforced boolean, cond text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+WITH tabs AS (
+    SELECT t.tbl FROM tco_shard.move_tables() t
+), fk AS (
+    SELECT k.conrelid::regclass AS tbl, a.attname AS col, k.confrelid::regclass AS ref_tbl, r.attname AS ref_col
+      FROM pg_catalog.pg_constraint k
+     CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(k.conkey), pg_catalog.unnest(k.confkey)) AS u(c, rc)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.c
+      JOIN pg_catalog.pg_attribute r ON r.attrelid = k.confrelid AND r.attnum = u.rc
+     WHERE k.contype = 'f' AND k.conrelid IN (SELECT tabs.tbl FROM tabs) AND k.confrelid IN (SELECT tabs.tbl FROM tabs)
+), pk AS (
+    -- single-column bigint primary keys named *_id, and the bill line's id
+    SELECT a.attname AS name, k.conrelid::regclass AS ref_tbl
+      FROM pg_catalog.pg_constraint k
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+     WHERE k.contype = 'p' AND pg_catalog.cardinality(k.conkey) = 1 AND k.conrelid IN (SELECT tabs.tbl FROM tabs)
+       AND a.atttypid = 'pg_catalog.int8'::pg_catalog.regtype AND a.attname LIKE '%\_id'
+       AND k.conrelid <> 'tco.bill_line_id'::regclass
+    UNION ALL
+    SELECT 'line_id', 'tco.bill_line'::regclass
+), pk1 AS (
+    SELECT pk.name, (pg_catalog.array_agg(pk.ref_tbl))[1] AS ref_tbl FROM pk GROUP BY pk.name HAVING count(*) = 1
+), named AS (
+    SELECT c.oid::regclass AS tbl, a.attname AS col,
+           CASE WHEN a.attname = 'account_id' OR a.attname LIKE '%\_account_id' THEN 'account_id'
+                ELSE (SELECT p.name FROM pk1 p
+                       WHERE a.attname = p.name OR pg_catalog.right(a.attname, pg_catalog.length(p.name) + 1) = '_' || p.name
+                       ORDER BY pg_catalog.length(p.name) DESC LIMIT 1) END AS ref_col
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE c.oid IN (SELECT tabs.tbl FROM tabs) AND a.atttypid = 'pg_catalog.int8'::pg_catalog.regtype
+       AND (c.relname, a.attname) <> ('policy_attachment', 'target_id')
+)
+SELECT fk.tbl, fk.col, fk.ref_tbl, fk.ref_col, true, NULL::text FROM fk
+UNION ALL
+SELECT n.tbl, n.col, CASE n.ref_col WHEN 'account_id' THEN 'tco.account'::regclass ELSE p.ref_tbl END, n.ref_col, false, NULL
+  FROM named n LEFT JOIN pk1 p ON p.name = n.ref_col
+ WHERE n.ref_col IS NOT NULL
+   AND NOT EXISTS (SELECT 1 FROM fk WHERE fk.tbl = n.tbl AND fk.col = n.col)
+   AND NOT (n.col = n.ref_col AND n.tbl = CASE n.ref_col WHEN 'account_id' THEN 'tco.account'::regclass ELSE p.ref_tbl END)
+UNION ALL
+SELECT 'tco.policy_attachment'::regclass, 'target_id', v.t::regclass, v.c, false, pg_catalog.format('x.target_type = %L', v.k)
+  FROM (VALUES ('account', 'tco.account', 'account_id'), ('unit', 'tco.org_unit', 'unit_id'),
+               ('organization', 'tco.organization', 'org_id')) v(k, t, c)
+ WHERE pg_catalog.to_regclass('tco.policy_attachment') IS NOT NULL
+$$;
+
+-- The tables of account data, parents first (by their references).
+CREATE OR REPLACE FUNCTION tco_shard.move_order() RETURNS regclass[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    todo regclass[] := ARRAY(SELECT t.tbl FROM tco_shard.move_tables() t WHERE t.kind = 'account' ORDER BY t.tbl::text);
+    done regclass[] := '{}';
+    t regclass;
+    progress boolean;
+BEGIN
+    LOOP
+        progress := false;
+        FOREACH t IN ARRAY todo LOOP
+            IF NOT t = ANY (done) AND NOT EXISTS (
+                   SELECT 1 FROM tco_shard.move_refs() r
+                    WHERE r.tbl = t AND r.ref_tbl <> t AND r.ref_tbl = ANY (todo) AND NOT r.ref_tbl = ANY (done)) THEN
+                done := done || t;
+                progress := true;
+            END IF;
+        END LOOP;
+        EXIT WHEN NOT progress;
+    END LOOP;
+    -- tables in a cycle of references (none in tco today) come last
+    RETURN done || ARRAY(SELECT u FROM pg_catalog.unnest(todo) u WHERE NOT u = ANY (done));
+END $$;
+
+-- The account's rows: table -> array of rows (to_jsonb, with their position
+-- "\ttid" = tableoid:ctid, for detach_account's deletes).
+CREATE OR REPLACE FUNCTION tco_shard.move_closure(p_account_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    taken jsonb;
+    refs jsonb;
+    t regclass;
+    conds text;
+    rows jsonb;
+    changed boolean;
+    tid_expr text := '(x.tableoid::text || '':'' || x.ctid::text)';
+BEGIN
+    EXECUTE pg_catalog.format('SELECT pg_catalog.jsonb_build_object(%L, coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(x) || pg_catalog.jsonb_build_object(%L, %s)), %L)) FROM tco.account x WHERE x.account_id = $1',
+                              'tco.account', E'\ttid', tid_expr, '[]')
+       INTO taken USING p_account_id;
+    LOOP
+        changed := false;
+        FOREACH t IN ARRAY tco_shard.move_order() LOOP
+            CONTINUE WHEN t = 'tco.account'::regclass;
+            -- (the account itself as a constant: an index scan of the big tables)
+            SELECT pg_catalog.string_agg(CASE WHEN r.ref_tbl = 'tco.account'::regclass
+                                              THEN pg_catalog.format('(%s x.%I = %s)', coalesce(r.cond || ' AND', ''), r.col, p_account_id)
+                                              ELSE pg_catalog.format('(%s x.%I IN (SELECT (e ->> %L)::%s FROM pg_catalog.jsonb_array_elements($1 -> %L) e))',
+                                                                     coalesce(r.cond || ' AND', ''), r.col, r.ref_col,
+                                                                     pg_catalog.format_type(a.atttypid, a.atttypmod), r.ref_tbl::text) END, ' OR ')
+              INTO conds
+              FROM tco_shard.move_refs() r
+              JOIN tco_shard.move_tables() m ON m.tbl = r.ref_tbl AND m.kind = 'account'
+              JOIN pg_catalog.pg_attribute a ON a.attrelid = r.tbl AND a.attname = r.col
+             WHERE r.tbl = t;
+            CONTINUE WHEN conds IS NULL;
+            EXECUTE pg_catalog.format('SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(x) || pg_catalog.jsonb_build_object(%L, %s)), %L) FROM %s x WHERE %s',
+                                      E'\ttid', tid_expr, '[]', t, conds)
+               INTO rows USING taken;
+            IF pg_catalog.jsonb_array_length(rows) <> coalesce(pg_catalog.jsonb_array_length(taken -> t::text), 0) THEN
+                taken := taken || pg_catalog.jsonb_build_object(t::text, rows);
+                changed := true;
+            END IF;
+        END LOOP;
+        EXIT WHEN NOT changed;
+    END LOOP;
+    RETURN taken;
+END $$;
+
+-- Why the account cannot move (empty: it can): the rules first, then the
+-- references that would break.
+CREATE OR REPLACE FUNCTION tco_shard.move_blockers(p_account_id bigint, taken jsonb) RETURNS text[]
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    b text[];
+    r record;
+    vals text;
+BEGIN
+    b := pg_catalog.array_remove(ARRAY[
+        (SELECT 'it is a member of organization ' || m.org_id FROM tco.member m WHERE m.account_id = p_account_id),
+        (SELECT 'it is the admin of organization ' || min(o.org_id) FROM tco.organization o WHERE o.admin_account_id = p_account_id HAVING count(*) > 0),
+        (SELECT 'it is in an active trusteeship (' || pg_catalog.string_agg(t.trusteeship_id::text, ', ' ORDER BY t.trusteeship_id) || ')'
+           FROM tco.trusteeship t WHERE p_account_id IN (t.member_account_id, t.management_account_id)
+            AND (t.ended_at IS NULL OR t.ended_at > pg_catalog.now()) HAVING count(*) > 0),
+        (SELECT 'it has unpaid statements (cycles ' || pg_catalog.string_agg(s.cycle::text, ', ' ORDER BY s.cycle::text) || ')'
+           FROM tco.statement s WHERE s.payer_account_id = p_account_id AND s.paid_at IS NULL HAVING count(*) > 0),
+        (SELECT 'it has a pending invitation to organization ' || min(i.org_id) FROM tco.invitation i
+          WHERE i.account_id = p_account_id AND i.status = 'pending' HAVING count(*) > 0)
+    ], NULL);
+    -- rows taken that reference rows that stay
+    FOR r IN SELECT rf.*, pg_catalog.format_type(a.atttypid, a.atttypmod) AS typ
+               FROM tco_shard.move_refs() rf
+               JOIN tco_shard.move_tables() mt ON mt.tbl = rf.tbl AND mt.kind = 'account'
+               JOIN tco_shard.move_tables() mr ON mr.tbl = rf.ref_tbl AND mr.kind <> 'global'
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = rf.tbl AND a.attname = rf.col
+              WHERE taken ? rf.tbl::text AND (rf.enforced OR mr.kind = 'account')
+              ORDER BY rf.tbl::text, rf.col LOOP
+        EXECUTE pg_catalog.format('SELECT pg_catalog.string_agg(v, %L) FROM (SELECT DISTINCT x.%I::text AS v FROM pg_catalog.jsonb_populate_recordset(NULL::%s, $1 -> %L) x '
+                                  'WHERE x.%I IS NOT NULL AND %s AND x.%I NOT IN (SELECT (e ->> %L)::%s FROM pg_catalog.jsonb_array_elements(coalesce($1 -> %L, %L)) e) '
+                                  'ORDER BY 1 LIMIT 5) s',
+                                  ', ', r.col, r.tbl, r.tbl::text, r.col, coalesce(r.cond, 'true'), r.col, r.ref_col, r.typ, r.ref_tbl::text, '[]')
+           INTO vals USING taken;
+        IF vals IS NOT NULL THEN
+            b := b || pg_catalog.format('its %s rows reference %s %s %s, which stays on this shard', r.tbl, r.ref_tbl, r.ref_col, vals);
+        END IF;
+    END LOOP;
+    -- rows of the organizations that reference rows taken
+    FOR r IN SELECT rf.*
+               FROM tco_shard.move_refs() rf
+               JOIN tco_shard.move_tables() mt ON mt.tbl = rf.tbl AND mt.kind <> 'account'
+              WHERE taken ? rf.ref_tbl::text AND rf.tbl <> 'tco.member'::regclass
+              ORDER BY rf.tbl::text, rf.col LOOP
+        EXECUTE pg_catalog.format('SELECT pg_catalog.string_agg(x.%I::text, %L) FROM (SELECT * FROM %s x WHERE %s AND x.%I::text IN '
+                                  '(SELECT e ->> %L FROM pg_catalog.jsonb_array_elements($1 -> %L) e) LIMIT 5) x',
+                                  r.col, ', ', r.tbl, coalesce(r.cond, 'true'), r.col, r.ref_col, r.ref_tbl::text)
+           INTO vals USING taken;
+        IF vals IS NOT NULL AND NOT (r.tbl = 'tco.organization'::regclass AND r.col = 'admin_account_id') THEN
+            b := b || pg_catalog.format('%s.%s references it (%s)', r.tbl, r.col, vals);
+        END IF;
+    END LOOP;
+    RETURN b;
+END $$;
+
+-- The settlement lock of cycles, shared, without waiting long for a
+-- settlement in progress.
+CREATE OR REPLACE FUNCTION tco_shard.lock_cycles(cycles text[]) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c text;
+    old text := pg_catalog.current_setting('lock_timeout');
+BEGIN
+    PERFORM pg_catalog.set_config('lock_timeout', '5s', true);
+    FOREACH c IN ARRAY coalesce((SELECT pg_catalog.array_agg(DISTINCT u ORDER BY u) FROM pg_catalog.unnest(cycles) u), ARRAY[]::text[]) LOOP
+        BEGIN
+            PERFORM tco.settlement_lock_shared(c::tco.billing_cycle);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'billing cycle % is being settled on database %', c, pg_catalog.current_database()
+                USING ERRCODE = '55P03', HINT = 'Move the account when the settlement has finished.';
+        END;
+    END LOOP;
+    PERFORM pg_catalog.set_config('lock_timeout', old, true);
+END $$;
+
+-- Take the account off this shard: lock it and the settlement of its
+-- cycles, refuse what cannot move (tco_shard.move_blockers), delete its rows
+-- (raw deletes, history included, with triggers off: session_replication_role
+-- = replica, superuser only; the rows are not gone, they move) and return
+-- them with the cycles they were settled in or not, for import_account.
+CREATE OR REPLACE FUNCTION tco_shard.detach_account(p_account_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    taken jsonb;
+    blockers text[];
+    cycles text[];
+    settled text[];
+    order_ regclass[] := tco_shard.move_order();
+    t regclass;
+    grp record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
+        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.detach_account'
+            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
     END IF;
     PERFORM 1 FROM tco.account a WHERE a.account_id = p_account_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist on this shard', p_account_id
             USING ERRCODE = '23503', HINT = 'Check tco_cluster.account_directory on the router (tco_cluster.recover() resolves interrupted moves).';
     END IF;
-    PERFORM tco.settlement_lock_shared(c.cycle)
-       FROM (SELECT DISTINCT tco.cycle_of(b.period_start) AS cycle FROM tco.bill_line b WHERE b.account_id = p_account_id) c;
-    FOREACH t IN ARRAY tco_shard.moved_tables() LOOP
-        EXECUTE pg_catalog.format('SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(x)), ''[]'') FROM tco.%I x WHERE x.account_id = $1', t)
-           INTO rows USING p_account_id;
-        result := result || pg_catalog.jsonb_build_object(t, rows);
-    END LOOP;
-    RETURN result;
-END $$;
-
--- Remove the account's rows (after export_account in the same
--- transaction): raw deletes, history included, with triggers off
--- (session_replication_role = replica, superuser only): the rows are not
--- gone, they move.
-CREATE OR REPLACE FUNCTION tco_shard.forget_account(p_account_id bigint) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    t text;
-    n bigint;
-    total bigint := 0;
-BEGIN
-    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
-    -- the line ids of tco.bill_line_id (kept by the bill line triggers, off here)
-    IF pg_catalog.to_regclass('tco.bill_line_id') IS NOT NULL THEN
-        EXECUTE 'DELETE FROM tco.bill_line_id k USING tco.bill_line b WHERE b.account_id = $1 AND k.line_id = b.line_id'
-          USING p_account_id;
+    cycles := ARRAY(SELECT DISTINCT tco.cycle_of(b.period_start)::text FROM tco.bill_line b WHERE b.account_id = p_account_id
+                    UNION SELECT s.cycle::text FROM tco.statement s WHERE s.payer_account_id = p_account_id ORDER BY 1);
+    PERFORM tco_shard.lock_cycles(cycles);
+    taken := tco_shard.move_closure(p_account_id);
+    blockers := tco_shard.move_blockers(p_account_id, taken);
+    IF pg_catalog.cardinality(blockers) > 0 THEN
+        RAISE EXCEPTION 'account % cannot move to another shard: %', p_account_id, pg_catalog.array_to_string(blockers, '; ')
+            USING ERRCODE = '55000',
+                  HINT = 'An account moves with all its rows; what it shares with accounts or organizations that stay cannot move (README "Running on several servers": Accounts that change shard).';
     END IF;
-    FOR t IN SELECT u.t FROM pg_catalog.unnest(tco_shard.moved_tables()) WITH ORDINALITY AS u(t, o) ORDER BY u.o DESC LOOP
-        EXECUTE pg_catalog.format('DELETE FROM tco.%I x WHERE x.account_id = $1', t) USING p_account_id;
-        GET DIAGNOSTICS n = ROW_COUNT;
-        total := total + n;
+    -- settled: the cycles of its statements, and those settled for everything here
+    settled := ARRAY(SELECT s.cycle::text FROM tco.statement s WHERE s.payer_account_id = p_account_id
+                     UNION SELECT c FROM pg_catalog.unnest(cycles) c
+                            WHERE EXISTS (SELECT 1 FROM tco.settled_cycle z WHERE z.cycle::text = c AND z.org_id IS NULL) ORDER BY 1);
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    FOR i IN REVERSE pg_catalog.cardinality(order_) .. 1 LOOP
+        t := order_[i];
+        CONTINUE WHEN NOT taken ? t::text;
+        FOR grp IN SELECT pg_catalog.split_part(e ->> E'\ttid', ':', 1)::oid AS rel,
+                          pg_catalog.array_agg(pg_catalog.split_part(e ->> E'\ttid', ':', 2)::tid) AS tids
+                     FROM pg_catalog.jsonb_array_elements(taken -> t::text) e GROUP BY 1 LOOP
+            EXECUTE pg_catalog.format('DELETE FROM %s WHERE ctid = ANY ($1)', grp.rel::regclass) USING grp.tids;
+        END LOOP;
     END LOOP;
     PERFORM pg_catalog.set_config('session_replication_role', 'origin', true);
-    RETURN total;
+    RETURN pg_catalog.jsonb_build_object('account_id', p_account_id, 'rows', taken,
+                                         'settled_cycles', pg_catalog.to_jsonb(settled),
+                                         'open_cycles', pg_catalog.to_jsonb(ARRAY(SELECT c FROM pg_catalog.unnest(cycles) c WHERE NOT c = ANY (settled))));
 END $$;
 
--- Insert the rows of export_account: as a restore does (row_security off,
+-- Insert the rows of detach_account: as a restore does (row_security off,
 -- superuser: tco.restoring() is true, so triggers neither derive rows nor
--- re-judge past actions: the ledger is not applied to the balance twice),
--- with this shard's own ids for every row but the account.  Bill lines are
--- written last as new lines are (R14, partitions, line ids of this shard).
+-- re-judge past actions, README "Backup and restore": the ledger is not
+-- applied to the balance twice, settled lines enter their settled cycle),
+-- with their ids (every shard draws its own range, set_id_ranges).  A cycle
+-- the account was settled in must be settled here too (then a later
+-- settlement here skips its lines), and one it was not settled in must not
+-- be settled here for everything (its lines would never be).
 CREATE OR REPLACE FUNCTION tco_shard.import_account(data jsonb) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    t text;
+    order_ regclass[] := tco_shard.move_order();
+    t regclass;
+    k text;
+    c text;
     cols text;
     n bigint;
     total bigint := 0;
 BEGIN
-    PERFORM pg_catalog.set_config('row_security', 'off', true);
-    FOREACH t IN ARRAY pg_catalog.array_append(pg_catalog.array_remove(tco_shard.moved_tables(), 'bill_line'), 'bill_line') LOOP
-        IF t = 'bill_line' THEN
-            PERFORM pg_catalog.set_config('row_security', 'on', true);
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
+        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.import_account'
+            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
+    END IF;
+    FOR k IN SELECT pg_catalog.jsonb_object_keys(data -> 'rows') LOOP
+        IF pg_catalog.to_regclass(k) IS NULL OR NOT pg_catalog.to_regclass(k) = ANY (order_) THEN
+            RAISE EXCEPTION 'the account''s rows of % have no table of account data on this shard', k
+                USING ERRCODE = '55000', HINT = 'Run the same version of tco on every shard.';
         END IF;
+    END LOOP;
+    PERFORM tco_shard.lock_cycles(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(data -> 'settled_cycles')
+                                        UNION SELECT pg_catalog.jsonb_array_elements_text(data -> 'open_cycles')));
+    FOR c IN SELECT pg_catalog.jsonb_array_elements_text(data -> 'settled_cycles') LOOP
+        IF NOT EXISTS (SELECT 1 FROM tco.settled_cycle z WHERE z.cycle::text = c) THEN
+            RAISE EXCEPTION 'account % was settled in billing cycle %, which is not settled on this shard (database %)', data ->> 'account_id', c, pg_catalog.current_database()
+                USING ERRCODE = '55000', HINT = pg_catalog.format('Settle it on every shard first: SELECT * FROM tco.settle_cycle(%L) on the router.', c);
+        END IF;
+    END LOOP;
+    FOR c IN SELECT pg_catalog.jsonb_array_elements_text(data -> 'open_cycles') LOOP
+        IF EXISTS (SELECT 1 FROM tco.settled_cycle z WHERE z.cycle::text = c AND z.org_id IS NULL) THEN
+            RAISE EXCEPTION 'account % has bill lines of billing cycle % not settled yet, and the cycle is settled on this shard (database %)', data ->> 'account_id', c, pg_catalog.current_database()
+                USING ERRCODE = '55000', HINT = pg_catalog.format('Settle it on every shard first: SELECT * FROM tco.settle_cycle(%L) on the router.', c);
+        END IF;
+    END LOOP;
+    -- the partitions of its lines' cycles (as tco.insert_bill_lines makes them)
+    PERFORM tco.prepare_cycles_of(ARRAY(SELECT (e ->> 'period_start')::timestamptz
+                                          FROM pg_catalog.jsonb_array_elements(coalesce(data -> 'rows' -> 'tco.bill_line', '[]')) e));
+    PERFORM pg_catalog.set_config('row_security', 'off', true);
+    FOREACH t IN ARRAY order_ LOOP
+        CONTINUE WHEN coalesce(pg_catalog.jsonb_array_length(data -> 'rows' -> t::text), 0) = 0;
         SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
           FROM pg_catalog.pg_attribute a
-         WHERE a.attrelid = pg_catalog.format('tco.%I', t)::regclass AND a.attnum > 0 AND NOT a.attisdropped
-           AND a.attgenerated = '' AND (a.attidentity = '' OR t = 'account');
-        EXECUTE pg_catalog.format('INSERT INTO tco.%I (%s) SELECT %s FROM pg_catalog.jsonb_populate_recordset(NULL::tco.%I, $1)',
+         WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+        EXECUTE pg_catalog.format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM pg_catalog.jsonb_populate_recordset(NULL::%s, $1)',
                                   t, cols, cols, t)
-          USING data -> t;
+          USING data -> 'rows' -> t::text;
         GET DIAGNOSTICS n = ROW_COUNT;
         total := total + n;
     END LOOP;
+    PERFORM pg_catalog.set_config('row_security', 'on', true);
+    PERFORM tco.bill_lines_written();
     RETURN total;
 END $$;
 

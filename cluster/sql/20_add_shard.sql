@@ -1,5 +1,13 @@
 -- Adding a shard, mapping roles, and the BI views over every shard.
 
+-- The size of each shard's range of ids: shard k draws the ids of every
+-- sequence of schema tco (but accounts, entities, organizations and units,
+-- drawn by the router) from [k * size, (k + 1) * size - 1]
+-- (tco_shard.set_id_ranges, 15_shard_support.sql).
+CREATE FUNCTION tco_cluster.id_range_size() RETURNS bigint
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$ SELECT 1000000000000::bigint $$;
+COMMENT ON FUNCTION tco_cluster.id_range_size() IS 'Size of the range of ids each shard draws from (shard k: k * size to (k + 1) * size - 1), for every sequence of schema tco but the router''s ids.';
+
 -- The key=value pairs of a libpq connection string (values may be quoted).
 CREATE FUNCTION tco_cluster.conninfo_options(conninfo text) RETURNS TABLE (key text, value text)
 LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
@@ -48,7 +56,7 @@ END $$;
 COMMENT ON FUNCTION tco_cluster.rebuild_views() IS 'Defines the router''s BI views as UNION ALL of the foreign tables of every shard.';
 
 SELECT tco_cluster.rebuild_views();
-COMMENT ON VIEW tco.settlement_by_payer IS 'Per cycle and payer, over every shard (postgres_fdw, shards read concurrently): the view tco.settlement_by_payer of each shard. statement_id is the shard''s own.';
+COMMENT ON VIEW tco.settlement_by_payer IS 'Per cycle and payer, over every shard (postgres_fdw, shards read concurrently): the view tco.settlement_by_payer of each shard. statement_id is unique across shards (each shard draws ids from its own range, tco_cluster.id_range_size()).';
 COMMENT ON VIEW tco.settlement_by_member IS 'Per cycle, payer, consuming account and product, over every shard: the view tco.settlement_by_member of each shard.';
 COMMENT ON VIEW tco.settlement_by_unit IS 'Per cycle and unit (whole subtree), over every shard: the view tco.settlement_by_unit of each shard.';
 
@@ -139,6 +147,9 @@ BEGIN
     PERFORM tco_cluster.rebuild_views();
 
     PERFORM tco_cluster.install_shard_support(srv);
+    -- ids the shard draws come from its own range (README "Running on
+    -- several servers", Ids): rows that move between shards keep their ids
+    PERFORM tco_cluster.dblink_value(srv::text, pg_catalog.format('SELECT tco_shard.set_id_ranges(%s, %s)::text', new_id, tco_cluster.id_range_size()));
     PERFORM tco_cluster.sync_globals(new_id);
     RETURN new_id;
 END $$;

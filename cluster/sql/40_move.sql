@@ -1,11 +1,14 @@
--- Moving an account between shards (DESIGN section 10): tco.add_member of an
+-- Moving an account between shards (README "Running on several servers",
+-- "Accounts that change shard"): tco.add_member of an
 -- account whose shard is not its new organization's moves it there first,
 -- atomically, with two-phase commit:
 --
 --   1. the move is recorded on the router (state 'preparing'), committed at
 --      once through a loopback connection, whatever becomes of the caller;
---   2. on the source shard export_account + forget_account, on the target
---      import_account, each in a transaction, both PREPAREd (gids
+--   2. on the source shard tco_shard.detach_account (the account's rows,
+--      read from the catalog, checked and deleted), on the target
+--      tco_shard.import_account (the same rows, with their ids: every shard
+--      draws ids from its own range), each in a transaction, both PREPAREd (gids
 --      tco_move_<id>_<shard_id>: two shards may share a server, and gids are
 --      per server);
 --   3. the decision: state 'committing' and the directory's new shard,
@@ -18,7 +21,7 @@
 -- nothing is half-moved.  The shard connections (dblink, through each
 -- shard's postgres_fdw server and user mapping) and the loopback run as the
 -- extension's owner, a superuser (the shard functions need it: see
--- tco_shard.forget_account in 15_shard_support.sql).
+-- tco_shard.detach_account in 15_shard_support.sql).
 
 CREATE TABLE tco_cluster.account_move (
     move_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -91,7 +94,6 @@ DECLARE
     gid_dst text;
     data text;
     decided boolean := false;
-    crash text := pg_catalog.current_setting('tco_cluster.fail_move_at', true);
 BEGIN
     SELECT * INTO s_dst FROM tco_cluster.shard_conf s WHERE s.shard_id = to_shard_id;
     IF NOT FOUND THEN
@@ -117,26 +119,19 @@ BEGIN
     PERFORM tco_cluster.dblink_connect('tco_move_src', s_src.fdw_server);
     PERFORM tco_cluster.dblink_connect('tco_move_dst', s_dst.fdw_server);
     PERFORM tco_cluster.dblink_exec('tco_move_src', 'BEGIN');
-    data := tco_cluster.dblink_value('tco_move_src', pg_catalog.format('SELECT tco_shard.export_account(%s)::text', account_id));
-    PERFORM tco_cluster.dblink_value('tco_move_src', pg_catalog.format('SELECT tco_shard.forget_account(%s)::text', account_id));
+    data := tco_cluster.dblink_value('tco_move_src', pg_catalog.format('SELECT tco_shard.detach_account(%s)::text', account_id));
     PERFORM tco_cluster.dblink_exec('tco_move_dst', 'BEGIN');
     PERFORM tco_cluster.dblink_value('tco_move_dst', pg_catalog.format('SELECT tco_shard.import_account(%L::jsonb)::text', data));
     PERFORM tco_cluster.dblink_exec('tco_move_dst', pg_catalog.format('PREPARE TRANSACTION %L', gid_dst));
     PERFORM tco_cluster.dblink_exec('tco_move_src', pg_catalog.format('PREPARE TRANSACTION %L', gid_src));
-    IF crash = 'prepared' THEN       -- test hook (scripts/test_cluster.sh): the router dies here
-        PERFORM pg_catalog.pg_terminate_backend(pg_catalog.pg_backend_pid());
-        PERFORM pg_catalog.pg_sleep(30);
-    END IF;
     -- the decision, with the directory's new shard, committed on the router
+    -- (scripts/test_cluster.sh makes the router's session or a shard die
+    -- around here: it holds a lock on the directory that this waits for)
     PERFORM tco_cluster.dblink_exec(lb, pg_catalog.format(
         'BEGIN; UPDATE tco_cluster.account_move SET state = %L WHERE move_id = %s; '
         'UPDATE tco_cluster.account_directory SET shard_id = %s, org_id = NULL WHERE account_id = %s; COMMIT',
         'committing', mid, to_shard_id, account_id));
     decided := true;
-    IF crash = 'decided' THEN        -- test hook: the router dies after the decision
-        PERFORM pg_catalog.pg_terminate_backend(pg_catalog.pg_backend_pid());
-        PERFORM pg_catalog.pg_sleep(30);
-    END IF;
     PERFORM tco_cluster.dblink_exec('tco_move_dst', pg_catalog.format('COMMIT PREPARED %L', gid_dst));
     PERFORM tco_cluster.dblink_exec('tco_move_src', pg_catalog.format('COMMIT PREPARED %L', gid_src));
     PERFORM tco_cluster.dblink_exec(lb, pg_catalog.format(
@@ -159,7 +154,7 @@ EXCEPTION WHEN OTHERS THEN
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco_cluster.move_account(bigint, integer) IS
-'Moves an account (its row, ledger, unsettled bill lines, history, discounts, alert thresholds, logins) to another shard atomically: two-phase commit on both shards, decision recorded on the router. Refused (55000) for an account in an organization, with trusteeship history, statements, benefits, prepaid resources or invoices.';
+'Moves an account with all its rows (account, ledger, bill lines of every cycle, statements, packs, invoices, benefits, alerts, history, discounts, logins: every row of schema tco that references it, found from the catalog) to another shard atomically, ids unchanged: two-phase commit on both shards, decision recorded on the router. Refused (55000) for an account in an organization or an active trusteeship, with unpaid statements, or with rows shared with accounts or organizations that stay; 55P03 while a settlement of its cycles runs.';
 
 -- Resolve the prepared transactions of one move on both shards: commit
 -- (decided) or roll back.  Returns the number of transactions resolved.
