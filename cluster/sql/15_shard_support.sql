@@ -242,12 +242,14 @@ WITH tabs AS (
      WHERE k.contype = 'f' AND k.conrelid IN (SELECT tabs.tbl FROM tabs) AND k.confrelid IN (SELECT tabs.tbl FROM tabs)
 ), pk AS (
     -- single-column bigint primary keys named *_id, and the bill line's id
+    -- (tables keyed by a bill line's id, tco.bill_line_id and tco.late_line,
+    -- reference the line: they are not what a line_id names)
     SELECT a.attname AS name, k.conrelid::regclass AS ref_tbl
       FROM pg_catalog.pg_constraint k
       JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
      WHERE k.contype = 'p' AND pg_catalog.cardinality(k.conkey) = 1 AND k.conrelid IN (SELECT tabs.tbl FROM tabs)
        AND a.atttypid = 'pg_catalog.int8'::pg_catalog.regtype AND a.attname LIKE '%\_id'
-       AND k.conrelid <> 'tco.bill_line_id'::regclass
+       AND a.attname <> 'line_id'
     UNION ALL
     SELECT 'line_id', 'tco.bill_line'::regclass
 ), pk1 AS (
