@@ -415,9 +415,10 @@ settle_batch_flush(SettleRun *run)
 			/*
 			 * 1.4 on: rates, sources and discount ids once per pack when
 			 * they are the same for all its lines (they mostly are: one
-			 * account and product), and no discount amounts, which the
-			 * views recompute exactly from list and rate as settle_line
-			 * computed them (README "Settlement speed").
+			 * account and product), as are benefit amounts (below; mostly
+			 * all zero), and no discount amounts, which the views
+			 * recompute exactly from list and rate as settle_line computed
+			 * them (README "Settlement speed").
 			 */
 			v[9] = int_slice_compact(b->rate, l, nl, INT4OID, 4);
 			v[10] = int_slice_compact(b->source, l, nl, INT2OID, 2);
@@ -432,7 +433,8 @@ settle_batch_flush(SettleRun *run)
 			v[11] = int_slice(b->discount_id, l, nl, INT8OID, 8);
 			v[12] = int_slice(b->discount, l, nl, INT8OID, 8);
 		}
-		v[13] = int_slice(b->benefit, l, nl, INT8OID, 8);
+		v[13] = run->late_schema ? int_slice_compact(b->benefit, l, nl, INT8OID, 8) :
+			int_slice(b->benefit, l, nl, INT8OID, 8);
 		v[14] = int_slice(b->use_line, u, nu, INT8OID, 8);
 		v[15] = int_slice(b->use_benefit, u, nu, INT8OID, 8);
 		v[16] = int_slice(b->use_amount, u, nu, INT8OID, 8);

@@ -117,9 +117,10 @@ SELECT results_eq($$SELECT what, bad FROM pg_temp.check_cycle('2023-01') ORDER B
 SELECT is((SELECT count(*) FROM tco.settled_pack p
            WHERE cardinality(p.discount_amounts) <> 0
               OR (cardinality(p.discount_rates) > 1 AND (SELECT count(DISTINCT x) FROM unnest(p.discount_rates) x) = 1
-                  AND (SELECT count(DISTINCT x) FROM unnest(p.discount_ids) x) = 1)),
+                  AND (SELECT count(DISTINCT x) FROM unnest(p.discount_ids) x) = 1)
+              OR (cardinality(p.benefit_amounts) > 1 AND (SELECT count(DISTINCT x) FROM unnest(p.benefit_amounts) x) = 1)),
           0::bigint,
-          'packs are compact (README "Settlement speed"): no discount amounts, one rate and discount id when all lines share them');
+          'packs are compact (README "Settlement speed"): no discount amounts, one rate, discount id and benefit amount when all lines share them');
 SELECT is((SELECT sum(list_amount) FROM tco.statement_line),
           (SELECT sum(list_amount) FROM pg_temp.cycle_lines WHERE cycle = '2023-01'),
           'sum of list amounts on statements = sum over the cycle''s bill lines (exact)');
