@@ -43,7 +43,10 @@
 /*
  * A pack row stays under the table's toast_tuple_target (8160): neither
  * compressed nor moved out of line (pglz compression of packs was a quarter
- * of the settlement time).  Bytes a line and a use add to a pack.
+ * of the settlement time).  Bytes a line and a use add to a pack with one
+ * element per line in every array (1.1 to 1.3); the compact packs of 1.4
+ * (settle_write.c) are cut at the same lines, so that they hold the same
+ * lines and uses, with the same ids, in either form.
  */
 #define PACK_LINE_BYTES		46
 #define PACK_USE_BYTES		24

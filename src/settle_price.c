@@ -234,18 +234,16 @@ give_back(SettleRun *run, int64 line_id, const CorrectionHistory *h, int64 state
  * Pricing one line
  */
 
-static int16
-source_code(const char *source)
-{
-	static const char *const names[] = {"none", "own", "admin", "manager", "entity", "own_new_trusteeship"};
-	int			i;
-
-	for (i = 0; i < (int) lengthof(names); i++)
-		if (strcmp(source, names[i]) == 0)
-			return (int16) i;
-	elog(ERROR, "unknown discount source \"%s\"", source);
-	return 0;
-}
+/*
+ * Discount sources as tco.settled_pack.discount_sources codes them
+ * (src/sql/40_settlement.sql).
+ */
+#define SOURCE_NONE			0
+#define SOURCE_OWN			1
+#define SOURCE_ADMIN		2
+#define SOURCE_MANAGER		3
+#define SOURCE_ENTITY		4
+#define SOURCE_OWN_NEW_TRUSTEESHIP 5
 
 void
 settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product_code,
@@ -255,7 +253,7 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	int64		payer;
 	AccountInfo *consumer;
 	const DiscountRow *discount = NULL;
-	const char *source = "none";
+	int16		source = SOURCE_NONE;
 	int64		rate = 0;
 	int64		discount_amount;
 	int64		remaining;
@@ -279,7 +277,7 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	if (payer == account_id)
 	{
 		discount = find_discount(run, OWNER_ACCOUNT, account_id, product_code, at);
-		source = "own";
+		source = SOURCE_OWN;
 		if (consumer->admin_account_id != 0 && consumer->admin_account_id != account_id &&
 			consumer->verified && consumer->entity_id != 0)
 		{
@@ -293,7 +291,7 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 				if (inherited != NULL && (discount == NULL || inherited->rate_micro > discount->rate_micro))
 				{
 					discount = inherited;
-					source = "admin";
+					source = SOURCE_ADMIN;
 				}
 			}
 		}
@@ -309,21 +307,21 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 		if (change->at < run->legacy_cutover)
 		{
 			discount = find_discount(run, OWNER_ACCOUNT, payer, product_code, at);
-			source = "manager";
+			source = SOURCE_MANAGER;
 		}
 		else
 		{
 			discount = find_discount(run, OWNER_ENTITY, consumer->entity_id, product_code, at);
-			source = "entity";
+			source = SOURCE_ENTITY;
 			if (discount == NULL)
 			{
 				discount = find_discount(run, OWNER_ACCOUNT, account_id, product_code, at);
-				source = "own_new_trusteeship";
+				source = SOURCE_OWN_NEW_TRUSTEESHIP;
 			}
 		}
 	}
 	if (discount == NULL)
-		source = "none";
+		source = SOURCE_NONE;
 	else
 		rate = discount->rate_micro;
 	/* half-up on the magnitude: a correction's discount mirrors a line's */
@@ -398,7 +396,7 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	batch->line_id[n] = Int64GetDatum(line_id);
 	batch->list[n] = Int64GetDatum(list);
 	batch->rate[n] = Int32GetDatum((int32) rate);
-	batch->source[n] = Int16GetDatum(source_code(source));
+	batch->source[n] = Int16GetDatum(source);
 	batch->discount_id[n] = Int64GetDatum(discount ? discount->discount_id : 0);
 	batch->discount[n] = Int64GetDatum(discount_amount);
 	batch->benefit[n] = Int64GetDatum(benefit);

@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION tco CASCADE;
 RESET client_min_messages;
-SELECT plan(26);
+SELECT plan(27);
 
 SELECT setseed(0.4242);
 SELECT tco.set_billing_timezone('Asia/Shanghai');
@@ -114,6 +114,13 @@ SELECT is((SELECT count(*) FROM tco.settled_line), (SELECT count(*) FROM pg_temp
 SELECT results_eq($$SELECT what, bad FROM pg_temp.check_cycle('2023-01') ORDER BY what$$,
                   $$SELECT what, 0::bigint FROM pg_temp.check_cycle('2023-01') ORDER BY what$$,
                   'every invariant of the cycle holds after settling 2023-01');
+SELECT is((SELECT count(*) FROM tco.settled_pack p
+           WHERE cardinality(p.discount_amounts) <> 0
+              OR (cardinality(p.discount_rates) > 1 AND (SELECT count(DISTINCT x) FROM unnest(p.discount_rates) x) = 1
+                  AND (SELECT count(DISTINCT x) FROM unnest(p.discount_ids) x) = 1)
+              OR (cardinality(p.benefit_amounts) > 1 AND (SELECT count(DISTINCT x) FROM unnest(p.benefit_amounts) x) = 1)),
+          0::bigint,
+          'packs are compact (README "Settlement speed"): no discount amounts, one rate, discount id and benefit amount when all lines share them');
 SELECT is((SELECT sum(list_amount) FROM tco.statement_line),
           (SELECT sum(list_amount) FROM pg_temp.cycle_lines WHERE cycle = '2023-01'),
           'sum of list amounts on statements = sum over the cycle''s bill lines (exact)');

@@ -36,6 +36,47 @@ COMMENT ON COLUMN tco.bill_line.correction_reason IS 'Why a correction line was 
 ALTER TABLE tco.benefit ADD COLUMN price numeric(20,2);
 ALTER TABLE tco.benefit ADD CONSTRAINT benefit_pack_price CHECK (price IS NULL OR (kind = 'resource_pack' AND price >= 0));
 COMMENT ON COLUMN tco.benefit.price IS 'Resource packs only: what the owner pays for the pack, billed by the settlement of the cycle its term starts in (NULL: not billed by tco).';
+
+-- ==== 40_settlement.sql: compact packs (README "Settlement speed"): a pack
+-- written since 1.4 has one rate, source, discount id and benefit amount when
+-- they are the same for all its lines, and no discount amounts (recomputed by
+-- the views);
+-- packs written before keep their per-line arrays, read as before
+ALTER TABLE tco.settled_pack DROP CONSTRAINT settled_pack_lines;
+ALTER TABLE tco.settled_pack ADD CONSTRAINT settled_pack_lines CHECK (
+        cardinality(line_ids) > 0 AND array_ndims(line_ids) = 1
+        AND cardinality(list_amounts) = cardinality(line_ids)
+        AND cardinality(discount_rates) IN (1, cardinality(line_ids))
+        AND cardinality(discount_sources) IN (1, cardinality(line_ids))
+        AND cardinality(discount_ids) IN (1, cardinality(line_ids))
+        AND cardinality(discount_amounts) IN (0, cardinality(line_ids))
+        AND cardinality(benefit_amounts) IN (1, cardinality(line_ids)));
+COMMENT ON COLUMN tco.settled_pack.discount_rates IS 'Per line: contract discount rate in millionths; one element when it is the same for every line of the pack (packs written since 1.4).';
+COMMENT ON COLUMN tco.settled_pack.discount_sources IS 'Per line: 0 none, 1 own, 2 admin, 3 manager, 4 entity, 5 own_new_trusteeship; one element when the same for every line.';
+COMMENT ON COLUMN tco.settled_pack.discount_ids IS 'Per line: the tco.contract_discount row used, 0 for none; one element when the same for every line.';
+COMMENT ON COLUMN tco.settled_pack.discount_amounts IS 'Per line: discount in micro-units (packs written before 1.4); empty since 1.4: list x rate rounded half-up on the magnitude, exactly as settlement computed it (the views recompute it).';
+COMMENT ON COLUMN tco.settled_pack.benefit_amounts IS 'Per line: what benefits paid, in micro-units; one element when the same for every line (packs written since 1.4).';
+CREATE OR REPLACE VIEW tco.settled_line WITH (security_invoker = true) AS
+SELECT u.line_id, p.statement_id, p.payer_account_id,
+       (u.li * 0.000001)::numeric(20,6) AS list_amount,
+       (d.rate * 0.000001)::numeric(7,6) AS discount_rate,
+       ('{none,own,admin,manager,entity,own_new_trusteeship}'::text[])[d.src + 1] AS discount_source,
+       nullif(d.did, 0) AS discount_id,
+       (d.di * 0.000001)::numeric(20,6) AS discount_amount,
+       (d.be * 0.000001)::numeric(20,6) AS benefit_amount,
+       ((u.li - d.di - d.be) * 0.000001)::numeric(20,6) AS due_amount
+FROM tco.settled_pack p
+CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_rates, p.discount_sources, p.discount_ids,
+                          p.discount_amounts, p.benefit_amounts) AS u(line_id, li, rate, src, did, di, be)
+-- packs written since 1.4 (src/settle_write.c) have one rate, source,
+-- discount id and benefit amount for all their lines when they are the same
+-- (the shorter arrays unnest padded with NULLs) and no discount amounts: list
+-- x rate rounded half-up on the magnitude, exactly as settlement computed it
+CROSS JOIN LATERAL (SELECT coalesce(u.rate, p.discount_rates[1]) AS rate, coalesce(u.src, p.discount_sources[1]) AS src,
+                           coalesce(u.did, p.discount_ids[1]) AS did, coalesce(u.be, p.benefit_amounts[1]) AS be) k
+CROSS JOIN LATERAL (SELECT k.rate, k.src, k.did, k.be,
+                           coalesce(u.di, round(u.li::numeric * k.rate * 0.000001)::bigint) AS di) d;
+
 CREATE OR REPLACE FUNCTION tco.r14_settled_error(c tco.billing_cycle, what text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -91,16 +132,21 @@ BEGIN
     -- would unnest every pack)
     SELECT u.line_id, p.statement_id, p.payer_account_id,
            (u.li * 0.000001)::numeric(20,6),
-           (u.rate * 0.000001)::numeric(7,6),
-           ('{none,own,admin,manager,entity,own_new_trusteeship}'::text[])[u.src + 1],
-           nullif(u.did, 0),
-           (u.di * 0.000001)::numeric(20,6),
-           (u.be * 0.000001)::numeric(20,6),
-           ((u.li - u.di - u.be) * 0.000001)::numeric(20,6)
+           (d.rate * 0.000001)::numeric(7,6),
+           ('{none,own,admin,manager,entity,own_new_trusteeship}'::text[])[d.src + 1],
+           nullif(d.did, 0),
+           (d.di * 0.000001)::numeric(20,6),
+           (d.be * 0.000001)::numeric(20,6),
+           ((u.li - d.di - d.be) * 0.000001)::numeric(20,6)
       INTO sl
       FROM tco.settled_pack p
       CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_rates, p.discount_sources, p.discount_ids,
                                 p.discount_amounts, p.benefit_amounts) AS u(line_id, li, rate, src, did, di, be)
+      -- a pack's compact arrays (tco.settled_line)
+      CROSS JOIN LATERAL (SELECT coalesce(u.rate, p.discount_rates[1]) AS rate, coalesce(u.src, p.discount_sources[1]) AS src,
+                                 coalesce(u.did, p.discount_ids[1]) AS did, coalesce(u.be, p.benefit_amounts[1]) AS be) k
+      CROSS JOIN LATERAL (SELECT k.rate, k.src, k.did, k.be,
+                                 coalesce(u.di, round(u.li::numeric * k.rate * 0.000001)::bigint) AS di) d
      WHERE p.account_id = bl.account_id AND p.product_code = bl.product_code
        AND p.cycle OPERATOR(tco.=) tco.cycle_of(bl.period_start) AND u.line_id = bl.line_id;
     IF NOT FOUND THEN
@@ -443,9 +489,16 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
          WHERE u.line_id IN (SELECT line_id FROM chain)
          GROUP BY u.benefit_id
     )
-    SELECT (SELECT coalesce(sum(x.li - x.di - x.be), 0)::bigint
-              FROM packs p CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_amounts, p.benefit_amounts) AS x(line_id, li, di, be)
-             WHERE x.line_id IN (SELECT line_id FROM chain)),
+    SELECT (SELECT coalesce(sum(u.li - d.di - d.be), 0)::bigint
+              FROM packs p
+              CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_rates, p.discount_sources, p.discount_ids,
+                                        p.discount_amounts, p.benefit_amounts) AS u(line_id, li, rate, src, did, di, be)
+              -- a pack's compact arrays (tco.settled_line)
+              CROSS JOIN LATERAL (SELECT coalesce(u.rate, p.discount_rates[1]) AS rate, coalesce(u.src, p.discount_sources[1]) AS src,
+                                         coalesce(u.did, p.discount_ids[1]) AS did, coalesce(u.be, p.benefit_amounts[1]) AS be) k
+              CROSS JOIN LATERAL (SELECT k.rate, k.src, k.did, k.be,
+                                         coalesce(u.di, round(u.li::numeric * k.rate * 0.000001)::bigint) AS di) d
+             WHERE u.line_id IN (SELECT line_id FROM chain)),
            coalesce((SELECT array_agg(benefit_id ORDER BY first_use) FROM uses WHERE a > 0), '{}'),
            coalesce((SELECT array_agg(a::bigint ORDER BY first_use) FROM uses WHERE a > 0), '{}')
 $$;
@@ -505,14 +558,20 @@ END $$;
 CREATE VIEW tco.statement_line_by_charge_cycle WITH (security_invoker = true) AS
 SELECT p.statement_id, p.account_id, p.product_code, p.cycle::text AS charge_cycle, s.cycle::text AS billing_cycle,
        (sum(u.li) * 0.000001)::numeric(20,6) AS list_amount,
-       (sum(u.di) * 0.000001)::numeric(20,6) AS discount_amount,
-       (sum(u.be) * 0.000001)::numeric(20,6) AS benefit_amount,
-       (sum(u.li - u.di - u.be) * 0.000001)::numeric(20,6) AS due_amount,
+       (sum(d.di) * 0.000001)::numeric(20,6) AS discount_amount,
+       (sum(d.be) * 0.000001)::numeric(20,6) AS benefit_amount,
+       (sum(u.li - d.di - d.be) * 0.000001)::numeric(20,6) AS due_amount,
        count(*) AS lines,
        (p.cycle OPERATOR(tco.<>) s.cycle) AS correction
 FROM tco.settled_pack p
 JOIN tco.statement s ON s.statement_id = p.statement_id
-CROSS JOIN LATERAL unnest(p.list_amounts, p.discount_amounts, p.benefit_amounts) AS u(li, di, be)
+CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_rates, p.discount_sources, p.discount_ids,
+                          p.discount_amounts, p.benefit_amounts) AS u(line_id, li, rate, src, did, di, be)
+-- a pack's compact arrays (tco.settled_line)
+CROSS JOIN LATERAL (SELECT coalesce(u.rate, p.discount_rates[1]) AS rate, coalesce(u.src, p.discount_sources[1]) AS src,
+                           coalesce(u.did, p.discount_ids[1]) AS did, coalesce(u.be, p.benefit_amounts[1]) AS be) k
+CROSS JOIN LATERAL (SELECT k.rate, k.src, k.did, k.be,
+                           coalesce(u.di, round(u.li::numeric * k.rate * 0.000001)::bigint) AS di) d
 GROUP BY p.statement_id, p.account_id, p.product_code, p.cycle, s.cycle;
 COMMENT ON VIEW tco.statement_line_by_charge_cycle IS 'Each statement line split by the charge cycle of its bill lines: lines of the statement''s own cycle, and late and correction lines of earlier cycles billed on it (correction = true).';
 
@@ -633,11 +692,16 @@ COMMENT ON FUNCTION tco.savings_plan_fee(bigint, tco.billing_cycle) IS
 CREATE OR REPLACE VIEW tco.focus_cost_and_usage WITH (security_invoker = true) AS
 WITH line AS (
     SELECT p.pack_id, p.statement_id, p.payer_account_id, p.account_id, p.product_code, p.cycle,
-           s.cycle AS billing_cycle, tco.cycle_range(s.cycle) AS period, u.line_id, u.li, u.di, u.be, u.src, u.did
+           s.cycle AS billing_cycle, tco.cycle_range(s.cycle) AS period, u.line_id, u.li, d.di, d.be, d.src, d.did
     FROM tco.settled_pack p
     JOIN tco.statement s ON s.statement_id = p.statement_id
-    CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_amounts, p.benefit_amounts,
-                              p.discount_sources, p.discount_ids) AS u(line_id, li, di, be, src, did)
+    CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_rates, p.discount_sources, p.discount_ids,
+                              p.discount_amounts, p.benefit_amounts) AS u(line_id, li, rate, src, did, di, be)
+    -- a pack's compact arrays (tco.settled_line)
+    CROSS JOIN LATERAL (SELECT coalesce(u.rate, p.discount_rates[1]) AS rate, coalesce(u.src, p.discount_sources[1]) AS src,
+                               coalesce(u.did, p.discount_ids[1]) AS did, coalesce(u.be, p.benefit_amounts[1]) AS be) k
+    CROSS JOIN LATERAL (SELECT k.rate, k.src, k.did, k.be,
+                               coalesce(u.di, round(u.li::numeric * k.rate * 0.000001)::bigint) AS di) d
 ), commitment AS (
     -- per line: what resource packs and savings plans covered, and the one
     -- that covered most (lowest id on a tie)

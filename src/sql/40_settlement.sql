@@ -164,11 +164,11 @@ CREATE TABLE tco.settled_pack (
     CONSTRAINT settled_pack_lines CHECK (
         cardinality(line_ids) > 0 AND array_ndims(line_ids) = 1
         AND cardinality(list_amounts) = cardinality(line_ids)
-        AND cardinality(discount_rates) = cardinality(line_ids)
-        AND cardinality(discount_sources) = cardinality(line_ids)
-        AND cardinality(discount_ids) = cardinality(line_ids)
-        AND cardinality(discount_amounts) = cardinality(line_ids)
-        AND cardinality(benefit_amounts) = cardinality(line_ids)),
+        AND cardinality(discount_rates) IN (1, cardinality(line_ids))
+        AND cardinality(discount_sources) IN (1, cardinality(line_ids))
+        AND cardinality(discount_ids) IN (1, cardinality(line_ids))
+        AND cardinality(discount_amounts) IN (0, cardinality(line_ids))
+        AND cardinality(benefit_amounts) IN (1, cardinality(line_ids))),
     CONSTRAINT settled_pack_uses CHECK (
         cardinality(use_benefit_ids) = cardinality(use_line_ids)
         AND cardinality(use_amounts) = cardinality(use_line_ids)
@@ -181,23 +181,33 @@ COMMENT ON COLUMN tco.settled_pack.account_id IS 'The consuming account of every
 COMMENT ON COLUMN tco.settled_pack.product_code IS 'The product of every line of the pack.';
 COMMENT ON COLUMN tco.settled_pack.cycle IS 'The settled cycle (the cycle of every line''s period start).';
 COMMENT ON COLUMN tco.settled_pack.list_amounts IS 'Per line: list amount in micro-units (due = list - discount - benefit).';
-COMMENT ON COLUMN tco.settled_pack.discount_rates IS 'Per line: contract discount rate in millionths.';
-COMMENT ON COLUMN tco.settled_pack.discount_sources IS 'Per line: 0 none, 1 own, 2 admin, 3 manager, 4 entity, 5 own_new_trusteeship.';
-COMMENT ON COLUMN tco.settled_pack.discount_ids IS 'Per line: the tco.contract_discount row used, 0 for none.';
+COMMENT ON COLUMN tco.settled_pack.discount_rates IS 'Per line: contract discount rate in millionths; one element when it is the same for every line of the pack (packs written since 1.4).';
+COMMENT ON COLUMN tco.settled_pack.discount_sources IS 'Per line: 0 none, 1 own, 2 admin, 3 manager, 4 entity, 5 own_new_trusteeship; one element when the same for every line.';
+COMMENT ON COLUMN tco.settled_pack.discount_ids IS 'Per line: the tco.contract_discount row used, 0 for none; one element when the same for every line.';
+COMMENT ON COLUMN tco.settled_pack.discount_amounts IS 'Per line: discount in micro-units (packs written before 1.4); empty since 1.4: list x rate rounded half-up on the magnitude, exactly as settlement computed it (the views recompute it).';
+COMMENT ON COLUMN tco.settled_pack.benefit_amounts IS 'Per line: what benefits paid, in micro-units; one element when the same for every line (packs written since 1.4).';
 COMMENT ON COLUMN tco.settled_pack.use_line_ids IS 'Benefit uses in use order: the line paid; use_benefit_ids and use_amounts (micro-units) run in parallel.';
 
 CREATE VIEW tco.settled_line WITH (security_invoker = true) AS
 SELECT u.line_id, p.statement_id, p.payer_account_id,
        (u.li * 0.000001)::numeric(20,6) AS list_amount,
-       (u.rate * 0.000001)::numeric(7,6) AS discount_rate,
-       ('{none,own,admin,manager,entity,own_new_trusteeship}'::text[])[u.src + 1] AS discount_source,
-       nullif(u.did, 0) AS discount_id,
-       (u.di * 0.000001)::numeric(20,6) AS discount_amount,
-       (u.be * 0.000001)::numeric(20,6) AS benefit_amount,
-       ((u.li - u.di - u.be) * 0.000001)::numeric(20,6) AS due_amount
+       (d.rate * 0.000001)::numeric(7,6) AS discount_rate,
+       ('{none,own,admin,manager,entity,own_new_trusteeship}'::text[])[d.src + 1] AS discount_source,
+       nullif(d.did, 0) AS discount_id,
+       (d.di * 0.000001)::numeric(20,6) AS discount_amount,
+       (d.be * 0.000001)::numeric(20,6) AS benefit_amount,
+       ((u.li - d.di - d.be) * 0.000001)::numeric(20,6) AS due_amount
 FROM tco.settled_pack p
 CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_rates, p.discount_sources, p.discount_ids,
-                          p.discount_amounts, p.benefit_amounts) AS u(line_id, li, rate, src, did, di, be);
+                          p.discount_amounts, p.benefit_amounts) AS u(line_id, li, rate, src, did, di, be)
+-- packs written since 1.4 (src/settle_write.c) have one rate, source,
+-- discount id and benefit amount for all their lines when they are the same
+-- (the shorter arrays unnest padded with NULLs) and no discount amounts: list
+-- x rate rounded half-up on the magnitude, exactly as settlement computed it
+CROSS JOIN LATERAL (SELECT coalesce(u.rate, p.discount_rates[1]) AS rate, coalesce(u.src, p.discount_sources[1]) AS src,
+                           coalesce(u.did, p.discount_ids[1]) AS did, coalesce(u.be, p.benefit_amounts[1]) AS be) k
+CROSS JOIN LATERAL (SELECT k.rate, k.src, k.did, k.be,
+                           coalesce(u.di, round(u.li::numeric * k.rate * 0.000001)::bigint) AS di) d;
 COMMENT ON VIEW tco.settled_line IS 'How each settled bill line was priced; each line is on exactly one statement. list_amount = discount_amount + benefit_amount + due_amount exactly. A view over tco.settled_pack.';
 COMMENT ON COLUMN tco.settled_line.discount_source IS 'Where the rate came from (R8): own, admin (self-pay, same entity as the admin), manager (legacy trusteeship), entity (new trusteeship), own_new_trusteeship, or none.';
 COMMENT ON COLUMN tco.settled_line.discount_id IS 'The tco.contract_discount row used (NULL: none).';
@@ -617,16 +627,21 @@ BEGIN
     -- would unnest every pack)
     SELECT u.line_id, p.statement_id, p.payer_account_id,
            (u.li * 0.000001)::numeric(20,6),
-           (u.rate * 0.000001)::numeric(7,6),
-           ('{none,own,admin,manager,entity,own_new_trusteeship}'::text[])[u.src + 1],
-           nullif(u.did, 0),
-           (u.di * 0.000001)::numeric(20,6),
-           (u.be * 0.000001)::numeric(20,6),
-           ((u.li - u.di - u.be) * 0.000001)::numeric(20,6)
+           (d.rate * 0.000001)::numeric(7,6),
+           ('{none,own,admin,manager,entity,own_new_trusteeship}'::text[])[d.src + 1],
+           nullif(d.did, 0),
+           (d.di * 0.000001)::numeric(20,6),
+           (d.be * 0.000001)::numeric(20,6),
+           ((u.li - d.di - d.be) * 0.000001)::numeric(20,6)
       INTO sl
       FROM tco.settled_pack p
       CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_rates, p.discount_sources, p.discount_ids,
                                 p.discount_amounts, p.benefit_amounts) AS u(line_id, li, rate, src, did, di, be)
+      -- a pack's compact arrays (tco.settled_line)
+      CROSS JOIN LATERAL (SELECT coalesce(u.rate, p.discount_rates[1]) AS rate, coalesce(u.src, p.discount_sources[1]) AS src,
+                                 coalesce(u.did, p.discount_ids[1]) AS did, coalesce(u.be, p.benefit_amounts[1]) AS be) k
+      CROSS JOIN LATERAL (SELECT k.rate, k.src, k.did, k.be,
+                                 coalesce(u.di, round(u.li::numeric * k.rate * 0.000001)::bigint) AS di) d
      WHERE p.account_id = bl.account_id AND p.product_code = bl.product_code
        AND p.cycle OPERATOR(tco.=) tco.cycle_of(bl.period_start) AND u.line_id = bl.line_id;
     IF NOT FOUND THEN

@@ -299,9 +299,16 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
          WHERE u.line_id IN (SELECT line_id FROM chain)
          GROUP BY u.benefit_id
     )
-    SELECT (SELECT coalesce(sum(x.li - x.di - x.be), 0)::bigint
-              FROM packs p CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_amounts, p.benefit_amounts) AS x(line_id, li, di, be)
-             WHERE x.line_id IN (SELECT line_id FROM chain)),
+    SELECT (SELECT coalesce(sum(u.li - d.di - d.be), 0)::bigint
+              FROM packs p
+              CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_rates, p.discount_sources, p.discount_ids,
+                                        p.discount_amounts, p.benefit_amounts) AS u(line_id, li, rate, src, did, di, be)
+              -- a pack's compact arrays (tco.settled_line)
+              CROSS JOIN LATERAL (SELECT coalesce(u.rate, p.discount_rates[1]) AS rate, coalesce(u.src, p.discount_sources[1]) AS src,
+                                         coalesce(u.did, p.discount_ids[1]) AS did, coalesce(u.be, p.benefit_amounts[1]) AS be) k
+              CROSS JOIN LATERAL (SELECT k.rate, k.src, k.did, k.be,
+                                         coalesce(u.di, round(u.li::numeric * k.rate * 0.000001)::bigint) AS di) d
+             WHERE u.line_id IN (SELECT line_id FROM chain)),
            coalesce((SELECT array_agg(benefit_id ORDER BY first_use) FROM uses WHERE a > 0), '{}'),
            coalesce((SELECT array_agg(a::bigint ORDER BY first_use) FROM uses WHERE a > 0), '{}')
 $$;
@@ -361,14 +368,20 @@ END $$;
 CREATE VIEW tco.statement_line_by_charge_cycle WITH (security_invoker = true) AS
 SELECT p.statement_id, p.account_id, p.product_code, p.cycle::text AS charge_cycle, s.cycle::text AS billing_cycle,
        (sum(u.li) * 0.000001)::numeric(20,6) AS list_amount,
-       (sum(u.di) * 0.000001)::numeric(20,6) AS discount_amount,
-       (sum(u.be) * 0.000001)::numeric(20,6) AS benefit_amount,
-       (sum(u.li - u.di - u.be) * 0.000001)::numeric(20,6) AS due_amount,
+       (sum(d.di) * 0.000001)::numeric(20,6) AS discount_amount,
+       (sum(d.be) * 0.000001)::numeric(20,6) AS benefit_amount,
+       (sum(u.li - d.di - d.be) * 0.000001)::numeric(20,6) AS due_amount,
        count(*) AS lines,
        (p.cycle OPERATOR(tco.<>) s.cycle) AS correction
 FROM tco.settled_pack p
 JOIN tco.statement s ON s.statement_id = p.statement_id
-CROSS JOIN LATERAL unnest(p.list_amounts, p.discount_amounts, p.benefit_amounts) AS u(li, di, be)
+CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_rates, p.discount_sources, p.discount_ids,
+                          p.discount_amounts, p.benefit_amounts) AS u(line_id, li, rate, src, did, di, be)
+-- a pack's compact arrays (tco.settled_line)
+CROSS JOIN LATERAL (SELECT coalesce(u.rate, p.discount_rates[1]) AS rate, coalesce(u.src, p.discount_sources[1]) AS src,
+                           coalesce(u.did, p.discount_ids[1]) AS did, coalesce(u.be, p.benefit_amounts[1]) AS be) k
+CROSS JOIN LATERAL (SELECT k.rate, k.src, k.did, k.be,
+                           coalesce(u.di, round(u.li::numeric * k.rate * 0.000001)::bigint) AS di) d
 GROUP BY p.statement_id, p.account_id, p.product_code, p.cycle, s.cycle;
 COMMENT ON VIEW tco.statement_line_by_charge_cycle IS 'Each statement line split by the charge cycle of its bill lines: lines of the statement''s own cycle, and late and correction lines of earlier cycles billed on it (correction = true).';
 

@@ -40,11 +40,16 @@
 CREATE VIEW tco.focus_cost_and_usage WITH (security_invoker = true) AS
 WITH line AS (
     SELECT p.pack_id, p.statement_id, p.payer_account_id, p.account_id, p.product_code, p.cycle,
-           s.cycle AS billing_cycle, tco.cycle_range(s.cycle) AS period, u.line_id, u.li, u.di, u.be, u.src, u.did
+           s.cycle AS billing_cycle, tco.cycle_range(s.cycle) AS period, u.line_id, u.li, d.di, d.be, d.src, d.did
     FROM tco.settled_pack p
     JOIN tco.statement s ON s.statement_id = p.statement_id
-    CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_amounts, p.benefit_amounts,
-                              p.discount_sources, p.discount_ids) AS u(line_id, li, di, be, src, did)
+    CROSS JOIN LATERAL unnest(p.line_ids, p.list_amounts, p.discount_rates, p.discount_sources, p.discount_ids,
+                              p.discount_amounts, p.benefit_amounts) AS u(line_id, li, rate, src, did, di, be)
+    -- a pack's compact arrays (tco.settled_line)
+    CROSS JOIN LATERAL (SELECT coalesce(u.rate, p.discount_rates[1]) AS rate, coalesce(u.src, p.discount_sources[1]) AS src,
+                               coalesce(u.did, p.discount_ids[1]) AS did, coalesce(u.be, p.benefit_amounts[1]) AS be) k
+    CROSS JOIN LATERAL (SELECT k.rate, k.src, k.did, k.be,
+                               coalesce(u.di, round(u.li::numeric * k.rate * 0.000001)::bigint) AS di) d
 ), commitment AS (
     -- per line: what resource packs and savings plans covered, and the one
     -- that covered most (lowest id on a tie)
