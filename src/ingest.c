@@ -563,6 +563,17 @@ sync_identity(int64 top)
 		DirectFunctionCall2(setval_oid, ObjectIdGetDatum(seq), Int64GetDatum(top));
 }
 
+/*
+ * Late lines (src/sql/41_late.sql) exist from version 1.4 of the schema on;
+ * asked only where the answer is used (lines of ended cycles, alerts), not
+ * for every statement of the current cycle.
+ */
+static bool
+schema_has_late_lines(void)
+{
+	return OidIsValid(tco_relid("late_line"));
+}
+
 PG_FUNCTION_INFO_V1(tco_bill_line_changed);
 
 Datum
@@ -580,6 +591,7 @@ tco_bill_line_changed(PG_FUNCTION_ARGS)
 	bool		moved = false;
 	bool		late;
 	int			nestlevel;
+
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) ||
 		!TRIGGER_FIRED_AFTER(td->tg_event))
@@ -625,8 +637,6 @@ tco_bill_line_changed(PG_FUNCTION_ARGS)
 	if (newseen.n == 0 && oldseen.n == 0)
 		return PointerGetDatum(NULL);
 
-	/* late lines (41_late.sql) exist from version 1.4 of the schema on */
-	late = OidIsValid(tco_relid("late_line"));
 	nestlevel = tco_pin_search_path();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -636,6 +646,7 @@ tco_bill_line_changed(PG_FUNCTION_ARGS)
 	/* 1. R14, for the cycles that have ended */
 	if (lock_ended_cycles(is_delete ? NULL : &newseen, is_insert ? NULL : &oldseen))
 	{
+		late = schema_has_late_lines();
 		if (newseen.many_cycles)
 			lock_all_ended_cycles("new_lines");
 		if (oldseen.many_cycles)
@@ -682,7 +693,7 @@ tco_bill_line_changed(PG_FUNCTION_ARGS)
 	if (!is_delete)
 	{
 		if (spending_alerts_enabled())
-			run_plan(late ? PLAN_LATE_ALERTS : PLAN_ALERTS, false);
+			run_plan(schema_has_late_lines() ? PLAN_LATE_ALERTS : PLAN_ALERTS, false);
 	}
 
 	SPI_finish();

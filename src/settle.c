@@ -105,17 +105,19 @@ static const char *const phase_names[NUM_PHASES] = {
  * organization that already settled this cycle (its statements are
  * closed: the next cycle bills them), in the scope.
  */
-#define LATE_WHERE \
-	" FROM tco.late_line k WHERE k.statement_id IS NULL " \
+#define LATE_COND \
+	" WHERE k.statement_id IS NULL " \
 	"AND k.charge_cycle OPERATOR(tco.<) $1::tco.billing_cycle " \
 	"AND NOT EXISTS (SELECT 1 FROM tco.settled_cycle s WHERE s.cycle OPERATOR(tco.=) $1::tco.billing_cycle " \
 	"AND s.org_id = (SELECT m.org_id FROM tco.member m WHERE m.account_id = k.account_id))"
 #define LATE_IN_ORG " AND k.account_id IN (SELECT m.account_id FROM tco.member m WHERE m.org_id = $2)"
+#define LATE_BOUNDS "SELECT min(k.period_start), count(*) FROM tco.late_line k" LATE_COND
+/* the same queue rows with their lines, in settlement order, locked */
 #define LATE_SELECT \
 	"SELECT k.line_id, b.account_id, b.product_code, b.period_start, (b.list_amount * 1000000)::int8 " \
-	"FROM tco.late_line k JOIN tco.bill_line b ON b.line_id = k.line_id AND b.period_start = k.period_start " \
-	"WHERE k.line_id IN (SELECT k.line_id" LATE_WHERE
-#define LATE_ORDER " ) ORDER BY b.account_id, b.product_code, b.period_start, k.line_id FOR UPDATE OF k"
+	"FROM tco.late_line k JOIN tco.bill_line b ON b.line_id = k.line_id AND b.period_start = k.period_start" \
+	LATE_COND
+#define LATE_ORDER " ORDER BY b.account_id, b.product_code, b.period_start, k.line_id FOR UPDATE OF k"
 #define BENEFITS_SELECT \
 	"SELECT benefit_id, CASE kind WHEN 'coupon' THEN 0 " \
 	"WHEN 'voucher' THEN CASE WHEN pool_org_id IS NULL THEN 1 ELSE 5 END " \
@@ -236,8 +238,8 @@ static const PlanDef plan_defs[NUM_PLANS] = {
 	[PLAN_LINES_NOLATE] = {LINES_SELECT LINES_NOT_LATE, 2, {TIMESTAMPTZOID, TIMESTAMPTZOID}, CURSOR_OPT_CUSTOM_PLAN},
 	[PLAN_LINES_ORG_NOLATE] = {LINES_SELECT LINES_IN_ORG LINES_NOT_LATE, 3, {TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID},
 	CURSOR_OPT_CUSTOM_PLAN},
-	[PLAN_LATE_BOUNDS] = {"SELECT min(k.period_start), count(*)" LATE_WHERE, 1, {TEXTOID}},
-	[PLAN_LATE_BOUNDS_ORG] = {"SELECT min(k.period_start), count(*)" LATE_WHERE LATE_IN_ORG, 2, {TEXTOID, INT8OID}},
+	[PLAN_LATE_BOUNDS] = {LATE_BOUNDS, 1, {TEXTOID}},
+	[PLAN_LATE_BOUNDS_ORG] = {LATE_BOUNDS LATE_IN_ORG, 2, {TEXTOID, INT8OID}},
 	[PLAN_LATE_LINES] = {LATE_SELECT LATE_ORDER, 1, {TEXTOID}},
 	[PLAN_LATE_LINES_ORG] = {LATE_SELECT LATE_IN_ORG LATE_ORDER, 2, {TEXTOID, INT8OID}},
 	[PLAN_MARK_LATE] = {"UPDATE tco.late_line k SET statement_id = u.s, billing_cycle = $3::tco.billing_cycle, "

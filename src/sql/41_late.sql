@@ -418,7 +418,7 @@ CREATE TRIGGER r14_benefit_return_append_only BEFORE UPDATE OR DELETE ON tco.ben
 -- and at least the one after its charge cycle.  Spending alerts count a late
 -- line there until it is billed (then it is on that cycle's statement).
 CREATE FUNCTION tco.late_billing_cycle(account_id bigint, charge_cycle tco.billing_cycle) RETURNS tco.billing_cycle
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE WHEN s.cycle IS NULL OR s.cycle OPERATOR(tco.<=) $2 THEN $2 OPERATOR(tco.+) 1
                 ELSE s.cycle OPERATOR(tco.+) 1 END
       FROM (SELECT (SELECT x.cycle FROM tco.settled_cycle x
@@ -426,4 +426,4 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                         OR x.org_id = (SELECT m.org_id FROM tco.member m WHERE m.account_id = $1)
                      ORDER BY x.cycle USING OPERATOR(tco.>) LIMIT 1) AS cycle) s
 $$;
-COMMENT ON FUNCTION tco.late_billing_cycle(bigint, tco.billing_cycle) IS 'The cycle whose settlement will bill a late line of this account and charge cycle, if cycles are settled in order: the one after the latest cycle settled for the account''s scope, at least the one after the charge cycle.';
+COMMENT ON FUNCTION tco.late_billing_cycle(bigint, tco.billing_cycle) IS 'The cycle whose settlement will bill a late line of this account and charge cycle, if cycles are settled in order: the one after the latest cycle settled for the account''s scope, at least the one after the charge cycle (NULL for a NULL argument).';
