@@ -801,6 +801,19 @@ tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
 			break;
 		}
 	}
+
+	/*
+	 * Until a later change takes effect, every later instant gets this
+	 * decision (the later changes' effective instants are all after `at`).
+	 * In a cycle that is detached the answer may be an error depending on
+	 * the instant: no span.
+	 */
+	decision->valid_until = DT_NOEND;
+	if (cache.ndetached > 0 && account->nchanges > 0)
+		decision->valid_until = at;
+	else
+		for (i = decision->change_index + 1; i < account->nchanges; i++)
+			decision->valid_until = Min(decision->valid_until, pe->effective[i]);
 }
 
 int64

@@ -34,6 +34,13 @@ typedef struct PayerDecision
 	const PayerChange *account; /* the account's changes (nchanges) */
 	const TimestampTz *effective;	/* their effective instants for the product */
 	const bool *frozen;			/* whether each was frozen */
+	/*
+	 * The same decision (payer and change) holds for every instant from the
+	 * one asked up to, not including, valid_until: the next effective instant
+	 * of a later change.  Settlement prices a run of lines of one account and
+	 * product in period order with one decision per such span.
+	 */
+	TimestampTz valid_until;
 } PayerDecision;
 
 extern void tco_payer_init(void);

@@ -461,9 +461,30 @@ settle_lookup_account(SettleRun *run, int64 account_id)
 }
 
 /*
- * What settle_lookup_account would load, for many accounts with one query: the
- * distinct consumers of the lines about to be settled (sorted by account).
+ * What settle_lookup_account would load, for many accounts with one query
+ * per ACCOUNTS_PER_QUERY of them: the distinct consumers of the cycle, noted
+ * while its lines were put in order (settle_read.c), or of a slice of lines
+ * about to be settled.  Accounts loaded already are skipped.
  */
+#define ACCOUNTS_PER_QUERY 10000
+
+static void preload_accounts(SettleRun *run, const int64 *ids, Size n);
+
+void
+settle_preload_accounts(SettleRun *run, const int64 *ids, Size n)
+{
+	int64	   *todo = palloc(sizeof(int64) * Max(n, 1));
+	Size		ntodo = 0;
+	Size		i;
+
+	for (i = 0; i < n; i++)
+		if (hash_search(run->accounts, &ids[i], HASH_FIND, NULL) == NULL)
+			todo[ntodo++] = ids[i];
+	for (i = 0; i < ntodo; i += ACCOUNTS_PER_QUERY)
+		preload_accounts(run, todo + i, Min((Size) ACCOUNTS_PER_QUERY, ntodo - i));
+	pfree(todo);
+}
+
 static void
 preload_accounts(SettleRun *run, const int64 *ids, Size n)
 {
@@ -513,13 +534,9 @@ settle_lines(SettleRun *run, const LineRec *recs, Size n, bool skip_settled)
 	Size		i;
 
 	for (i = 0; i < n; i++)
-	{
-		if (i > 0 && recs[i].account_id == recs[i - 1].account_id)
-			continue;
-		if (hash_search(run->accounts, &recs[i].account_id, HASH_FIND, NULL) == NULL)
+		if (i == 0 || recs[i].account_id != recs[i - 1].account_id)
 			ids[nids++] = recs[i].account_id;
-	}
-	preload_accounts(run, ids, nids);
+	settle_preload_accounts(run, ids, nids);
 	pfree(ids);
 
 	for (i = 0; i < n; i++)
@@ -579,6 +596,7 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 	owner_cache_reset(&run->benefit_cache);
 	run->group_account = 0;
 	run->group_product = -1;
+	run->payer_span.valid = false;
 	INSTR_TIME_SET_CURRENT(run->phase_mark);
 	settle_load_statements(run);
 	settle_load_products(run);

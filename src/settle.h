@@ -344,6 +344,22 @@ typedef struct SettleRun
 	OwnerCache	discount_cache; /* of DiscountOwner, by (kind, id) */
 	OwnerCache	benefit_cache;	/* of BenefitOwner, by (0, account id) */
 	struct PayerStatement *last_payer;	/* last settle_statement_for_payer */
+	/*
+	 * The payer of the last line's account and product over the span of
+	 * instants where it cannot change (PayerDecision.valid_until): the next
+	 * lines of the run, in period order, mostly fall in it.
+	 */
+	struct
+	{
+		bool		valid;
+		int64		account_id;
+		char		product_code[PRODUCT_CODE_LEN];
+		TimestampTz from;
+		TimestampTz until;
+		int64		payer;
+		bool		has_change;
+		TimestampTz change_at;	/* the trusteeship change that applies */
+	}			payer_span;
 	LineBatch	batch;
 	uint64		nlines;
 	uint64		nskipped;		/* lines found already settled (skip mode) */
@@ -442,6 +458,7 @@ extern Datum settle_get_text(HeapTuple tuple, TupleDesc desc, int col, bool *isn
 extern void settle_add_money(int64 *sum, int64 amount);
 extern void settle_text_to_code(Datum d, char *buf);
 extern AccountInfo *settle_lookup_account(SettleRun *run, int64 account_id);
+extern void settle_preload_accounts(SettleRun *run, const int64 *ids, Size n);
 extern void settle_lines(SettleRun *run, const LineRec *recs, Size n, bool skip_settled);
 
 /* settle_read.c: reading the cycle's lines once, in settlement order */

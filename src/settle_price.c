@@ -249,7 +249,6 @@ void
 settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product_code,
 			TimestampTz at, int64 list)
 {
-	PayerDecision decision;
 	int64		payer;
 	AccountInfo *consumer;
 	const DiscountRow *discount = NULL;
@@ -269,8 +268,24 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	if (list < 0)
 		correction_history(run, line_id, account_id, product_code, at, &history);
 
-	tco_payer_decide(account_id, product_code, at, &decision);
-	payer = decision.payer;
+	if (!(run->payer_span.valid && run->payer_span.account_id == account_id &&
+		  at >= run->payer_span.from && at < run->payer_span.until &&
+		  strcmp(run->payer_span.product_code, product_code) == 0))
+	{
+		PayerDecision decision;
+
+		tco_payer_decide(account_id, product_code, at, &decision);
+		run->payer_span.valid = true;
+		run->payer_span.account_id = account_id;
+		strlcpy(run->payer_span.product_code, product_code, PRODUCT_CODE_LEN);
+		run->payer_span.from = at;
+		run->payer_span.until = decision.valid_until;
+		run->payer_span.payer = decision.payer;
+		run->payer_span.has_change = decision.change_index >= 0;
+		if (decision.change_index >= 0)
+			run->payer_span.change_at = decision.account[decision.change_index].at;
+	}
+	payer = run->payer_span.payer;
 	consumer = settle_lookup_account(run, account_id);
 
 	/* Contract discount (R8, DESIGN section 4) */
@@ -298,13 +313,10 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	}
 	else
 	{
-		const PayerChange *change;
-
-		if (decision.change_index < 0)
+		if (!run->payer_span.has_change)
 			elog(ERROR, "payer " INT64_FORMAT " of bill line " INT64_FORMAT " comes from no trusteeship",
 				 payer, line_id);
-		change = &decision.account[decision.change_index];
-		if (change->at < run->legacy_cutover)
+		if (run->payer_span.change_at < run->legacy_cutover)
 		{
 			discount = find_discount(run, OWNER_ACCOUNT, payer, product_code, at);
 			source = SOURCE_MANAGER;

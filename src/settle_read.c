@@ -55,6 +55,46 @@ line_order(const LineRec *x, const LineRec *y)
 #define ST_DEFINE
 #include "lib/sort_template.h"
 
+/* Within one account and product: whether x comes after y. */
+static inline bool
+period_after(const LineRec *x, const LineRec *y)
+{
+	return x->period_start > y->period_start ||
+		(x->period_start == y->period_start && x->line_id > y->line_id);
+}
+
+/*
+ * Sort one (account, product) run by (period start, line id).  Lines read
+ * in random physical order make many short runs in each sorted segment (a
+ * few lines of each account and product): an insertion sort on the two
+ * keys that differ beats the general sort for them.
+ */
+#define INSERTION_SORT_MAX 24
+
+static void
+sort_run(LineRec *recs, Size n)
+{
+	Size		i;
+
+	if (n > INSERTION_SORT_MAX)
+	{
+		sort_lines(recs, n);
+		return;
+	}
+	for (i = 1; i < n; i++)
+	{
+		LineRec		r = recs[i];
+		Size		j = i;
+
+		while (j > 0 && period_after(&recs[j - 1], &r))
+		{
+			recs[j] = recs[j - 1];
+			j--;
+		}
+		recs[j] = r;
+	}
+}
+
 /*
  * Put the lines in settlement order (account, product, period start, line
  * id): a stable LSD radix sort of their positions by (account, product), 11
@@ -167,12 +207,12 @@ order_lines(LineRec *recs, Size n, int nproducts, uint32 *idx)
 
 		while (end < n && recs[end].account_id == recs[i].account_id && recs[end].product == recs[i].product)
 		{
-			if (sorted && line_order(&recs[end - 1], &recs[end]) > 0)
+			if (sorted && period_after(&recs[end - 1], &recs[end]))
 				sorted = false;
 			end++;
 		}
 		if (!sorted)
-			sort_lines(recs + i, end - i);
+			sort_run(recs + i, end - i);
 		i = end;
 	}
 	return true;
@@ -286,6 +326,11 @@ typedef struct LineCollector
 	int			fan_in;			/* runs merged at a time */
 	const char *last_code;
 	int32		last_rank;
+	/* the distinct consumers seen, loaded before settling (few queries) */
+	HTAB	   *consumers;
+	int64	   *consumer_ids;
+	Size		nconsumers;
+	Size		consumers_cap;
 } LineCollector;
 
 /* The shape collect_line reads: line_id, account_id, product_code, period_start, list_amount. */
@@ -427,6 +472,45 @@ sink_to_settle(SettleRun *run, void *arg, const LineRec *recs, Size n)
 }
 
 /*
+ * Note the accounts of a sorted segment not seen before: one hash probe per
+ * account of the segment, not per line.
+ */
+static void
+note_consumers(LineCollector *lc, const LineRec *recs, Size n)
+{
+	Size		i;
+
+	if (lc->consumers == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(int64);
+		ctl.hcxt = lc->run->run_ctx;
+		lc->consumers = hash_create("tco settle consumers", 1024, &ctl,
+									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	for (i = 0; i < n; i++)
+	{
+		bool		found;
+
+		if (i > 0 && recs[i].account_id == recs[i - 1].account_id)
+			continue;
+		(void) hash_search(lc->consumers, &recs[i].account_id, HASH_ENTER, &found);
+		if (found)
+			continue;
+		if (lc->nconsumers == lc->consumers_cap)
+		{
+			lc->consumers_cap = Max(lc->consumers_cap * 2, 1024);
+			lc->consumer_ids = lc->consumer_ids ?
+				repalloc_huge(lc->consumer_ids, sizeof(int64) * lc->consumers_cap) :
+				MemoryContextAllocHuge(lc->run->run_ctx, sizeof(int64) * lc->consumers_cap);
+		}
+		lc->consumer_ids[lc->nconsumers++] = recs[i].account_id;
+	}
+}
+
+/*
  * Put the collected records in order, segment by segment (lc->seg records
  * each): a larger array is not sorted in one piece because the radix sort
  * reads the records in random order, a cache miss per record and pass once
@@ -443,8 +527,13 @@ sort_segments(LineCollector *lc)
 	if (lc->idx == NULL && lc->n >= RADIX_MIN_LINES)
 		lc->idx = MemoryContextAllocHuge(run->run_ctx, sizeof(uint32) * 2 * lc->seg);
 	for (lo = 0; lo < lc->n; lo += lc->seg)
-		if (order_lines(lc->recs + lo, Min(lc->seg, lc->n - lo), run->nproducts, lc->idx))
+	{
+		Size		n = Min(lc->seg, lc->n - lo);
+
+		if (order_lines(lc->recs + lo, n, run->nproducts, lc->idx))
 			run->radix_sort = true;
+		note_consumers(lc, lc->recs + lo, n);
+	}
 }
 
 /*
@@ -721,6 +810,13 @@ settle_read_lines(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_
 
 	sort_segments(&lc);
 	phase_done(run, PHASE_SORT);
+	/* the consumers' accounts, with a query per ACCOUNTS_PER_QUERY of them */
+	settle_preload_accounts(run, lc.consumer_ids, lc.nconsumers);
+	if (lc.consumers)
+	{
+		hash_destroy(lc.consumers);
+		pfree(lc.consumer_ids);
+	}
 	if (lc.nruns == 0 && lc.n <= lc.seg)
 	{
 		/* everything fit in work_mem, in one segment: settle it by slices */
