@@ -351,15 +351,22 @@ typedef struct SettleRun
 	 */
 	struct
 	{
-		bool		valid;
-		int64		account_id;
-		char		product_code[PRODUCT_CODE_LEN];
+		bool		valid;		/* for prev_account_id and prev_product_code */
 		TimestampTz from;
 		TimestampTz until;
 		int64		payer;
 		bool		has_change;
 		TimestampTz change_at;	/* the trusteeship change that applies */
 	}			payer_span;
+	/*
+	 * The account and product of the previous line priced: the next line
+	 * mostly has the same, and one comparison then stands for those of the
+	 * payer span, the statement line and the pack.
+	 */
+	bool		prev_valid;
+	int64		prev_account_id;
+	char		prev_product_code[PRODUCT_CODE_LEN];
+	bool		prev_commitment;	/* a commitment's fee (no packs, plans) */
 	LineBatch	batch;
 	uint64		nlines;
 	uint64		nskipped;		/* lines found already settled (skip mode) */
@@ -487,7 +494,7 @@ extern void settle_use_benefits(SettleRun *run, int64 owner_id, int owner_kind, 
 /* settle_write.c: statements, packs, bulk and 1.0-mode writes */
 extern int64 settle_statement_for_payer(SettleRun *run, int64 payer);
 extern void settle_load_statements(SettleRun *run);
-extern void settle_pack_for_line(SettleRun *run, int64 statement_id, int64 payer, int64 account_id,
+extern void settle_pack_for_line(SettleRun *run, bool same_product, int64 statement_id, int64 payer, int64 account_id,
 								 const char *product_code);
 extern Datum settle_int8_array(Datum *elems, bool *nulls, int n);
 extern void settle_batch_start(SettleRun *run);

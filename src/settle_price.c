@@ -245,6 +245,26 @@ give_back(SettleRun *run, int64 line_id, const CorrectionHistory *h, int64 state
 #define SOURCE_ENTITY		4
 #define SOURCE_OWN_NEW_TRUSTEESHIP 5
 
+/*
+ * list x rate (millionths) rounded half-up on the magnitude to micro-units:
+ * in 64 bits when the product fits (a rate up to 1 and a line under about
+ * 9.2 million), else in 128.
+ */
+static inline int64
+discount_of(int64 list, int64 rate)
+{
+	uint64		magnitude = list >= 0 ? (uint64) list : -(uint64) list;
+	int64		d;
+
+	if (rate == 0)
+		return 0;
+	if (rate > 0 && rate <= MICRO && magnitude <= (uint64) ((PG_INT64_MAX - MICRO / 2) / MICRO))
+		d = (int64) ((magnitude * (uint64) rate + MICRO / 2) / MICRO);
+	else
+		d = (int64) (((int128) magnitude * rate + MICRO / 2) / MICRO);
+	return list >= 0 ? d : -d;
+}
+
 void
 settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product_code,
 			TimestampTz at, int64 list)
@@ -264,20 +284,29 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	LineBatch  *batch = &run->batch;
 	int			n;
 	CorrectionHistory history;
+	bool		same;
 
 	if (list < 0)
 		correction_history(run, line_id, account_id, product_code, at, &history);
 
-	if (!(run->payer_span.valid && run->payer_span.account_id == account_id &&
-		  at >= run->payer_span.from && at < run->payer_span.until &&
-		  strcmp(run->payer_span.product_code, product_code) == 0))
+	same = run->prev_valid && run->prev_account_id == account_id &&
+		strcmp(run->prev_product_code, product_code) == 0;
+	if (!same)
+	{
+		run->prev_valid = true;
+		run->prev_account_id = account_id;
+		strlcpy(run->prev_product_code, product_code, PRODUCT_CODE_LEN);
+		run->prev_commitment = strncmp(product_code, COMMITMENT_PRODUCT_PREFIX,
+									   strlen(COMMITMENT_PRODUCT_PREFIX)) == 0;
+	}
+
+	/* the payer span is the previous line's: of this account and product if same */
+	if (!(same && run->payer_span.valid && at >= run->payer_span.from && at < run->payer_span.until))
 	{
 		PayerDecision decision;
 
 		tco_payer_decide(account_id, product_code, at, &decision);
 		run->payer_span.valid = true;
-		run->payer_span.account_id = account_id;
-		strlcpy(run->payer_span.product_code, product_code, PRODUCT_CODE_LEN);
 		run->payer_span.from = at;
 		run->payer_span.until = decision.valid_until;
 		run->payer_span.payer = decision.payer;
@@ -337,14 +366,11 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	else
 		rate = discount->rate_micro;
 	/* half-up on the magnitude: a correction's discount mirrors a line's */
-	if (list >= 0)
-		discount_amount = (int64) (((int128) list * rate + MICRO / 2) / MICRO);
-	else
-		discount_amount = -(int64) (((int128) -list * rate + MICRO / 2) / MICRO);
+	discount_amount = discount_of(list, rate);
 	remaining = list - discount_amount;
 
 	statement_id = settle_statement_for_payer(run, payer);
-	settle_pack_for_line(run, statement_id, payer, account_id, product_code);
+	settle_pack_for_line(run, same, statement_id, payer, account_id, product_code);
 
 	if (list < 0)
 		give_back(run, line_id, &history, statement_id, payer, &remaining, &benefit);
@@ -357,7 +383,7 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 		 * the payer's vouchers with the pool vouchers shared with the
 		 * consumer; the payer's stored-value cards.
 		 */
-		if (strncmp(product_code, COMMITMENT_PRODUCT_PREFIX, strlen(COMMITMENT_PRODUCT_PREFIX)) != 0)
+		if (!run->prev_commitment)
 		{
 			settle_use_benefits(run, account_id, BENEFIT_PACK, account_id, BENEFIT_PACK,
 								product_code, at, line_id, statement_id, &remaining, &benefit);
@@ -376,7 +402,7 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	/* Statement line (the previous line's, mostly: lines come grouped) */
 	sum = run->last_sum;
 	if (sum == NULL || sum->key.payer_account_id != payer || sum->key.account_id != account_id ||
-		strcmp(sum->key.product_code, product_code) != 0)
+		(!same && strcmp(sum->key.product_code, product_code) != 0))
 	{
 		memset(&key, 0, sizeof(key));
 		key.payer_account_id = payer;

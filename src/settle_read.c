@@ -10,7 +10,6 @@
  */
 #include "postgres.h"
 
-#include "lib/binaryheap.h"
 #include "storage/buffile.h"
 
 #include "access/htup_details.h"
@@ -71,6 +70,14 @@ period_after(const LineRec *x, const LineRec *y)
  */
 #define INSERTION_SORT_MAX 24
 
+/* sort_run_lines(LineRec *, size_t): qsort of one run, on the keys that differ */
+#define ST_SORT sort_run_lines
+#define ST_ELEMENT_TYPE LineRec
+#define ST_COMPARE(a, b) (period_after(a, b) ? 1 : (period_after(b, a) ? -1 : 0))
+#define ST_SCOPE static
+#define ST_DEFINE
+#include "lib/sort_template.h"
+
 static void
 sort_run(LineRec *recs, Size n)
 {
@@ -78,7 +85,7 @@ sort_run(LineRec *recs, Size n)
 
 	if (n > INSERTION_SORT_MAX)
 	{
-		sort_lines(recs, n);
+		sort_run_lines(recs, n);
 		return;
 	}
 	for (i = 1; i < n; i++)
@@ -97,14 +104,15 @@ sort_run(LineRec *recs, Size n)
 
 /*
  * Put the lines in settlement order (account, product, period start, line
- * id): a stable LSD radix sort of their positions by (account, product), 11
- * bits per pass (two passes for a few thousand accounts and products), one
- * in-place permutation of the records, then each (account, product) run is
- * checked and, if it is not in (period start, line id) order already, sorted.
- * Read through the index on period_start, the runs are in order, and this is
- * about twice as fast as one comparison sort of everything, which remains
- * for few lines and for accounts too far apart to make a key.  idx is
- * scratch room for 2 * n positions.  Returns whether the radix sort did it.
+ * id): a stable LSD radix sort of words made of the (account, product) key
+ * and the record's position, 11 bits of key per pass (two passes for a few
+ * thousand accounts and products), one in-place permutation of the
+ * records, then each (account, product) run is checked and, if it is not
+ * in (period start, line id) order already, sorted.  Lines read in time
+ * order make runs in order, and this is about twice as fast as one
+ * comparison sort of everything, which remains for few lines and for
+ * accounts too far apart to make a key.  idx is scratch room for 2 * n
+ * words.  Returns whether the radix sort did it.
  */
 #define RADIX_BITS	11
 #define RADIX_MIN_LINES	256
@@ -116,15 +124,17 @@ sort_run(LineRec *recs, Size n)
 #define SEGMENT_LINES	65536
 
 static bool
-order_lines(LineRec *recs, Size n, int nproducts, uint32 *idx)
+order_lines(LineRec *recs, Size n, int nproducts, uint64 *idx)
 {
 	int64		min_account,
 				max_account;
 	int			pbits = 0;
 	int			keybits;
+	int			ibits;
 	uint64		max_key;
-	uint32	   *from = idx,
+	uint64	   *from = idx,
 			   *to = idx + n;
+	uint32	   *pos;
 	Size		i;
 	int			shift;
 
@@ -141,6 +151,9 @@ order_lines(LineRec *recs, Size n, int nproducts, uint32 *idx)
 	}
 	while ((1 << pbits) < nproducts)
 		pbits++;
+	ibits = 1;
+	while (ibits < 32 && ((Size) 1 << ibits) < n)
+		ibits++;
 	if ((uint64) max_account - (uint64) min_account >= (UINT64CONST(1) << (62 - pbits)))
 	{
 		sort_lines(recs, n);
@@ -151,18 +164,29 @@ order_lines(LineRec *recs, Size n, int nproducts, uint32 *idx)
 	keybits = 1;
 	while (keybits < 64 && (max_key >> keybits) != 0)
 		keybits++;
+	if (keybits + ibits > 64)
+	{
+		sort_lines(recs, n);
+		return false;
+	}
+
+	/*
+	 * Each record's key and position in one word, read from the records
+	 * once, in order; the passes then move words, not look at records.
+	 */
 	for (i = 0; i < n; i++)
-		from[i] = (uint32) i;
-	for (shift = 0; shift < keybits; shift += RADIX_BITS)
+		from[i] = (LINE_KEY(&recs[i]) << ibits) | (uint64) i;
+#undef LINE_KEY
+	for (shift = ibits; shift < ibits + keybits; shift += RADIX_BITS)
 	{
 		Size		count[1 << RADIX_BITS];
 		Size		sum = 0;
-		uint32	   *swap;
+		uint64	   *swap;
 		int			d;
 
 		memset(count, 0, sizeof(count));
 		for (i = 0; i < n; i++)
-			count[(LINE_KEY(&recs[from[i]]) >> shift) & ((1 << RADIX_BITS) - 1)]++;
+			count[(from[i] >> shift) & ((1 << RADIX_BITS) - 1)]++;
 		for (d = 0; d < (1 << RADIX_BITS); d++)
 		{
 			Size		c = count[d];
@@ -171,33 +195,36 @@ order_lines(LineRec *recs, Size n, int nproducts, uint32 *idx)
 			sum += c;
 		}
 		for (i = 0; i < n; i++)
-			to[count[(LINE_KEY(&recs[from[i]]) >> shift) & ((1 << RADIX_BITS) - 1)]++] = from[i];
+			to[count[(from[i] >> shift) & ((1 << RADIX_BITS) - 1)]++] = from[i];
 		swap = from;
 		from = to;
 		to = swap;
 		CHECK_FOR_INTERRUPTS();
 	}
-#undef LINE_KEY
-	/* recs[i] = old recs[from[i]], in place: follow each cycle once */
+	/* the positions, in the other half of the scratch */
+	pos = (uint32 *) to;
+	for (i = 0; i < n; i++)
+		pos[i] = (uint32) (from[i] & ((UINT64CONST(1) << ibits) - 1));
+	/* recs[i] = old recs[pos[i]], in place: follow each cycle once */
 	for (i = 0; i < n; i++)
 	{
 		LineRec		tmp;
 		Size		j;
 
-		if (from[i] == i)
+		if (pos[i] == i)
 			continue;
 		tmp = recs[i];
 		j = i;
-		while (from[j] != i)
+		while (pos[j] != i)
 		{
-			Size		k = from[j];
+			Size		k = pos[j];
 
 			recs[j] = recs[k];
-			from[j] = (uint32) j;
+			pos[j] = (uint32) j;
 			j = k;
 		}
 		recs[j] = tmp;
-		from[j] = (uint32) j;
+		pos[j] = (uint32) j;
 	}
 	/* each (account, product) run in (period start, line id) order */
 	for (i = 0; i < n;)
@@ -317,7 +344,7 @@ typedef struct LineCollector
 	Size		cap;
 	Size		n;
 	Size		seg;			/* records are sorted in segments of this many */
-	uint32	   *idx;			/* order_lines' scratch for a segment */
+	uint64	   *idx;			/* order_lines' scratch for a segment */
 	uint64		received;		/* rows received */
 	BufFile   **runs;			/* sorted runs written so far ... */
 	int		   *levels;			/* ... and how many merges made each */
@@ -348,53 +375,73 @@ collect_shutdown(DestReceiver *self)
 }
 
 /*
- * Merging sorted runs: each source is a run in a temporary file or the
- * sorted array in memory; a binary heap gives the source whose next line
- * comes first in settlement order.  The merged lines go to a sink in
- * slices of FETCH_BATCH: settle_lines, or another temporary file.
+ * Merging sorted runs: each source is a run in a temporary file or a sorted
+ * segment of the array in memory; a binary heap of sources, ordered by
+ * their next line, gives the next line in settlement order.  A file is read
+ * a block of records at a time into its source's buffer (BLCKSZ each: the
+ * room fan_in was computed for), so taking a line is a copy from memory.
+ * The merged lines go to a sink in slices of FETCH_BATCH: settle_lines, or
+ * another temporary file.
  */
+#define MERGE_BUFFER_RECS	(BLCKSZ / sizeof(LineRec))
+
 typedef struct MergeSource
 {
-	BufFile    *file;			/* NULL: the array */
-	const LineRec *mem;
+	BufFile    *file;			/* NULL: a segment of the array */
+	const LineRec *mem;			/* the segment, or the file's buffer */
 	Size		mem_n;
 	Size		mem_pos;
-	LineRec		head;			/* its next line */
+	LineRec    *buffer;			/* a file's: MERGE_BUFFER_RECS records */
 } MergeSource;
 
 typedef void (*MergeSink) (SettleRun *run, void *arg, const LineRec *recs, Size n);
 
-static int
-merge_compare(Datum a, Datum b, void *arg)
+/* The source's next line, or NULL when it has none left. */
+static inline const LineRec *
+source_head(MergeSource *src)
 {
-	MergeSource *sources = (MergeSource *) arg;
-
-	/* binaryheap keeps the largest first: reverse the order */
-	return -line_order(&sources[DatumGetInt32(a)].head, &sources[DatumGetInt32(b)].head);
-}
-
-static bool
-source_next(MergeSource *src)
-{
+	if (src->mem_pos < src->mem_n)
+		return &src->mem[src->mem_pos];
 	if (src->file == NULL)
+		return NULL;
 	{
-		if (src->mem_pos == src->mem_n)
-			return false;
-		src->head = src->mem[src->mem_pos++];
-		return true;
-	}
-	{
-		size_t		got = BufFileRead(src->file, &src->head, sizeof(LineRec));
+		size_t		got = BufFileRead(src->file, src->buffer, sizeof(LineRec) * MERGE_BUFFER_RECS);
 
-		if (got == 0)
-			return false;
-		if (got != sizeof(LineRec))
+		if (got % sizeof(LineRec) != 0)
 			ereport(ERROR,
 					(errcode_for_file_access(),
-					 errmsg("could not read a sorted run of bill lines from a temporary file: read %zu of %zu bytes",
+					 errmsg("could not read a sorted run of bill lines from a temporary file: read %zu bytes, not a multiple of %zu",
 							got, sizeof(LineRec))));
+		src->mem = src->buffer;
+		src->mem_n = got / sizeof(LineRec);
+		src->mem_pos = 0;
 	}
-	return true;
+	return src->mem_n > 0 ? &src->mem[0] : NULL;
+}
+
+/* heap[] holds source numbers; heads[k] is the next line of heap[k]'s source */
+static inline void
+heap_sift_down(int *heap, const LineRec **heads, int n, int k)
+{
+	int			src = heap[k];
+	const LineRec *head = heads[k];
+
+	for (;;)
+	{
+		int			c = 2 * k + 1;
+
+		if (c >= n)
+			break;
+		if (c + 1 < n && line_order(heads[c + 1], heads[c]) < 0)
+			c++;
+		if (line_order(head, heads[c]) <= 0)
+			break;
+		heap[k] = heap[c];
+		heads[k] = heads[c];
+		k = c;
+	}
+	heap[k] = src;
+	heads[k] = head;
 }
 
 /*
@@ -409,16 +456,21 @@ merge_runs(SettleRun *run, BufFile **files, int nfiles, const LineRec *mem, Size
 	int			nmemsrc = (int) ((nmem + seg - 1) / seg);
 	int			nsources = nfiles + nmemsrc;
 	MergeSource *sources = palloc0(sizeof(MergeSource) * Max(nsources, 1));
-	binaryheap *heap = binaryheap_allocate(Max(nsources, 1), merge_compare, sources);
+	int		   *heap = palloc(sizeof(int) * Max(nsources, 1));
+	const LineRec **heads = palloc(sizeof(LineRec *) * Max(nsources, 1));
 	LineRec    *out = palloc(sizeof(LineRec) * FETCH_BATCH);
 	Size		nout = 0;
+	int			n = 0;
 	int			i;
 
 	for (i = 0; i < nsources; i++)
 	{
+		const LineRec *head;
+
 		if (i < nfiles)
 		{
 			sources[i].file = files[i];
+			sources[i].buffer = palloc(sizeof(LineRec) * MERGE_BUFFER_RECS);
 			if (BufFileSeek(files[i], 0, 0, SEEK_SET) != 0)
 				ereport(ERROR,
 						(errcode_for_file_access(),
@@ -431,29 +483,45 @@ merge_runs(SettleRun *run, BufFile **files, int nfiles, const LineRec *mem, Size
 			sources[i].mem = mem + lo;
 			sources[i].mem_n = Min(seg, nmem - lo);
 		}
-		if (source_next(&sources[i]))
-			binaryheap_add_unordered(heap, Int32GetDatum(i));
+		head = source_head(&sources[i]);
+		if (head != NULL)
+		{
+			heap[n] = i;
+			heads[n] = head;
+			n++;
+		}
 	}
-	binaryheap_build(heap);
-	while (!binaryheap_empty(heap))
+	for (i = n / 2 - 1; i >= 0; i--)
+		heap_sift_down(heap, heads, n, i);
+	while (n > 0)
 	{
-		int			i = DatumGetInt32(binaryheap_first(heap));
+		MergeSource *src = &sources[heap[0]];
 
-		out[nout++] = sources[i].head;
+		out[nout++] = *heads[0];
 		if (nout == FETCH_BATCH)
 		{
 			sink(run, arg, out, nout);
 			nout = 0;
 		}
-		if (source_next(&sources[i]))
-			binaryheap_replace_first(heap, Int32GetDatum(i));
-		else
-			(void) binaryheap_remove_first(heap);
+		src->mem_pos++;
+		heads[0] = source_head(src);
+		if (heads[0] == NULL)
+		{
+			/* the source is done: the last one takes its place */
+			n--;
+			heap[0] = heap[n];
+			heads[0] = heads[n];
+		}
+		if (n > 1)
+			heap_sift_down(heap, heads, n, 0);
 	}
 	if (nout > 0)
 		sink(run, arg, out, nout);
-	binaryheap_free(heap);
+	for (i = 0; i < nfiles; i++)
+		pfree(sources[i].buffer);
 	pfree(sources);
+	pfree(heap);
+	pfree(heads);
 	pfree(out);
 }
 
@@ -525,7 +593,7 @@ sort_segments(LineCollector *lc)
 	Size		lo;
 
 	if (lc->idx == NULL && lc->n >= RADIX_MIN_LINES)
-		lc->idx = MemoryContextAllocHuge(run->run_ctx, sizeof(uint32) * 2 * lc->seg);
+		lc->idx = MemoryContextAllocHuge(run->run_ctx, sizeof(uint64) * 2 * lc->seg);
 	for (lo = 0; lo < lc->n; lo += lc->seg)
 	{
 		Size		n = Min(lc->seg, lc->n - lo);
@@ -772,12 +840,16 @@ settle_read_lines(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_
 	lc.pub.mydest = DestNone;
 	lc.run = run;
 	lc.last_rank = -1;
-	/* records, and two positions each for order_lines */
-	lc.cap = Max((Size) work_mem * 1024 / (sizeof(LineRec) + 2 * sizeof(uint32)), (Size) RADIX_MIN_LINES);
+	/* records, and two words each for order_lines */
+	lc.cap = Max((Size) work_mem * 1024 / (sizeof(LineRec) + 2 * sizeof(uint64)), (Size) RADIX_MIN_LINES);
 	lc.recs = MemoryContextAllocHuge(run->run_ctx, lc.cap * sizeof(LineRec));
 	lc.seg = lc.cap <= 2 * SEGMENT_LINES ? lc.cap : SEGMENT_LINES;
-	/* a merge reads a block (BLCKSZ) of each of its runs at a time */
-	lc.fan_in = Max((int) Min((Size) work_mem * 1024 / (2 * BLCKSZ), (Size) 4096), 4);
+	/*
+	 * A merge keeps two blocks (BLCKSZ) of each of its runs in memory: the
+	 * temporary file's buffer and the merge's own (merge_runs).  At most
+	 * half of work_mem goes to them.
+	 */
+	lc.fan_in = Max((int) Min((Size) work_mem * 1024 / (4 * BLCKSZ), (Size) 2048), 4);
 	args[0] = TimestampTzGetDatum(start);
 	args[1] = TimestampTzGetDatum(end);
 	args[2] = Int64GetDatum(run->org_id);

@@ -114,10 +114,13 @@ settle_load_statements(SettleRun *run)
  * The pack the current line goes to: the open one if it is for the same
  * statement, consuming account, product and charge cycle (run->line_cycle:
  * a late line's pack has its own cycle, 41_late.sql), else a new one.  Called once per
- * line before its benefits are used, so its uses fall in its pack.
+ * line before its benefits are used, so its uses fall in its pack; the last
+ * pack is the previous line's, and same_product says that line had this
+ * product.
  */
 void
-settle_pack_for_line(SettleRun *run, int64 statement_id, int64 payer, int64 account_id, const char *product_code)
+settle_pack_for_line(SettleRun *run, bool same_product, int64 statement_id, int64 payer, int64 account_id,
+					 const char *product_code)
 {
 	LineBatch  *b = &run->batch;
 	int			k = b->npacks - 1;
@@ -125,7 +128,7 @@ settle_pack_for_line(SettleRun *run, int64 statement_id, int64 payer, int64 acco
 	if (k >= 0 && DatumGetInt64(b->pack_statement[k]) == statement_id &&
 		DatumGetInt64(b->pack_account[k]) == account_id &&
 		DatumGetInt32(b->pack_cycle[k]) == run->line_cycle &&
-		strcmp(b->pack_code[k], product_code) == 0 &&
+		(same_product || strcmp(b->pack_code[k], product_code) == 0) &&
 		(b->n - (DatumGetInt32(b->pack_line_lo[k]) - 1)) * PACK_LINE_BYTES +
 		(b->nuse - (DatumGetInt32(b->pack_use_lo[k]) - 1)) * PACK_USE_BYTES < PACK_MAX_BYTES)
 		return;
