@@ -71,6 +71,7 @@
 #include "mb/pg_wchar.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -860,15 +861,29 @@ tco_settle_cycle(PG_FUNCTION_ARGS)
 	else
 		SPI_freetuptable(SPI_tuptable);
 
-	settle_exec_plan(PLAN_RESULT, args, nulls, false, 1);
-	tt = SPI_tuptable;
-	for (i = 0; i < 4; i++)
+	if (run.result_known)
 	{
-		Datum		d = SPI_getbinval(tt->vals[0], tt->tupdesc, i + 1, &result_null[i]);
+		/* what PLAN_RESULT would read back: every statement of the scope is the run's */
 		MemoryContext old = MemoryContextSwitchTo(caller_ctx);
 
-		result[i] = result_null[i] ? (Datum) 0 : datumCopy(d, i < 2, i < 2 ? 8 : -1);
+		result[0] = Int64GetDatum(run.result_statements);
+		result[1] = Int64GetDatum(run.result_lines);
+		result[2] = NumericGetDatum(int64_div_fast_to_numeric(run.result_list_cents, 2));
+		result[3] = NumericGetDatum(int64_div_fast_to_numeric(run.result_due_cents, 2));
 		MemoryContextSwitchTo(old);
+	}
+	else
+	{
+		settle_exec_plan(PLAN_RESULT, args, nulls, false, 1);
+		tt = SPI_tuptable;
+		for (i = 0; i < 4; i++)
+		{
+			Datum		d = SPI_getbinval(tt->vals[0], tt->tupdesc, i + 1, &result_null[i]);
+			MemoryContext old = MemoryContextSwitchTo(caller_ctx);
+
+			result[i] = result_null[i] ? (Datum) 0 : datumCopy(d, i < 2, i < 2 ? 8 : -1);
+			MemoryContextSwitchTo(old);
+		}
 	}
 	PopActiveSnapshot();
 	SPI_finish();

@@ -367,6 +367,13 @@ typedef struct SettleRun
 	int64		prev_account_id;
 	char		prev_product_code[PRODUCT_CODE_LEN];
 	bool		prev_commitment;	/* a commitment's fee (no packs, plans) */
+	/* the result of the run (settle_write_statements), when result_known */
+	bool		had_statements; /* the cycle had statements before the run */
+	bool		result_known;
+	int64		result_statements;
+	int64		result_lines;
+	int64		result_list_cents;
+	int64		result_due_cents;
 	LineBatch	batch;
 	uint64		nlines;
 	uint64		nskipped;		/* lines found already settled (skip mode) */

@@ -107,6 +107,8 @@ settle_load_statements(SettleRun *run)
 		ps->used = false;
 		ps->org_id = 0;
 	}
+	/* without statements before, the run's are all of its scope (result_known) */
+	run->had_statements = SPI_processed > 0;
 	SPI_freetuptable(tt);
 }
 
@@ -538,6 +540,8 @@ settle_write_statements(SettleRun *run)
 	 * Rounding rule: the exact sum rounded half-up to 2 decimals (amounts are
 	 * not negative), as round(sum, 2) does in SQL.
 	 */
+	run->result_statements = run->result_lines = 0;
+	run->result_list_cents = run->result_due_cents = 0;
 	hash_seq_init(&seq, run->statement_lines);
 	while ((sum = hash_seq_search(&seq)) != NULL)
 	{
@@ -548,6 +552,8 @@ settle_write_statements(SettleRun *run)
 			nold++;
 			continue;
 		}
+		if (!run->has_org || ps->org_id == run->org_id)
+			run->result_lines += sum->lines;
 		settle_add_money(&ps->totals[0], sum->list);
 		settle_add_money(&ps->totals[1], sum->discount);
 		settle_add_money(&ps->totals[2], sum->benefit);
@@ -602,7 +608,13 @@ settle_write_statements(SettleRun *run)
 				else
 					cents = -((-micro) / 10000 + ((-micro) % 10000 >= 5000 ? 1 : 0));
 				v[4 + j] = NumericGetDatum(int64_div_fast_to_numeric(cents, 2));
+				if (j == 0 && (!run->has_org || ps->org_id == run->org_id))
+					run->result_list_cents += cents;
+				else if (j == 3 && (!run->has_org || ps->org_id == run->org_id))
+					run->result_due_cents += cents;
 			}
+			if (!run->has_org || ps->org_id == run->org_id)
+				run->result_statements++;
 			v[8] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 			v[9] = (Datum) 0;
 			isnull[9] = true;
@@ -687,6 +699,13 @@ settle_write_statements(SettleRun *run)
 		args[0] = settle_int8_array(statement_ids, NULL, (int) i);
 		settle_exec_plan(PLAN_STATEMENT_TOTALS, args, NULL, false, 0);
 	}
+
+	/*
+	 * What settle_cycle returns, as PLAN_RESULT would read it back: known
+	 * when the cycle had no statement before the run (so every statement of
+	 * the scope is one just written) and the run wrote some.
+	 */
+	run->result_known = !run->had_statements && !run->v10 && run->result_statements > 0;
 
 	bid = palloc(sizeof(Datum) * Max(run->nbenefits, 1));
 	bamount = palloc(sizeof(Datum) * Max(run->nbenefits, 1));
