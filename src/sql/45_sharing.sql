@@ -175,8 +175,15 @@ BEGIN
 END $$;
 CREATE TRIGGER pool_voucher_issue AFTER INSERT ON tco.benefit
     FOR EACH ROW EXECUTE FUNCTION tco.pool_voucher_check();
-CREATE TRIGGER pool_voucher_check BEFORE UPDATE OR DELETE ON tco.benefit
-    FOR EACH ROW EXECUTE FUNCTION tco.pool_voucher_check();
+-- Only pool vouchers are checked on UPDATE and DELETE: the WHEN clauses spare
+-- every other benefit the function call (settlement updates the balances of
+-- every benefit it used, README "Settlement speed").
+CREATE TRIGGER pool_voucher_check BEFORE UPDATE ON tco.benefit
+    FOR EACH ROW WHEN (OLD.pool_org_id IS NOT NULL OR NEW.pool_org_id IS NOT NULL)
+    EXECUTE FUNCTION tco.pool_voucher_check();
+CREATE TRIGGER pool_voucher_delete BEFORE DELETE ON tco.benefit
+    FOR EACH ROW WHEN (OLD.pool_org_id IS NOT NULL)
+    EXECUTE FUNCTION tco.pool_voucher_check();
 
 -- Whether an account is in the subtree of a unit now.
 CREATE FUNCTION tco.unit_subtree(p_unit_id bigint) RETURNS SETOF bigint
