@@ -14,7 +14,7 @@ PGFILEDESC = "tco - cloud organizations, trusteeship and settlement"
 # frozen; upgrades ship as one-step sql/tco--X--Y.sql scripts.
 DATA_built = tco--$(EXTVERSION).sql tco_cluster--$(CLUSTER_VERSION).sql
 CLUSTER_VERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" tco_cluster.control)
-DATA = $(sort $(wildcard upgrade/tco--*.sql))
+DATA = $(sort $(wildcard upgrade/tco--*.sql) $(wildcard upgrade/tco_cluster--*.sql))
 
 # pg_regress: sql/NAME.sql + expected/NAME.out; isolation: specs/NAME.spec + expected/NAME.out.
 REGRESS = $(sort $(patsubst sql/%.sql,%,$(wildcard sql/*.sql)))

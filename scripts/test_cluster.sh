@@ -510,8 +510,8 @@ check router "every function of the router pins search_path (but the four I/O fu
 check router "PUBLIC may execute only those four" "4" \
     "SELECT count(*) FROM pg_proc WHERE pronamespace IN ('tco'::regnamespace, 'tco_cluster'::regnamespace)
        AND has_function_privilege('cl_outsider', oid, 'EXECUTE')"
-check router "the SECURITY DEFINER functions are add_shard, map_role, move_account, recover, recover_move, billing_timezone" \
-    "add_shard,billing_timezone,map_role,move_account,recover,recover_move" \
+check router "the SECURITY DEFINER functions are add_shard, map_role, move_account, recover, recover_move, refresh_shards, billing_timezone" \
+    "add_shard,billing_timezone,map_role,move_account,recover,recover_move,refresh_shards" \
     "SELECT string_agg(proname, ',' ORDER BY proname) FROM pg_proc WHERE prosecdef AND pronamespace IN ('tco'::regnamespace, 'tco_cluster'::regnamespace)"
 on router -d postgres -c 'CREATE DATABASE guard' -c '\c guard' -c 'CREATE SCHEMA tco_cluster' \
     -c 'CREATE FUNCTION tco_cluster.planted() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$' >/dev/null
@@ -520,5 +520,26 @@ if out=$(psql -X -q -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -h "$CL_TMP/router" 
     echo "FAIL: CREATE EXTENSION installed into a prepared schema tco_cluster: $out"; exit 1
 fi
 checks=$((checks + 1)); echo "ok $checks - CREATE EXTENSION refuses a schema tco_cluster prepared beforehand"
+
+log "7. upgrading the router: tco_cluster 1.0 updated equals a fresh install, shards refreshed"
+on router -d postgres -c 'CREATE DATABASE cl_up_old' -c 'CREATE DATABASE cl_up_new' >/dev/null
+on router -d cl_up_old -c 'SET client_min_messages = warning' -c "CREATE EXTENSION tco_cluster VERSION '1.0' CASCADE" \
+    -c 'ALTER EXTENSION tco_cluster UPDATE' >/dev/null
+on router -d cl_up_new -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION tco_cluster CASCADE' >/dev/null
+on router -d cl_up_old -At -f scripts/cluster_catalog_digest.sql >"$CL_TMP/digest_old.txt"
+on router -d cl_up_new -At -f scripts/cluster_catalog_digest.sql >"$CL_TMP/digest_new.txt"
+if ! diff "$CL_TMP/digest_old.txt" "$CL_TMP/digest_new.txt" >"$CL_TMP/digest.diff"; then
+    echo "FAIL: tco_cluster 1.0 updated to the current version differs from a fresh install:"; head -40 "$CL_TMP/digest.diff"; exit 1
+fi
+[ "$(wc -l <"$CL_TMP/digest_new.txt")" -gt 300 ] || { echo "FAIL: the catalog digest is too short"; exit 1; }
+checks=$((checks + 1)); echo "ok $checks - tco_cluster 1.0 updated: $(wc -l <"$CL_TMP/digest_new.txt") catalog facts equal to a fresh install"
+ranges_q="SELECT string_agg(concat_ws(':', s.shard_id, x.v), ',' ORDER BY s.shard_id) FROM tco_cluster.shard_conf s,
+    LATERAL (SELECT * FROM tco_cluster.dblink_values(s.fdw_server::text,
+             'SELECT min(seqmin) || '':'' || max(seqmax) FROM pg_sequence q JOIN tco_shard.id_sequences() i ON i.seq = q.seqrelid') v) x(v)"
+ranges_before=$(on router -d tco -At -c "$ranges_q")
+check router "refresh_shards brings every shard up to date (after an update of the router)" "4" "SELECT tco_cluster.refresh_shards()"
+check router "and leaves every shard's id range as it was" "$ranges_before" "$ranges_q"
+check router "a second refresh_shards changes nothing either" "4|$ranges_before" "SELECT tco_cluster.refresh_shards() || '|' || ($ranges_q)"
+fails router "refresh_shards is for operators" "42501" "SELECT tco_cluster.refresh_shards()" cl_reader
 
 log "$checks checks passed"

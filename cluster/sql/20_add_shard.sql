@@ -156,6 +156,36 @@ END $$;
 COMMENT ON FUNCTION tco_cluster.add_shard(text, text) IS
 'Adds a shard (a database with CREATE EXTENSION tco) reachable with conninfo (host, port, dbname; no user or password). Returns its shard_id. Copies entities, products and configuration to it; new organizations and accounts go to the least loaded shard.';
 
+-- Bring every shard's schema tco_shard up to this version of tco_cluster and
+-- give each its range of ids: after ALTER EXTENSION tco_cluster UPDATE
+-- (README "Running on several servers", "Upgrading the router"), and safe to
+-- run any time.  A shard that is down fails the call, naming it; the shards
+-- done before it stay done (each is one transaction of its own), and the
+-- call can be run again.  Returns the number of shards brought up to date.
+CREATE FUNCTION tco_cluster.refresh_shards() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s tco_cluster.shard_conf;
+    n integer := 0;
+    msg text;
+BEGIN
+    FOR s IN SELECT * FROM tco_cluster.shard_conf ORDER BY shard_id LOOP
+        BEGIN
+            PERFORM tco_cluster.install_shard_support(s.fdw_server);
+            PERFORM tco_cluster.dblink_value(s.fdw_server::text, pg_catalog.format('SELECT tco_shard.set_id_ranges(%s, %s)::text',
+                                                                                   s.shard_id, tco_cluster.id_range_size()));
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+            PERFORM tco_cluster.raise_if_unreachable(s.shard_id, msg);
+            RAISE;
+        END;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION tco_cluster.refresh_shards() IS
+'Installs this version''s shard functions (schema tco_shard) on every shard and sets each shard''s range of ids (tco_cluster.id_range_size()); run it after ALTER EXTENSION tco_cluster UPDATE. Idempotent.';
+
 -- Credentials of a role for every shard: user mappings on the PL/Proxy
 -- cluster and on each shard's postgres_fdw server (and on shards added
 -- later, which copy the first shard's mappings).  remote_user defaults to
