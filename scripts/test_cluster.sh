@@ -541,5 +541,37 @@ check router "refresh_shards brings every shard up to date (after an update of t
 check router "and leaves every shard's id range as it was" "$ranges_before" "$ranges_q"
 check router "a second refresh_shards changes nothing either" "4|$ranges_before" "SELECT tco_cluster.refresh_shards() || '|' || ($ranges_q)"
 fails router "refresh_shards is for operators" "42501" "SELECT tco_cluster.refresh_shards()" cl_reader
+# a router installed with 1.0, with two shards and data, updated: its shards
+# refreshed, an account with bill lines then moves to an organization of the
+# other shard as on a router installed with 1.1
+for n in shard1 shard2; do
+    on "$n" -d postgres -c 'CREATE DATABASE up' >/dev/null
+    on "$n" -d up -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION tco CASCADE' >/dev/null
+done
+on router -d postgres -c 'CREATE DATABASE cl_up_data' >/dev/null
+on router -d cl_up_data >/dev/null <<SQL
+SET client_min_messages = warning;
+CREATE EXTENSION tco_cluster VERSION '1.0' CASCADE;
+SELECT tco_cluster.add_shard('up1', 'host=$CL_TMP/shard1 port=${PORT[shard1]} dbname=up');
+SELECT tco_cluster.add_shard('up2', 'host=$CL_TMP/shard2 port=${PORT[shard2]} dbname=up');
+SELECT tco.create_entity(1, 'Upgrade Ltd', true);
+SELECT tco.create_product('cvm', 'hour');
+SELECT count(tco.create_account(a, 'up-' || a, 1, 10)) FROM generate_series(1, 4) a;
+SELECT tco.create_organization(1, 'Org A'), tco.create_organization(2, 'Org B');
+SQL
+mover=$(on router -d cl_up_data -At -c "SELECT min(a) FROM generate_series(3, 4) a
+    WHERE EXISTS (SELECT 1 FROM tco_cluster.org_directory o WHERE o.shard_id <> tco_cluster.shard_of_account(a))")
+up_org=$(on router -d cl_up_data -At -c "SELECT min(org_id) FROM tco_cluster.org_directory WHERE shard_id <> tco_cluster.shard_of_account($mover)")
+on router -d cl_up_data -c "$(lines_of "$mover" 2023-04-01 3 1.5)" >/dev/null
+on router -d cl_up_data -c 'SET client_min_messages = warning' -c 'ALTER EXTENSION tco_cluster UPDATE' >/dev/null
+CHECK_DB=cl_up_data check router "a 1.0 router updated: refresh_shards brings its two shards up to date" "2" "SELECT tco_cluster.refresh_shards()"
+[ -n "$mover" ] && [ -n "$up_org" ] || { echo "FAIL: no account of the 1.0 router lives apart from an organization"; exit 1; }
+on router -d cl_up_data -c "SELECT tco.add_member($up_org, $mover)" >/dev/null
+CHECK_DB=cl_up_data check router "and an account with bill lines then moves to an organization of the other shard (3 lines there, none left behind)" "true|3|0" \
+    "SELECT (tco_cluster.shard_of_account($mover) = tco_cluster.shard_of_org($up_org))::text || '|'
+            || tco_cluster.dblink_value((SELECT fdw_server::text FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_org($up_org)),
+                                        'SELECT count(*)::text FROM tco.bill_line WHERE account_id = $mover') || '|'
+            || tco_cluster.dblink_value((SELECT fdw_server::text FROM tco_cluster.shard_conf WHERE shard_id <> tco_cluster.shard_of_org($up_org)),
+                                        'SELECT count(*)::text FROM tco.bill_line WHERE account_id = $mover')"
 
 log "$checks checks passed"
