@@ -802,18 +802,29 @@ tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
 		}
 	}
 
-	/*
-	 * Until a later change takes effect, every later instant gets this
-	 * decision (the later changes' effective instants are all after `at`).
-	 * In a cycle that is detached the answer may be an error depending on
-	 * the instant: no span.
-	 */
-	decision->valid_until = DT_NOEND;
-	if (cache.ndetached > 0 && account->nchanges > 0)
-		decision->valid_until = at;
-	else
-		for (i = decision->change_index + 1; i < account->nchanges; i++)
-			decision->valid_until = Min(decision->valid_until, pe->effective[i]);
+	decision->in_detached = cache.ndetached > 0 && account->nchanges > 0;
+}
+
+/*
+ * The same decision (payer and change) holds for every instant from `at`
+ * (the instant it was made for) up to, not including, the instant returned:
+ * until a later change takes effect (the later changes' effective instants
+ * are all after `at`).  Settlement prices a run of lines of one account and
+ * product in period order with one decision per such span.  An account with
+ * a change in a detached cycle gets no span: its answer may be an error
+ * depending on the instant.
+ */
+TimestampTz
+tco_payer_decision_until(const PayerDecision *decision, TimestampTz at)
+{
+	TimestampTz until = DT_NOEND;
+	int			i;
+
+	if (decision->in_detached)
+		return at;
+	for (i = decision->change_index + 1; i < decision->nchanges; i++)
+		until = Min(until, decision->effective[i]);
+	return until;
 }
 
 int64

@@ -34,13 +34,7 @@ typedef struct PayerDecision
 	const PayerChange *account; /* the account's changes (nchanges) */
 	const TimestampTz *effective;	/* their effective instants for the product */
 	const bool *frozen;			/* whether each was frozen */
-	/*
-	 * The same decision (payer and change) holds for every instant from the
-	 * one asked up to, not including, valid_until: the next effective instant
-	 * of a later change.  Settlement prices a run of lines of one account and
-	 * product in period order with one decision per such span.
-	 */
-	TimestampTz valid_until;
+	bool		in_detached;	/* the account has a change in a detached cycle */
 } PayerDecision;
 
 extern void tco_payer_init(void);
@@ -48,6 +42,7 @@ extern void tco_payer_reset(void);
 extern void tco_payer_lines_written(void);
 extern void tco_payer_decide(int64 account_id, const char *product_code,
 							 TimestampTz at, PayerDecision *decision);
+extern TimestampTz tco_payer_decision_until(const PayerDecision *decision, TimestampTz at);
 extern int64 tco_effective_payer(int64 account_id, const char *product_code,
 								 TimestampTz at);
 

@@ -597,7 +597,6 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 	owner_cache_reset(&run->benefit_cache);
 	run->group_account = 0;
 	run->group_product = -1;
-	run->payer_span.valid = false;
 	run->prev_valid = false;
 	run->last_sum = NULL;		/* the hashes they point into are new */
 	run->last_payer = NULL;

@@ -346,13 +346,12 @@ typedef struct SettleRun
 	struct PayerStatement *last_payer;	/* last settle_statement_for_payer */
 	/*
 	 * The payer of the last line's account and product over the span of
-	 * instants where it cannot change (PayerDecision.valid_until): the next
+	 * instants where it cannot change (tco_payer_decision_until): the next
 	 * lines of the run, in period order, mostly fall in it.
 	 */
 	struct
 	{
-		bool		valid;		/* for prev_account_id and prev_product_code */
-		TimestampTz from;
+		TimestampTz from;		/* of prev_account_id and prev_product_code */
 		TimestampTz until;
 		int64		payer;
 		bool		has_change;

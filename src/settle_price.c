@@ -301,14 +301,13 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	}
 
 	/* the payer span is the previous line's: of this account and product if same */
-	if (!(same && run->payer_span.valid && at >= run->payer_span.from && at < run->payer_span.until))
+	if (!(same && at >= run->payer_span.from && at < run->payer_span.until))
 	{
 		PayerDecision decision;
 
 		tco_payer_decide(account_id, product_code, at, &decision);
-		run->payer_span.valid = true;
 		run->payer_span.from = at;
-		run->payer_span.until = decision.valid_until;
+		run->payer_span.until = tco_payer_decision_until(&decision, at);
 		run->payer_span.payer = decision.payer;
 		run->payer_span.has_change = decision.change_index >= 0;
 		if (decision.change_index >= 0)
