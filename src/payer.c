@@ -86,14 +86,28 @@ typedef struct LinesView
 	uint64		writes;			/* bill-line statements of this backend */
 } LinesView;
 
-/* The effective instant of each change of one account, for one product. */
+/*
+ * The effective instant of each change of one account, for one product.
+ * A change takes effect at its granularity boundary (ceil) or, when frozen,
+ * at the start of the next cycle (next); which of the two depends on bill
+ * lines, and it matters only for instants between the two.  The frozen
+ * flags are read only when asked about such an instant (or by explain):
+ * until then (known false) effective holds the earlier of the two, which
+ * gives the right answer for every other instant and a safe end for a
+ * settlement's payer span (tco_payer_decision_until), and depends on no
+ * bill line.  A settlement whose changes all lie in earlier cycles reads no
+ * bill line for the frozen-product rule at all.
+ */
 typedef struct ProductEffective
 {
 	struct ProductEffective *next;
 	ProductEntry *product;
 	TimestampTz *effective;		/* one per change */
 	bool	   *frozen;			/* one per change */
-	LinesView	view;			/* what frozen was read under */
+	TimestampTz *ceil;			/* one per change: not frozen */
+	TimestampTz *next_start;	/* one per change: frozen */
+	bool		known;			/* frozen (and effective) read from bill lines */
+	LinesView	view;			/* what frozen was read under, when known */
 } ProductEffective;
 
 typedef struct AccountEntry
@@ -665,57 +679,97 @@ compute_frozen(AccountEntry *account, ProductEntry *product, bool *frozen)
 	tco_restore_search_path(nestlevel);
 }
 
+/*
+ * The memo of an account's changes for a product: with the frozen flags not
+ * read yet (known false) if there is none or if they were read under
+ * another view of the bill lines.
+ */
 static ProductEffective *
 product_effective(AccountEntry *account, ProductEntry *product, const LinesView *view, bool have_view)
 {
 	ProductEffective *pe;
-	bool	   *frozen;
 	int			i;
 
 	for (pe = account->products; pe != NULL; pe = pe->next)
 		if (pe->product == product)
 			break;
-	if (pe != NULL && have_view && lines_view_equal(&pe->view, view))
+	if (pe != NULL && (!pe->known || (have_view && lines_view_equal(&pe->view, view))))
 		return pe;
-
-	frozen = palloc(sizeof(bool) * account->nchanges);
-	compute_frozen(account, product, frozen);
-
 	if (pe == NULL)
 	{
+		int			n = account->nchanges;
+
 		pe = MemoryContextAlloc(cache.context, sizeof(ProductEffective));
 		pe->product = product;
-		pe->effective = MemoryContextAlloc(cache.context, sizeof(TimestampTz) * account->nchanges);
-		pe->frozen = MemoryContextAlloc(cache.context, sizeof(bool) * account->nchanges);
+		pe->effective = MemoryContextAlloc(cache.context, sizeof(TimestampTz) * n);
+		pe->frozen = MemoryContextAlloc(cache.context, sizeof(bool) * n);
+		pe->ceil = MemoryContextAlloc(cache.context, sizeof(TimestampTz) * n);
+		pe->next_start = MemoryContextAlloc(cache.context, sizeof(TimestampTz) * n);
+		for (i = 0; i < n; i++)
+		{
+			TimestampTz t = account->changes[i].at;
+			TimestampTz cs;
+
+			pe->ceil[i] = tco_boundary_ceil(t, product->granularity, cache.tz);
+			/* a change in no billing cycle (local year beyond 9999) freezes nothing */
+			if (!tco_cycle_bounds(t, cache.tz, &cs, &pe->next_start[i]))
+				pe->next_start[i] = pe->ceil[i];
+		}
 		pe->next = account->products;
 		account->products = pe;
 	}
+	pe->known = false;
+	memset(&pe->view, 0, sizeof(pe->view));
 	for (i = 0; i < account->nchanges; i++)
 	{
-		TimestampTz t = account->changes[i].at;
+		pe->frozen[i] = false;
+		pe->effective[i] = Min(pe->ceil[i], pe->next_start[i]);
+	}
+	return pe;
+}
 
+/* Whether the frozen flag of some change decides the answer at `at`. */
+static bool
+frozen_matters(const AccountEntry *account, const ProductEffective *pe, TimestampTz at)
+{
+	int			i;
+
+	for (i = 0; i < account->nchanges; i++)
+		if (at >= Min(pe->ceil[i], pe->next_start[i]) && at < Max(pe->ceil[i], pe->next_start[i]))
+			return true;
+	return false;
+}
+
+/* Read the frozen flags of the memo and set the effective instants they give. */
+static void
+product_effective_read(AccountEntry *account, ProductEntry *product, ProductEffective *pe,
+					   const LinesView *view, bool have_view)
+{
+	bool	   *frozen = palloc(sizeof(bool) * account->nchanges);
+	int			i;
+
+	compute_frozen(account, product, frozen);
+	for (i = 0; i < account->nchanges; i++)
+	{
 		pe->frozen[i] = frozen[i];
-		if (frozen[i])
-			pe->effective[i] = tco_next_cycle_start(tco_cycle_of(t, cache.tz), cache.tz);
-		else
-			pe->effective[i] = tco_boundary_ceil(t, product->granularity, cache.tz);
+		pe->effective[i] = frozen[i] ? pe->next_start[i] : pe->ceil[i];
 	}
 	/* without a snapshot, what was read serves this call only */
+	pe->known = true;
 	if (have_view)
 		pe->view = *view;
 	else
 		memset(&pe->view, 0, sizeof(pe->view));
 	pfree(frozen);
-	return pe;
 }
 
 /*
- * Decide the payer of a line of account_id for product_code starting at
- * `at`.  Fills *decision; the pointers in it are valid until the next call.
+ * The payer decision (tco_payer_decide); with explain, every change's
+ * frozen flag and effective instant read, as tco.explain_payer shows them.
  */
-void
-tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
-				 PayerDecision *decision)
+static void
+payer_decide(int64 account_id, const char *product_code, TimestampTz at,
+			 PayerDecision *decision, bool explain)
 {
 	AccountEntry *account;
 	ProductEntry *product;
@@ -734,7 +788,7 @@ tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
 	have_view = lines_view_now(&view);
 	if (cache.last_account != NULL && cache.last_account->account_id == account_id &&
 		strcmp(cache.last_product->product_code, product_code) == 0 &&
-		(cache.last_effective == NULL ||
+		(cache.last_effective == NULL || !cache.last_effective->known ||
 		 (have_view && lines_view_equal(&cache.last_effective->view, &view))))
 	{
 		account = cache.last_account;
@@ -756,6 +810,9 @@ tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
 			cache.last_effective = pe;
 		}
 	}
+	/* the frozen flags, read only when they decide the answer (or to explain it) */
+	if (pe != NULL && !pe->known && (explain || frozen_matters(account, pe, at)))
+		product_effective_read(account, product, pe, &view, have_view);
 	decision->granularity = product->granularity;
 	decision->account = account->nchanges > 0 ? account->changes : NULL;
 	decision->nchanges = account->nchanges;
@@ -803,6 +860,20 @@ tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
 	}
 
 	decision->in_detached = cache.ndetached > 0 && account->nchanges > 0;
+}
+
+/*
+ * Decide the payer of a line of account_id for product_code starting at
+ * `at`.  Fills *decision; the pointers in it are valid until the next call.
+ * The frozen flags and effective instants of changes that do not decide
+ * this answer may be provisional (ProductEffective): settlement uses them
+ * only through tco_payer_decision_until.
+ */
+void
+tco_payer_decide(int64 account_id, const char *product_code, TimestampTz at,
+				 PayerDecision *decision)
+{
+	payer_decide(account_id, product_code, at, decision, false);
 }
 
 /*
@@ -916,7 +987,7 @@ tco_explain_payer(PG_FUNCTION_ARGS)
 	int			i;
 	bool		first = true;
 
-	tco_payer_decide(account_id, product_code, at, &d);
+	payer_decide(account_id, product_code, at, &d, true);
 
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "{\"account_id\": " INT64_FORMAT ", \"product_code\": ", account_id);
