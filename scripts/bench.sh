@@ -117,12 +117,24 @@ SQL
     echo "settle:   phases: $phases" | tee -a "$OUT"
 }
 
-settle_check() {  # the settled result against plain SQL over the bill lines (rolled back)
-    "${PSQL[@]}" -At -v wm="$1" <<'SQL'
+# settle_check <work_mem> [parallel]: the settled result against plain SQL
+# over the bill lines (rolled back); with "parallel", the read is shared by
+# parallel workers whatever the table's size, and the settlement's DEBUG1
+# phase line (on stderr) says how many.
+settle_check() {
+    local opts="" par=0
+    if [ "${2:-}" = parallel ]; then
+        opts="-c min_parallel_table_scan_size=0 -c max_parallel_workers_per_gather=2"; par=1
+    fi
+    PGOPTIONS="${PGOPTIONS:-} $opts" "${PSQL[@]}" -At -v wm="$1" -v par="$par" <<'SQL'
 SET work_mem = :'wm';
 SELECT lower(tco.cycle_range('2023-02')) AS cs, upper(tco.cycle_range('2023-02')) AS ce \gset
 BEGIN;
+\if :par
+SET client_min_messages = debug1;
+\endif
 SELECT * FROM tco.settle_cycle('2023-02') \g /dev/null
+RESET client_min_messages;
 CREATE TEMP TABLE expect ON COMMIT DROP AS
 SELECT account_id, product_code, sum(list_amount) AS list, count(*) AS n FROM tco.bill_line
 WHERE period_start >= :'cs' AND period_start < :'ce' GROUP BY 1, 2;
@@ -183,6 +195,20 @@ settle_check_all() {  # settle_check at each work_mem: the same lines, priced th
         fi
     done
     [ "$#" -gt 1 ] && [ "$DIFFERS" = 0 ] && echo "settle:   every line priced the same and every benefit use the same at work_mem $*" | tee -a "$OUT"
+    # the read shared by parallel workers (README "Settlement speed"), at the first work_mem
+    out=$(settle_check "$1" parallel 2>&1)
+    digest=$(echo "$out" | sed -n 's/^DIGEST //p')
+    workers=$(echo "$out" | grep -o 'one read shared with [0-9]* parallel workers' | grep -o '[0-9][0-9]*' || true)
+    if [ "$digest" != "$first" ]; then
+        echo "$out" | grep -v '^DIGEST' | tail -n 5 | tee -a "$OUT"
+        echo "settle:   RESULT DIFFERS with the read shared by parallel workers at work_mem ${1}: per-line digest $digest, not $first" | tee -a "$OUT"
+        DIFFERS=1
+    elif [ -z "$workers" ]; then
+        echo "settle:   PARALLEL READ NOT USED at work_mem $1 with min_parallel_table_scan_size 0" | tee -a "$OUT"
+        DIFFERS=1
+    else
+        echo "settle:   read shared with $workers parallel workers at work_mem $1: every line priced the same" | tee -a "$OUT"
+    fi
     return 0
 }
 

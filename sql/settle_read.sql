@@ -120,6 +120,17 @@ BEGIN
 END $$;
 SELECT pg_temp.record_settlement('64kB');
 SELECT pg_temp.record_settlement('64MB');
+-- 3. The same settlement read by parallel workers with the backend (a cycle
+-- this small is read in parallel only when told that any table is large
+-- enough): each participant sorts its share, its runs go to shared
+-- temporary files, the backend merges them: the same results again, with
+-- runs spilled (64kB) and without.
+SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+SELECT pg_temp.record_settlement('64kB');
+SELECT pg_temp.record_settlement('64MB');
+RESET min_parallel_table_scan_size;
+RESET max_parallel_workers_per_gather;
 SELECT what, count(DISTINCT digest) AS different_results, count(*) AS runs
 FROM results GROUP BY what ORDER BY what;
 -- and the spilled settlement is the plain GROUP BY of the cycle's lines

@@ -648,12 +648,16 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 		initStringInfo(&buf);
 		for (p = 0; p < NUM_PHASES; p++)
 			appendStringInfo(&buf, "%s%s %.1f ms", p > 0 ? ", " : "", phase_names[p], run->phase_ms[p]);
+		if (run->read_workers > 0)
+			appendStringInfo(&buf, "; one read shared with %d parallel workers", run->read_workers);
+		else
+			appendStringInfoString(&buf, "; one read");
 		if (run->spilled_runs > 0)
-			elog(DEBUG1, "tco settle_cycle %s: " UINT64_FORMAT " lines; %s; one read, %d sorted runs spilled to temporary files (" INT64_FORMAT " kB, %d intermediate merges), merged",
+			elog(DEBUG1, "tco settle_cycle %s: " UINT64_FORMAT " lines; %s, %d sorted runs spilled to temporary files (" INT64_FORMAT " kB, %d intermediate merges), merged",
 				 run->cycle_text, run->nlines, buf.data, run->spilled_runs, run->spilled_kb,
 				 run->intermediate_merges);
 		else
-			elog(DEBUG1, "tco settle_cycle %s: " UINT64_FORMAT " lines; %s; one read, sorted in memory (%s)",
+			elog(DEBUG1, "tco settle_cycle %s: " UINT64_FORMAT " lines; %s, sorted in memory (%s)",
 				 run->cycle_text, run->nlines, buf.data, run->radix_sort ? "radix" : "comparison");
 	}
 }

@@ -393,6 +393,7 @@ typedef struct SettleRun
 	int			spilled_runs;	/* sorted runs written to temporary files */
 	int64		spilled_kb;		/* and their size */
 	int			intermediate_merges;	/* merges of runs into one before the last */
+	int			read_workers;	/* parallel workers that read with this backend */
 } SettleRun;
 
 /* Charge the time since the last mark to phase p. */

@@ -12,6 +12,26 @@
 
 #include "storage/buffile.h"
 
+#include "access/parallel.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "executor/executor.h"
+#include "nodes/plannodes.h"
+#include "optimizer/cost.h"
+#include "optimizer/paths.h"
+#include "parser/parsetree.h"
+#include "storage/bufmgr.h"
+#include "storage/dsm.h"
+#include "storage/sharedfileset.h"
+#include "storage/shm_toc.h"
+#include "storage/spin.h"
+#include "utils/plancache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
@@ -245,30 +265,24 @@ order_lines(LineRec *recs, Size n, int nproducts, uint64 *idx)
 	return true;
 }
 
+static void index_products(SettleRun *run);
+
 /* Product codes in the collation order of ORDER BY product_code. */
 void
 settle_load_products(SettleRun *run)
 {
 	SPITupleTable *tt;
-	HASHCTL		ctl;
 	uint64		i;
 
-	ctl.keysize = PRODUCT_CODE_LEN;
-	ctl.entrysize = sizeof(ProductEntry);
-	ctl.hcxt = run->run_ctx;
-	run->product_ranks = hash_create("tco settle products", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	settle_exec_plan(PLAN_PRODUCTS, NULL, NULL, true, 0);
 	tt = SPI_tuptable;
 	if (SPI_processed >= PG_INT32_MAX)
 		elog(ERROR, "too many products");
 	run->nproducts = (int) SPI_processed;
 	run->products = MemoryContextAllocHuge(run->run_ctx, (Size) PRODUCT_CODE_LEN * Max(SPI_processed, 1));
-	run->product_len = MemoryContextAllocHuge(run->run_ctx, sizeof(int) * Max(SPI_processed, 1));
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
-		bool		found;
-		ProductEntry *e;
 
 		settle_text_to_code(settle_get_text(tt->vals[i], tt->tupdesc, 1, &isnull), run->products[i]);
 		if (isnull)
@@ -276,11 +290,32 @@ settle_load_products(SettleRun *run)
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
 				 errmsg("tco.product has a NULL product code"),
 				 errhint("The primary key of tco.product was dropped: restore it.")));
+	}
+	SPI_freetuptable(tt);
+	index_products(run);
+}
+
+/* The length and the rank by code of each of run->products. */
+static void
+index_products(SettleRun *run)
+{
+	HASHCTL		ctl;
+	int			i;
+
+	ctl.keysize = PRODUCT_CODE_LEN;
+	ctl.entrysize = sizeof(ProductEntry);
+	ctl.hcxt = run->run_ctx;
+	run->product_ranks = hash_create("tco settle products", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	run->product_len = MemoryContextAllocHuge(run->run_ctx, sizeof(int) * Max(run->nproducts, 1));
+	for (i = 0; i < run->nproducts; i++)
+	{
+		ProductEntry *e;
+		bool		found;
+
 		run->product_len[i] = (int) strlen(run->products[i]);
 		e = hash_search(run->product_ranks, run->products[i], HASH_ENTER, &found);
 		e->rank = (int32) i;
 	}
-	SPI_freetuptable(tt);
 }
 
 /* Skip mode: the settled line ids of an account's product in the cycle, sorted. */
@@ -347,7 +382,11 @@ typedef struct LineCollector
 	uint64	   *idx;			/* order_lines' scratch for a segment */
 	uint64		received;		/* rows received */
 	BufFile   **runs;			/* sorted runs written so far ... */
-	int		   *levels;			/* ... and how many merges made each */
+	int		   *levels;			/* ... how many merges made each ... */
+	char	  **names;			/* ... and their names in fileset (or NULL) */
+	FileSet    *fileset;		/* parallel read: runs go to this shared file set */
+	int			participant;	/* ... under names of this participant */
+	int			next_file;
 	int			nruns;
 	int			runs_cap;
 	int			fan_in;			/* runs merged at a time */
@@ -544,9 +583,9 @@ sink_to_settle(SettleRun *run, void *arg, const LineRec *recs, Size n)
  * account of the segment, not per line.
  */
 static void
-note_consumers(LineCollector *lc, const LineRec *recs, Size n)
+note_consumer(LineCollector *lc, int64 account_id)
 {
-	Size		i;
+	bool		found;
 
 	if (lc->consumers == NULL)
 	{
@@ -558,24 +597,27 @@ note_consumers(LineCollector *lc, const LineRec *recs, Size n)
 		lc->consumers = hash_create("tco settle consumers", 1024, &ctl,
 									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
-	for (i = 0; i < n; i++)
+	(void) hash_search(lc->consumers, &account_id, HASH_ENTER, &found);
+	if (found)
+		return;
+	if (lc->nconsumers == lc->consumers_cap)
 	{
-		bool		found;
-
-		if (i > 0 && recs[i].account_id == recs[i - 1].account_id)
-			continue;
-		(void) hash_search(lc->consumers, &recs[i].account_id, HASH_ENTER, &found);
-		if (found)
-			continue;
-		if (lc->nconsumers == lc->consumers_cap)
-		{
-			lc->consumers_cap = Max(lc->consumers_cap * 2, 1024);
-			lc->consumer_ids = lc->consumer_ids ?
-				repalloc_huge(lc->consumer_ids, sizeof(int64) * lc->consumers_cap) :
-				MemoryContextAllocHuge(lc->run->run_ctx, sizeof(int64) * lc->consumers_cap);
-		}
-		lc->consumer_ids[lc->nconsumers++] = recs[i].account_id;
+		lc->consumers_cap = Max(lc->consumers_cap * 2, 1024);
+		lc->consumer_ids = lc->consumer_ids ?
+			repalloc_huge(lc->consumer_ids, sizeof(int64) * lc->consumers_cap) :
+			MemoryContextAllocHuge(lc->run->run_ctx, sizeof(int64) * lc->consumers_cap);
 	}
+	lc->consumer_ids[lc->nconsumers++] = account_id;
+}
+
+static void
+note_consumers(LineCollector *lc, const LineRec *recs, Size n)
+{
+	Size		i;
+
+	for (i = 0; i < n; i++)
+		if (i == 0 || recs[i].account_id != recs[i - 1].account_id)
+			note_consumer(lc, recs[i].account_id);
 }
 
 /*
@@ -605,6 +647,75 @@ sort_segments(LineCollector *lc)
 }
 
 /*
+ * A new file for a sorted run: a temporary file of this backend, or, in a
+ * parallel read (read_participant), a named file of the read's shared file
+ * set that the leader opens after the worker is done.  Either kind is
+ * removed on error (resource owner, file set detach).
+ */
+static BufFile *
+run_file_create(LineCollector *lc, char **name)
+{
+	if (lc->fileset == NULL)
+	{
+		*name = NULL;
+		return BufFileCreateTemp(false);
+	}
+	*name = psprintf("tco.read.%d.%d", lc->participant, lc->next_file++);
+	return BufFileCreateFileSet(lc->fileset, *name);
+}
+
+static void
+run_file_close(LineCollector *lc, BufFile *file, const char *name)
+{
+	BufFileClose(file);
+	if (name != NULL)
+		BufFileDeleteFileSet(lc->fileset, name, false);
+}
+
+/* One more sorted run, of the given merge level. */
+static void
+add_run(LineCollector *lc, BufFile *file, char *name, int level)
+{
+	if (lc->nruns == lc->runs_cap)
+	{
+		lc->runs_cap = Max(lc->runs_cap * 2, lc->fan_in + 1);
+		lc->runs = lc->runs ? repalloc(lc->runs, sizeof(BufFile *) * lc->runs_cap) :
+			palloc(sizeof(BufFile *) * lc->runs_cap);
+		lc->levels = lc->levels ? repalloc(lc->levels, sizeof(int) * lc->runs_cap) :
+			palloc(sizeof(int) * lc->runs_cap);
+		lc->names = lc->names ? repalloc(lc->names, sizeof(char *) * lc->runs_cap) :
+			palloc(sizeof(char *) * lc->runs_cap);
+	}
+	lc->runs[lc->nruns] = file;
+	lc->names[lc->nruns] = name;
+	lc->levels[lc->nruns++] = level;
+}
+
+/* Merge the runs first .. first + count - 1 into one run of the given level. */
+static void
+merge_into_one(LineCollector *lc, int first, int count, int level)
+{
+	char	   *name;
+	BufFile    *merged = run_file_create(lc, &name);
+	int			i;
+
+	merge_runs(lc->run, lc->runs + first, count, NULL, 0, lc->seg, sink_to_file, merged);
+	for (i = first; i < first + count; i++)
+		run_file_close(lc, lc->runs[i], lc->names[i]);
+	for (i = first + count; i < lc->nruns; i++)
+	{
+		lc->runs[i - count + 1] = lc->runs[i];
+		lc->names[i - count + 1] = lc->names[i];
+		lc->levels[i - count + 1] = lc->levels[i];
+	}
+	lc->runs[first] = merged;
+	lc->names[first] = name;
+	lc->levels[first] = level;
+	lc->nruns -= count - 1;
+	lc->run->intermediate_merges++;
+}
+
+/*
  * The array is full: put it in order and write each of its sorted segments
  * to a temporary file as one more sorted run.
  */
@@ -620,20 +731,11 @@ spill_run(LineCollector *lc)
 	for (lo = 0; lo < lc->n; lo += lc->seg)
 	{
 		Size		n = Min(lc->seg, lc->n - lo);
-		/* temporary files of this transaction, closed by the resource owner on error */
-		BufFile    *file = BufFileCreateTemp(false);
+		char	   *name;
+		BufFile    *file = run_file_create(lc, &name);
 
 		BufFileWrite(file, lc->recs + lo, sizeof(LineRec) * n);
-		if (lc->nruns == lc->runs_cap)
-		{
-			lc->runs_cap = Max(lc->runs_cap * 2, lc->fan_in + 1);
-			lc->runs = lc->runs ? repalloc(lc->runs, sizeof(BufFile *) * lc->runs_cap) :
-				palloc(sizeof(BufFile *) * lc->runs_cap);
-			lc->levels = lc->levels ? repalloc(lc->levels, sizeof(int) * lc->runs_cap) :
-				palloc(sizeof(int) * lc->runs_cap);
-		}
-		lc->runs[lc->nruns] = file;
-		lc->levels[lc->nruns++] = 0;
+		add_run(lc, file, name, 0);
 		run->spilled_runs++;
 		run->spilled_kb += sizeof(LineRec) * n / 1024;
 
@@ -645,19 +747,7 @@ spill_run(LineCollector *lc)
 		 */
 		while (lc->nruns >= lc->fan_in &&
 			   lc->levels[lc->nruns - lc->fan_in] == lc->levels[lc->nruns - 1])
-		{
-			int			first = lc->nruns - lc->fan_in;
-			BufFile    *merged = BufFileCreateTemp(false);
-			int			i;
-
-			merge_runs(run, lc->runs + first, lc->fan_in, NULL, 0, lc->seg, sink_to_file, merged);
-			for (i = first; i < lc->nruns; i++)
-				BufFileClose(lc->runs[i]);
-			lc->runs[first] = merged;
-			lc->levels[first]++;
-			lc->nruns = first + 1;
-			run->intermediate_merges++;
-		}
+			merge_into_one(lc, lc->nruns - lc->fan_in, lc->fan_in, lc->levels[lc->nruns - 1] + 1);
 	}
 	lc->n = 0;
 	MemoryContextSwitchTo(oldcxt);
@@ -743,18 +833,19 @@ fallback:
 																 NumericGetDatum(int64_to_numeric(1000000)))));
 }
 
-static bool
-collect_line(TupleTableSlot *slot, DestReceiver *self)
+/*
+ * One line of the cycle: line_id, account_id, product_code, period_start,
+ * list_amount, as a record of the array.
+ */
+static void
+collect_values(LineCollector *lc, const Datum *values, const bool *isnull)
 {
-	LineCollector *lc = (LineCollector *) self;
 	SettleRun  *run = lc->run;
 	LineRec    *r;
 	text	   *code;
 	int			len;
 
-	slot_getallattrs(slot);
-	if (slot->tts_isnull[0] || slot->tts_isnull[1] || slot->tts_isnull[2] ||
-		slot->tts_isnull[3] || slot->tts_isnull[4])
+	if (isnull[0] || isnull[1] || isnull[2] || isnull[3] || isnull[4])
 		ereport(ERROR,
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
 				 errmsg("a bill line of the cycle has a NULL line_id, account_id, product_code, period_start or list_amount"),
@@ -763,9 +854,9 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 	if (lc->n == lc->cap)
 		spill_run(lc);
 	r = &lc->recs[lc->n++];
-	r->line_id = DatumGetInt64(slot->tts_values[0]);
-	r->account_id = DatumGetInt64(slot->tts_values[1]);
-	code = DatumGetTextPP(slot->tts_values[2]);
+	r->line_id = DatumGetInt64(values[0]);
+	r->account_id = DatumGetInt64(values[1]);
+	code = DatumGetTextPP(values[2]);
 	len = VARSIZE_ANY_EXHDR(code);
 	if (lc->last_code == NULL || strlen(lc->last_code) != (size_t) len ||
 		memcmp(lc->last_code, VARDATA_ANY(code), len) != 0)
@@ -782,7 +873,7 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 			lc->last_rank = k;
 		else
 		{
-			settle_text_to_code(slot->tts_values[2], buf);
+			settle_text_to_code(values[2], buf);
 			e = hash_search(run->product_ranks, buf, HASH_FIND, NULL);
 			if (e == NULL)
 				ereport(ERROR,
@@ -796,10 +887,409 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
 	}
 	r->product = lc->last_rank;
 	r->zero = 0;
-	r->period_start = DatumGetTimestampTz(slot->tts_values[3]);
-	r->list = numeric_to_micro(slot->tts_values[4]);
+	r->period_start = DatumGetTimestampTz(values[3]);
+	r->list = numeric_to_micro(values[4]);
 	if ((lc->received & 0x3FFF) == 0)
 		CHECK_FOR_INTERRUPTS();
+}
+
+static bool
+collect_line(TupleTableSlot *slot, DestReceiver *self)
+{
+	slot_getallattrs(slot);
+	collect_values((LineCollector *) self, slot->tts_values, slot->tts_isnull);
+	return true;
+}
+
+static void
+collector_init(LineCollector *lc, SettleRun *run, Size cap, int fan_in)
+{
+	memset(lc, 0, sizeof(*lc));
+	lc->pub.receiveSlot = collect_line;
+	lc->pub.rStartup = collect_startup;
+	lc->pub.rShutdown = collect_shutdown;
+	lc->pub.rDestroy = collect_shutdown;
+	lc->pub.mydest = DestNone;
+	lc->run = run;
+	lc->last_rank = -1;
+	lc->cap = cap;
+	lc->recs = MemoryContextAllocHuge(run->run_ctx, cap * sizeof(LineRec));
+	lc->seg = cap <= 2 * SEGMENT_LINES ? cap : SEGMENT_LINES;
+	lc->fan_in = fan_in;
+}
+
+/* ------------------------------------------------------------------------
+ * Parallel read (README "Settlement speed"): when the plan of the read is a
+ * sequential scan of one relation (the cycle's partition) large enough for
+ * PostgreSQL to scan it in parallel, the scan is shared by parallel workers
+ * and the leader, as a parallel sequential scan is, and each participant
+ * makes its own records, sorts them and writes its sorted runs (the
+ * read's work but the merge).  The workers' runs are named files of a
+ * shared file set, which the leader opens once they are done; it merges
+ * them with its own runs and its last array, and settles the lines as they
+ * come out, after it has left parallel mode (pricing writes).  Each
+ * participant has work_mem for its array, as each process of a parallel
+ * sort in PostgreSQL has.  The result does not depend on it: the merge
+ * gives the same order, the same lines.
+ */
+#define READ_KEY_SHARED		UINT64CONST(0x7C0A5E7700000001)
+#define READ_KEY_SCAN		UINT64CONST(0x7C0A5E7700000002)
+#define READ_KEY_PRODUCTS	UINT64CONST(0x7C0A5E7700000003)
+#define READ_NAME_LEN		64
+
+typedef struct ReadShared
+{
+	Oid			relid;			/* the relation to scan */
+	AttrNumber	attnums[5];		/* line_id, account_id, product_code, period_start, list_amount */
+	TimestampTz start;			/* the cycle: [start, end) */
+	TimestampTz end;
+	Size		cap;			/* records per participant's array */
+	int			fan_in;
+	int			nproducts;		/* codes in READ_KEY_PRODUCTS, in rank order */
+	dsm_handle	files;			/* the segment holding the shared file set */
+	/* what the workers did, added up */
+	slock_t		mutex;
+	uint64		received;
+	int			spilled_runs;
+	int64		spilled_kb;
+	int			intermediate_merges;
+	bool		radix_sort;
+} ReadShared;
+
+static const char *const read_columns[5] = {"line_id", "account_id", "product_code", "period_start", "list_amount"};
+static const Oid read_types[5] = {INT8OID, INT8OID, TEXTOID, TIMESTAMPTZOID, NUMERICOID};
+
+PGDLLEXPORT void tco_settle_read_worker(dsm_segment *seg, shm_toc *toc);
+
+/*
+ * The relation the read's plan scans sequentially, or InvalidOid if the
+ * plan is anything else (an index scan for a small cycle, several
+ * partitions, row-level security quals, an organization's scope).
+ */
+static Oid
+read_scan_relation(SPIPlanPtr plan, ParamListInfo params)
+{
+	List	   *sources = SPI_plan_get_plan_sources(plan);
+	CachedPlan *cplan;
+	Oid			relid = InvalidOid;
+
+	if (list_length(sources) != 1)
+		return InvalidOid;
+	cplan = GetCachedPlan(linitial(sources), params, CurrentResourceOwner, NULL);
+	if (list_length(cplan->stmt_list) == 1)
+	{
+		PlannedStmt *stmt = linitial_node(PlannedStmt, cplan->stmt_list);
+		Plan	   *top = stmt->planTree;
+
+		/* the two conditions on period_start, nothing else */
+		if (IsA(top, SeqScan) && top->lefttree == NULL && stmt->subplans == NIL &&
+			list_length(top->qual) == 2)
+		{
+			RangeTblEntry *rte = rt_fetch(((Scan *) top)->scanrelid, stmt->rtable);
+
+			if (rte->rtekind == RTE_RELATION && rte->relkind == RELKIND_RELATION)
+				relid = rte->relid;
+		}
+	}
+	ReleaseCachedPlan(cplan, CurrentResourceOwner);
+	return relid;
+}
+
+/* How many workers PostgreSQL would give a parallel scan of rel (0: none). */
+static int
+read_workers(Relation rel)
+{
+	BlockNumber pages = RelationGetNumberOfBlocks(rel);
+	int			workers = RelationGetParallelWorkers(rel, -1);
+
+	if (workers < 0)
+	{
+		/* as the planner does: one worker, one more each time the size triples */
+		double		threshold = Max(min_parallel_table_scan_size, 1);
+
+		if (pages < threshold)
+			return 0;
+		workers = 1;
+		while (pages >= threshold * 3 && workers < 64)
+		{
+			workers++;
+			threshold *= 3;
+		}
+	}
+	return Min(workers, max_parallel_workers_per_gather);
+}
+
+/* Scan this participant's share of the relation into its records. */
+static void
+read_participant(LineCollector *lc, const ReadShared *sh, ParallelTableScanDesc pscan)
+{
+	Relation	rel = table_open(sh->relid, AccessShareLock);
+	TableScanDesc scan = table_beginscan_parallel(rel, pscan);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "tco settle read rows",
+												 ALLOCSET_DEFAULT_SIZES);
+	MemoryContext oldcxt = MemoryContextSwitchTo(rowcxt);
+	AttrNumber	natts = 0;
+	Datum		values[5];
+	bool		isnull[5];
+	int			k;
+
+	for (k = 0; k < 5; k++)
+		natts = Max(natts, sh->attnums[k]);
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		slot_getsomeattrs(slot, natts);
+		for (k = 0; k < 5; k++)
+		{
+			values[k] = slot->tts_values[sh->attnums[k] - 1];
+			isnull[k] = slot->tts_isnull[sh->attnums[k] - 1];
+		}
+		/* the read query's own condition (the partition's bounds, normally) */
+		if (!isnull[3] && (DatumGetTimestampTz(values[3]) < sh->start ||
+						   DatumGetTimestampTz(values[3]) >= sh->end))
+			continue;
+		collect_values(lc, values, isnull);
+		/* what a rare detoasting or numeric fallback allocated */
+		if ((lc->received & 0xFFF) == 0)
+			MemoryContextReset(rowcxt);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(rowcxt);
+	ExecDropSingleTupleTableSlot(slot);
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+}
+
+static char *
+read_file_name(int participant, const char *what)
+{
+	return psprintf("tco.read.%d.%s", participant, what);
+}
+
+/*
+ * Worker entry point (CreateParallelContext): read a share of the
+ * relation, write every record as sorted runs, then the list of the runs
+ * and the consumers seen as two more files of the set for the leader.
+ */
+void
+tco_settle_read_worker(dsm_segment *seg, shm_toc *toc)
+{
+	ReadShared *sh = shm_toc_lookup(toc, READ_KEY_SHARED, false);
+	ParallelTableScanDesc pscan = shm_toc_lookup(toc, READ_KEY_SCAN, false);
+	const char *codes = shm_toc_lookup(toc, READ_KEY_PRODUCTS, false);
+	dsm_segment *fseg = dsm_attach(sh->files);
+	SharedFileSet *fs;
+	SettleRun  *run = palloc0(sizeof(SettleRun));
+	LineCollector lc;
+	BufFile    *list;
+	int32		n;
+	int			i;
+
+	if (fseg == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("could not attach to the shared temporary files of a settlement")));
+	fs = dsm_segment_address(fseg);
+	SharedFileSetAttach(fs, fseg);
+
+	run->run_ctx = CurrentMemoryContext;
+	run->nproducts = sh->nproducts;
+	run->products = palloc((Size) PRODUCT_CODE_LEN * Max(sh->nproducts, 1));
+	memcpy(run->products, codes, (Size) PRODUCT_CODE_LEN * sh->nproducts);
+	index_products(run);
+
+	collector_init(&lc, run, sh->cap, sh->fan_in);
+	lc.fileset = &fs->fs;
+	lc.participant = ParallelWorkerNumber;
+	read_participant(&lc, sh, pscan);
+	if (lc.n > 0)
+		spill_run(&lc);
+
+	list = BufFileCreateFileSet(&fs->fs, read_file_name(lc.participant, "runs"));
+	n = lc.nruns;
+	BufFileWrite(list, &n, sizeof(n));
+	for (i = 0; i < lc.nruns; i++)
+	{
+		char		name[READ_NAME_LEN];
+
+		memset(name, 0, sizeof(name));
+		strlcpy(name, lc.names[i], sizeof(name));
+		BufFileWrite(list, name, sizeof(name));
+		BufFileClose(lc.runs[i]);
+	}
+	BufFileClose(list);
+	list = BufFileCreateFileSet(&fs->fs, read_file_name(lc.participant, "consumers"));
+	if (lc.nconsumers > 0)
+		BufFileWrite(list, lc.consumer_ids, sizeof(int64) * lc.nconsumers);
+	BufFileClose(list);
+
+	SpinLockAcquire(&sh->mutex);
+	sh->received += lc.received;
+	sh->spilled_runs += run->spilled_runs;
+	sh->spilled_kb += run->spilled_kb;
+	sh->intermediate_merges += run->intermediate_merges;
+	sh->radix_sort |= run->radix_sort;
+	SpinLockRelease(&sh->mutex);
+	dsm_detach(fseg);
+}
+
+/* Read all of a file of the set (fixed-size items), or fail clearly. */
+static void
+read_exactly(BufFile *file, void *ptr, size_t size)
+{
+	size_t		got = BufFileRead(file, ptr, size);
+
+	if (got != size)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not read a temporary file of a parallel settlement read: read %zu of %zu bytes",
+						got, size)));
+}
+
+/*
+ * The parallel read, when the plan allows it: returns false (nothing read)
+ * to let the caller run the read query.  On success lc holds the leader's
+ * last array and every participant's runs, and *fseg the segment of their
+ * file set, to detach when the runs are merged.
+ */
+static bool
+read_parallel(SettleRun *run, LineCollector *lc, SPIPlanPtr plan, ParamListInfo params,
+			  TimestampTz start, TimestampTz end, dsm_segment **fseg)
+{
+	Oid			relid;
+	Relation	rel;
+	int			nworkers;
+	AttrNumber	attnums[5];
+	ParallelContext *pcxt;
+	Snapshot	snapshot;
+	Size		scan_size;
+	ReadShared *sh;
+	ParallelTableScanDesc pscan;
+	char	   *codes;
+	SharedFileSet *fs;
+	int			k;
+	int			p;
+
+	*fseg = NULL;
+	if (!IsUnderPostmaster || IsInParallelMode() || max_parallel_workers_per_gather <= 0 ||
+		max_parallel_workers <= 0)
+		return false;
+	relid = read_scan_relation(plan, params);
+	if (!OidIsValid(relid))
+		return false;
+	for (k = 0; k < 5; k++)
+	{
+		attnums[k] = get_attnum(relid, read_columns[k]);
+		if (attnums[k] == InvalidAttrNumber || get_atttype(relid, attnums[k]) != read_types[k])
+			return false;		/* the read query reports what is wrong */
+	}
+	rel = table_open(relid, AccessShareLock);
+	nworkers = read_workers(rel);
+	if (nworkers <= 0)
+	{
+		table_close(rel, AccessShareLock);
+		return false;
+	}
+
+	/*
+	 * What the read query would see (SPI with read_only false): this
+	 * transaction's writes so far and, in READ COMMITTED, a fresh snapshot,
+	 * taken after the settlement lock.  The workers get it with the scan.
+	 */
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	snapshot = GetActiveSnapshot();
+
+	EnterParallelMode();
+	pcxt = CreateParallelContext("tco", "tco_settle_read_worker", nworkers);
+	scan_size = table_parallelscan_estimate(rel, snapshot);
+	shm_toc_estimate_chunk(&pcxt->estimator, sizeof(ReadShared));
+	shm_toc_estimate_chunk(&pcxt->estimator, scan_size);
+	shm_toc_estimate_chunk(&pcxt->estimator, (Size) PRODUCT_CODE_LEN * Max(run->nproducts, 1));
+	shm_toc_estimate_keys(&pcxt->estimator, 3);
+	InitializeParallelDSM(pcxt);
+	if (pcxt->seg == NULL)
+	{
+		/* no dynamic shared memory to be had: read without workers */
+		DestroyParallelContext(pcxt);
+		ExitParallelMode();
+		PopActiveSnapshot();
+		table_close(rel, AccessShareLock);
+		return false;
+	}
+	*fseg = dsm_create(sizeof(SharedFileSet), 0);
+	fs = dsm_segment_address(*fseg);
+	SharedFileSetInit(fs, *fseg);
+
+	sh = shm_toc_allocate(pcxt->toc, sizeof(ReadShared));
+	memset(sh, 0, sizeof(*sh));
+	sh->relid = relid;
+	memcpy(sh->attnums, attnums, sizeof(attnums));
+	sh->start = start;
+	sh->end = end;
+	sh->cap = lc->cap;
+	sh->fan_in = lc->fan_in;
+	sh->nproducts = run->nproducts;
+	sh->files = dsm_segment_handle(*fseg);
+	SpinLockInit(&sh->mutex);
+	pscan = shm_toc_allocate(pcxt->toc, scan_size);
+	table_parallelscan_initialize(rel, pscan, snapshot);
+	codes = shm_toc_allocate(pcxt->toc, (Size) PRODUCT_CODE_LEN * Max(run->nproducts, 1));
+	memcpy(codes, run->products, (Size) PRODUCT_CODE_LEN * run->nproducts);
+	shm_toc_insert(pcxt->toc, READ_KEY_SHARED, sh);
+	shm_toc_insert(pcxt->toc, READ_KEY_SCAN, pscan);
+	shm_toc_insert(pcxt->toc, READ_KEY_PRODUCTS, codes);
+
+	LaunchParallelWorkers(pcxt);
+	/* the leader reads too, keeping its last array in memory */
+	lc->fileset = &fs->fs;
+	lc->participant = -1;
+	read_participant(lc, sh, pscan);
+	WaitForParallelWorkersToFinish(pcxt);
+
+	/* the workers' runs and consumers */
+	for (p = 0; p < pcxt->nworkers_launched; p++)
+	{
+		BufFile    *list = BufFileOpenFileSet(&fs->fs, read_file_name(p, "runs"), O_RDONLY, false);
+		int32		n;
+		int			i;
+		int64		ids[1024];
+		size_t		got;
+
+		read_exactly(list, &n, sizeof(n));
+		for (i = 0; i < n; i++)
+		{
+			char		name[READ_NAME_LEN];
+
+			read_exactly(list, name, sizeof(name));
+			name[READ_NAME_LEN - 1] = '\0';
+			add_run(lc, BufFileOpenFileSet(&fs->fs, name, O_RDONLY, false),
+					MemoryContextStrdup(run->run_ctx, name), 0);
+		}
+		BufFileClose(list);
+		list = BufFileOpenFileSet(&fs->fs, read_file_name(p, "consumers"), O_RDONLY, false);
+		while ((got = BufFileRead(list, ids, sizeof(ids))) > 0)
+		{
+			if (got % sizeof(int64) != 0)
+				ereport(ERROR,
+						(errcode_for_file_access(),
+						 errmsg("could not read a temporary file of a parallel settlement read")));
+			for (i = 0; i < (int) (got / sizeof(int64)); i++)
+				note_consumer(lc, ids[i]);
+		}
+		BufFileClose(list);
+	}
+	lc->received += sh->received;
+	run->spilled_runs += sh->spilled_runs;
+	run->spilled_kb += sh->spilled_kb;
+	run->intermediate_merges += sh->intermediate_merges;
+	run->radix_sort |= sh->radix_sort;
+	run->read_workers = pcxt->nworkers_launched;
+
+	DestroyParallelContext(pcxt);
+	ExitParallelMode();
+	PopActiveSnapshot();
+	table_close(rel, AccessShareLock);
 	return true;
 }
 
@@ -820,6 +1310,7 @@ collect_line(TupleTableSlot *slot, DestReceiver *self)
  * bounded by work_mem plus what is bounded by accounts, products, payers and
  * benefits: the lines are settled in slices of FETCH_BATCH (settle_lines),
  * each slice's per-line records written and freed (settle_batch_flush).
+ * A large cycle is read by parallel workers with the leader (read_parallel).
  */
 void
 settle_read_lines(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled)
@@ -828,28 +1319,20 @@ settle_read_lines(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_
 	SettlePlan	which = run->exclude_late ? (run->has_org ? PLAN_LINES_ORG_NOLATE : PLAN_LINES_NOLATE) :
 		(run->has_org ? PLAN_LINES_ORG : PLAN_LINES);
 	LineCollector lc;
-	SPIExecuteOptions options;
 	ParamListInfo params;
+	dsm_segment *fseg = NULL;
+	int			nmemsegs;
 	int			k;
 
-	memset(&lc, 0, sizeof(lc));
-	lc.pub.receiveSlot = collect_line;
-	lc.pub.rStartup = collect_startup;
-	lc.pub.rShutdown = collect_shutdown;
-	lc.pub.rDestroy = collect_shutdown;
-	lc.pub.mydest = DestNone;
-	lc.run = run;
-	lc.last_rank = -1;
-	/* records, and two words each for order_lines */
-	lc.cap = Max((Size) work_mem * 1024 / (sizeof(LineRec) + 2 * sizeof(uint64)), (Size) RADIX_MIN_LINES);
-	lc.recs = MemoryContextAllocHuge(run->run_ctx, lc.cap * sizeof(LineRec));
-	lc.seg = lc.cap <= 2 * SEGMENT_LINES ? lc.cap : SEGMENT_LINES;
 	/*
-	 * A merge keeps two blocks (BLCKSZ) of each of its runs in memory: the
-	 * temporary file's buffer and the merge's own (merge_runs).  At most
-	 * half of work_mem goes to them.
+	 * Records, and two words each for order_lines.  A merge keeps two
+	 * blocks (BLCKSZ) of each of its runs in memory: the temporary file's
+	 * buffer and the merge's own (merge_runs).  At most half of work_mem
+	 * goes to them.
 	 */
-	lc.fan_in = Max((int) Min((Size) work_mem * 1024 / (4 * BLCKSZ), (Size) 2048), 4);
+	collector_init(&lc, run,
+				   Max((Size) work_mem * 1024 / (sizeof(LineRec) + 2 * sizeof(uint64)), (Size) RADIX_MIN_LINES),
+				   Max((int) Min((Size) work_mem * 1024 / (4 * BLCKSZ), (Size) 2048), 4));
 	args[0] = TimestampTzGetDatum(start);
 	args[1] = TimestampTzGetDatum(end);
 	args[2] = Int64GetDatum(run->org_id);
@@ -861,19 +1344,24 @@ settle_read_lines(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_
 		params->params[k].pflags = PARAM_FLAG_CONST;
 		params->params[k].ptype = k < 2 ? TIMESTAMPTZOID : INT8OID;
 	}
-	memset(&options, 0, sizeof(options));
-	options.params = params;
-	/*
-	 * read_only = false: a fresh snapshot, taken after the settlement lock,
-	 * so lines committed by sessions we waited for are seen.  The rows go
-	 * straight to collect_line, without being copied into a tuple table.
-	 * The plan is made for these bounds (a custom plan, settle_get_plan).
-	 */
-	options.read_only = false;
-	options.dest = (DestReceiver *) &lc;
+	if (which != PLAN_LINES ||
+		!read_parallel(run, &lc, settle_get_plan(which), params, start, end, &fseg))
 	{
-		int			ret = SPI_execute_plan_extended(settle_get_plan(which), &options);
+		SPIExecuteOptions options;
+		int			ret;
 
+		memset(&options, 0, sizeof(options));
+		options.params = params;
+		/*
+		 * read_only = false: a fresh snapshot, taken after the settlement
+		 * lock, so lines committed by sessions we waited for are seen.  The
+		 * rows go straight to collect_line, without being copied into a
+		 * tuple table.  The plan is made for these bounds (a custom plan,
+		 * settle_get_plan).
+		 */
+		options.read_only = false;
+		options.dest = (DestReceiver *) &lc;
+		ret = SPI_execute_plan_extended(settle_get_plan(which), &options);
 		if (ret < 0)
 			elog(ERROR, "reading the cycle's bill lines failed: %s", SPI_result_code_string(ret));
 	}
@@ -881,6 +1369,14 @@ settle_read_lines(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_
 	phase_done(run, PHASE_READ);
 
 	sort_segments(&lc);
+	/* the last merge reads fan_in sources at most (runs and sorted segments) */
+	nmemsegs = (int) ((lc.n + lc.seg - 1) / lc.seg);
+	while (lc.nruns > 1 && lc.nruns + nmemsegs > lc.fan_in)
+	{
+		int			count = Min(lc.nruns, Max(lc.fan_in - nmemsegs, 2));
+
+		merge_into_one(&lc, 0, count, 1);
+	}
 	phase_done(run, PHASE_SORT);
 	/* the consumers' accounts, with a query per ACCOUNTS_PER_QUERY of them */
 	settle_preload_accounts(run, lc.consumer_ids, lc.nconsumers);
@@ -904,13 +1400,17 @@ settle_read_lines(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_
 
 		merge_runs(run, lc.runs, lc.nruns, lc.recs, lc.n, lc.seg, sink_to_settle, &skip_settled);
 		for (i = 0; i < lc.nruns; i++)
-			BufFileClose(lc.runs[i]);
+			run_file_close(&lc, lc.runs[i], lc.names[i]);
 		if (lc.runs)
 		{
 			pfree(lc.runs);
 			pfree(lc.levels);
+			pfree(lc.names);
 		}
 	}
+	/* the shared file set goes with its segment */
+	if (fseg != NULL)
+		dsm_detach(fseg);
 	if (lc.idx)
 		pfree(lc.idx);
 	pfree(lc.recs);
