@@ -598,6 +598,7 @@ settle_run(SettleRun *run, TimestampTz start, TimestampTz end, bool skip_settled
 	run->group_account = 0;
 	run->group_product = -1;
 	run->prev_valid = false;
+	run->ctx.valid = false;
 	run->last_sum = NULL;		/* the hashes they point into are new */
 	run->last_payer = NULL;
 	INSTR_TIME_SET_CURRENT(run->phase_mark);

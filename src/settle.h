@@ -366,6 +366,26 @@ typedef struct SettleRun
 	int64		prev_account_id;
 	char		prev_product_code[PRODUCT_CODE_LEN];
 	bool		prev_commitment;	/* a commitment's fee (no packs, plans) */
+	/*
+	 * What the previous line's pricing found that holds for the next lines
+	 * of the same account and product within the same payer span
+	 * (settle_line): its consumer, its contract discount while no discount
+	 * row of the owners consulted starts or ends ([discount_from,
+	 * discount_until)), and whether no benefit it could reach had a balance
+	 * left (balances only go down while lines are priced; a negative
+	 * correction, which gives some back, clears it).
+	 */
+	struct
+	{
+		bool		valid;
+		struct AccountInfo *consumer;
+		const struct DiscountRow *discount;
+		int16		source;
+		TimestampTz discount_from;
+		TimestampTz discount_until;
+		bool		benefits_spent;
+	}			ctx;
+	bool		benefit_left;	/* set by settle_use_benefits: a candidate has a balance */
 	/* the result of the run (settle_write_statements), when result_known */
 	bool		had_statements; /* the cycle had statements before the run */
 	bool		result_known;

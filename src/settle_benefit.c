@@ -267,6 +267,16 @@ apply_benefit(SettleRun *run, int index, const char *product_code, TimestampTz a
 	settle_record_use(run, b->benefit_id, line_id, amount);
 }
 
+/*
+ * Whether a benefit may still pay a line: a balance left, or a savings
+ * plan (its balance is per hour).
+ */
+static inline bool
+benefit_left(const Benefit *b)
+{
+	return b->kind == BENEFIT_PLAN || b->balance > 0;
+}
+
 static int
 compare_by_expiry(const void *a, const void *b, void *arg)
 {
@@ -301,7 +311,11 @@ settle_use_benefits(SettleRun *run, int64 owner_id, int owner_kind, int64 consum
 	int			i;
 
 	if (*remaining == 0)
+	{
+		/* nothing looked at: some may have a balance (settle_line's ctx) */
+		run->benefit_left = true;
 		return;
+	}
 	/* fast path: no benefit of these kinds in this run */
 	if (run->nkind[owner_kind] == 0 && (shared_kind < 0 || run->nkind[shared_kind] == 0))
 		return;
@@ -321,6 +335,9 @@ settle_use_benefits(SettleRun *run, int64 owner_id, int owner_kind, int64 consum
 		}
 		grants = run->grants;
 		ngrants = run->ngrants;
+		/* a share may start later: not spent */
+		if (ngrants > 0)
+			run->benefit_left = true;
 	}
 
 	if (ngrants + (owner ? owner->count[owner_kind] : 0) > run->ncandidates_cap)
@@ -343,8 +360,13 @@ settle_use_benefits(SettleRun *run, int64 owner_id, int owner_kind, int64 consum
 	{
 		/* nothing shared: the owner's run is already in expiry order */
 		if (owner != NULL)
-			for (i = owner->first[owner_kind]; i < owner->first[owner_kind] + owner->count[owner_kind] && *remaining > 0; i++)
-				apply_benefit(run, i, product_code, at, line_id, statement_id, remaining, benefit_total);
+			for (i = owner->first[owner_kind]; i < owner->first[owner_kind] + owner->count[owner_kind]; i++)
+			{
+				if (*remaining > 0)
+					apply_benefit(run, i, product_code, at, line_id, statement_id, remaining, benefit_total);
+				if (benefit_left(&run->benefits[i]))
+					run->benefit_left = true;
+			}
 		return;
 	}
 	if (owner != NULL)
@@ -352,10 +374,13 @@ settle_use_benefits(SettleRun *run, int64 owner_id, int owner_kind, int64 consum
 			run->candidates[n++] = i;
 	if (n > 1)
 		qsort_arg(run->candidates, n, sizeof(int), compare_by_expiry, run->benefits);
-	for (i = 0; i < n && *remaining > 0; i++)
+	for (i = 0; i < n; i++)
 	{
 		if (i > 0 && run->candidates[i] == run->candidates[i - 1])
 			continue;
-		apply_benefit(run, run->candidates[i], product_code, at, line_id, statement_id, remaining, benefit_total);
+		if (*remaining > 0)
+			apply_benefit(run, run->candidates[i], product_code, at, line_id, statement_id, remaining, benefit_total);
+		if (benefit_left(&run->benefits[run->candidates[i]]))
+			run->benefit_left = true;
 	}
 }

@@ -76,13 +76,17 @@ settle_load_discounts(SettleRun *run, TimestampTz start, TimestampTz end)
 /*
  * The contract discount of an owner for a product at an instant: a
  * product-specific rate beats an all-products rate of the same owner.
+ * [*from, *until) is narrowed to the instants around `at` where no row of
+ * the owner for the product starts or ends: the answer holds over it.
  */
 static const DiscountRow *
-find_discount(SettleRun *run, int kind, int64 id, const char *product_code, TimestampTz at)
+find_discount(SettleRun *run, int kind, int64 id, const char *product_code, TimestampTz at,
+			  TimestampTz *from, TimestampTz *until)
 {
 	DiscountOwnerKey key;
 	DiscountOwner *owner;
 	const DiscountRow *all = NULL;
+	const DiscountRow *found = NULL;
 	int			i;
 
 	if (id == 0)
@@ -102,14 +106,28 @@ find_discount(SettleRun *run, int kind, int64 id, const char *product_code, Time
 	{
 		const DiscountRow *row = &owner->rows[i];
 
+		if (!row->all_products && strcmp(row->product_code, product_code) != 0)
+			continue;
+		if (row->valid_from > at)
+			*until = Min(*until, row->valid_from);
+		else
+			*from = Max(*from, row->valid_from);
+		if (row->valid_to > at)
+			*until = Min(*until, row->valid_to);
+		else
+			*from = Max(*from, row->valid_to);
 		if (at < row->valid_from || at >= row->valid_to)
 			continue;
-		if (!row->all_products && strcmp(row->product_code, product_code) == 0)
-			return row;
-		if (row->all_products)
+		/* the first product row, else the last all-products row, as always */
+		if (!row->all_products)
+		{
+			if (found == NULL)
+				found = row;
+		}
+		else
 			all = row;
 	}
-	return all;
+	return found ? found : all;
 }
 
 /* ------------------------------------------------------------------------
@@ -265,6 +283,66 @@ discount_of(int64 list, int64 rate)
 	return list >= 0 ? d : -d;
 }
 
+/*
+ * The contract discount of a line (R8, DESIGN section 4) and its source;
+ * [*from, *until) narrowed to where the answer holds for the same account,
+ * product and payer span (find_discount).
+ */
+static void
+price_discount(SettleRun *run, AccountInfo *consumer, int64 line_id, int64 account_id, int64 payer,
+			   const char *product_code, TimestampTz at, const DiscountRow **discount_out,
+			   int16 *source_out, TimestampTz *from, TimestampTz *until)
+{
+	const DiscountRow *discount;
+	int16		source;
+
+	if (payer == account_id)
+	{
+		discount = find_discount(run, OWNER_ACCOUNT, account_id, product_code, at, from, until);
+		source = SOURCE_OWN;
+		if (consumer->admin_account_id != 0 && consumer->admin_account_id != account_id &&
+			consumer->verified && consumer->entity_id != 0)
+		{
+			AccountInfo *admin = settle_lookup_account(run, consumer->admin_account_id);
+
+			if (admin->verified && admin->entity_id == consumer->entity_id)
+			{
+				const DiscountRow *inherited = find_discount(run, OWNER_ACCOUNT, admin->account_id,
+															 product_code, at, from, until);
+
+				if (inherited != NULL && (discount == NULL || inherited->rate_micro > discount->rate_micro))
+				{
+					discount = inherited;
+					source = SOURCE_ADMIN;
+				}
+			}
+		}
+	}
+	else
+	{
+		if (!run->payer_span.has_change)
+			elog(ERROR, "payer " INT64_FORMAT " of bill line " INT64_FORMAT " comes from no trusteeship",
+				 payer, line_id);
+		if (run->payer_span.change_at < run->legacy_cutover)
+		{
+			discount = find_discount(run, OWNER_ACCOUNT, payer, product_code, at, from, until);
+			source = SOURCE_MANAGER;
+		}
+		else
+		{
+			discount = find_discount(run, OWNER_ENTITY, consumer->entity_id, product_code, at, from, until);
+			source = SOURCE_ENTITY;
+			if (discount == NULL)
+			{
+				discount = find_discount(run, OWNER_ACCOUNT, account_id, product_code, at, from, until);
+				source = SOURCE_OWN_NEW_TRUSTEESHIP;
+			}
+		}
+	}
+	*discount_out = discount;
+	*source_out = discount == NULL ? SOURCE_NONE : source;
+}
+
 void
 settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product_code,
 			TimestampTz at, int64 list)
@@ -298,6 +376,7 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 		strlcpy(run->prev_product_code, product_code, PRODUCT_CODE_LEN);
 		run->prev_commitment = strncmp(product_code, COMMITMENT_PRODUCT_PREFIX,
 									   strlen(COMMITMENT_PRODUCT_PREFIX)) == 0;
+		run->ctx.valid = false;
 	}
 
 	/* the payer span is the previous line's: of this account and product if same */
@@ -312,57 +391,40 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 		run->payer_span.has_change = decision.change_index >= 0;
 		if (decision.change_index >= 0)
 			run->payer_span.change_at = decision.account[decision.change_index].at;
+		run->ctx.valid = false;
 	}
 	payer = run->payer_span.payer;
-	consumer = settle_lookup_account(run, account_id);
 
-	/* Contract discount (R8, DESIGN section 4) */
-	if (payer == account_id)
+	/*
+	 * The consumer and its contract discount: the previous line's while the
+	 * account, product and payer span are the same and no discount row of
+	 * the owners consulted starts or ends (run->ctx).
+	 */
+	if (run->ctx.valid && at >= run->ctx.discount_from && at < run->ctx.discount_until)
 	{
-		discount = find_discount(run, OWNER_ACCOUNT, account_id, product_code, at);
-		source = SOURCE_OWN;
-		if (consumer->admin_account_id != 0 && consumer->admin_account_id != account_id &&
-			consumer->verified && consumer->entity_id != 0)
-		{
-			AccountInfo *admin = settle_lookup_account(run, consumer->admin_account_id);
-
-			if (admin->verified && admin->entity_id == consumer->entity_id)
-			{
-				const DiscountRow *inherited = find_discount(run, OWNER_ACCOUNT, admin->account_id,
-															 product_code, at);
-
-				if (inherited != NULL && (discount == NULL || inherited->rate_micro > discount->rate_micro))
-				{
-					discount = inherited;
-					source = SOURCE_ADMIN;
-				}
-			}
-		}
+		consumer = run->ctx.consumer;
+		discount = run->ctx.discount;
+		source = run->ctx.source;
 	}
 	else
 	{
-		if (!run->payer_span.has_change)
-			elog(ERROR, "payer " INT64_FORMAT " of bill line " INT64_FORMAT " comes from no trusteeship",
-				 payer, line_id);
-		if (run->payer_span.change_at < run->legacy_cutover)
-		{
-			discount = find_discount(run, OWNER_ACCOUNT, payer, product_code, at);
-			source = SOURCE_MANAGER;
-		}
-		else
-		{
-			discount = find_discount(run, OWNER_ENTITY, consumer->entity_id, product_code, at);
-			source = SOURCE_ENTITY;
-			if (discount == NULL)
-			{
-				discount = find_discount(run, OWNER_ACCOUNT, account_id, product_code, at);
-				source = SOURCE_OWN_NEW_TRUSTEESHIP;
-			}
-		}
+		TimestampTz from = DT_NOBEGIN;
+		TimestampTz until = DT_NOEND;
+
+		/* a new account, product or payer span: the benefits are looked at again */
+		if (!run->ctx.valid)
+			run->ctx.benefits_spent = false;
+		consumer = settle_lookup_account(run, account_id);
+		price_discount(run, consumer, line_id, account_id, payer, product_code, at, &discount, &source,
+					   &from, &until);
+		run->ctx.valid = true;
+		run->ctx.consumer = consumer;
+		run->ctx.discount = discount;
+		run->ctx.source = source;
+		run->ctx.discount_from = from;
+		run->ctx.discount_until = until;
 	}
-	if (discount == NULL)
-		source = SOURCE_NONE;
-	else
+	if (discount != NULL)
 		rate = discount->rate_micro;
 	/* half-up on the magnitude: a correction's discount mirrors a line's */
 	discount_amount = discount_of(list, rate);
@@ -372,16 +434,23 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 	settle_pack_for_line(run, same, statement_id, payer, account_id, product_code);
 
 	if (list < 0)
+	{
 		give_back(run, line_id, &history, statement_id, payer, &remaining, &benefit);
-	else
+		/* balances went back up */
+		run->ctx.benefits_spent = false;
+	}
+	else if (!run->ctx.benefits_spent)
 	{
 		/*
 		 * Benefits (R9, DESIGN section 5): resource packs, then savings
 		 * plans, owned by or shared with the consumer (never on a
 		 * commitment's own fee, 41_late.sql); the consumer's own coupons;
 		 * the payer's vouchers with the pool vouchers shared with the
-		 * consumer; the payer's stored-value cards.
+		 * consumer; the payer's stored-value cards.  When none of them
+		 * had a balance left (settle_use_benefits says), the next lines of
+		 * this account, product and payer span skip them.
 		 */
+		run->benefit_left = false;
 		if (!run->prev_commitment)
 		{
 			settle_use_benefits(run, account_id, BENEFIT_PACK, account_id, BENEFIT_PACK,
@@ -395,8 +464,8 @@ settle_line(SettleRun *run, int64 line_id, int64 account_id, const char *product
 							product_code, at, line_id, statement_id, &remaining, &benefit);
 		settle_use_benefits(run, payer, BENEFIT_CARD, 0, -1,
 							product_code, at, line_id, statement_id, &remaining, &benefit);
+		run->ctx.benefits_spent = !run->benefit_left;
 	}
-
 
 	/* Statement line (the previous line's, mostly: lines come grouped) */
 	sum = run->last_sum;
