@@ -604,6 +604,9 @@ SELECT tco.create_entity(1, 'Upgrade Ltd', true);
 SELECT tco.create_product('cvm', 'hour');
 SELECT count(tco.create_account(a, 'up-' || a, 1, 10)) FROM generate_series(1, 4) a;
 SELECT tco.create_organization(1, 'Org A'), tco.create_organization(2, 'Org B');
+-- a coupon of account 4 and one of organization B's admin (account 2), each
+-- drawing the first benefit id of its shard (no id ranges in 1.0)
+SELECT tco.grant_coupon(a, 5, '2023-12-31 00:00+08') FROM generate_series(2, 4, 2) a;
 SQL
 mover=$(on router -d cl_up_data -At -c "SELECT min(a) FROM generate_series(3, 4) a
     WHERE EXISTS (SELECT 1 FROM tco_cluster.org_directory o WHERE o.shard_id <> tco_cluster.shard_of_account(a))")
@@ -619,5 +622,38 @@ CHECK_DB=cl_up_data check router "and an account with bill lines then moves to a
                                         'SELECT count(*)::text FROM tco.bill_line WHERE account_id = $mover') || '|'
             || tco_cluster.dblink_value((SELECT fdw_server::text FROM tco_cluster.shard_conf WHERE shard_id <> tco_cluster.shard_of_org($up_org)),
                                         'SELECT count(*)::text FROM tco.bill_line WHERE account_id = $mover')"
+
+# ids drawn before the shards had ranges: account 4's coupon has the id of
+# account 2's coupon on the other shard; its move is refused with TC030
+# naming the shards, the table and the key, and nothing moves
+b4=$(on router -d cl_up_data -At -c "SELECT concat_ws(' ', tco_cluster.shard_of_account(4), tco_cluster.shard_of_account(2), tco_cluster.shard_of_org(2))")
+[ "$b4" = "1 2 2" ] || { echo "FAIL: accounts 4 and 2 of the 1.0 router are not on shards 1 and 2 (organization B on 2): $b4"; exit 1; }
+up_fails() { local out
+    if out=$(psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -h "$CL_TMP/router" -p "${PORT[router]}" -d cl_up_data -c "$3" 2>&1) \
+       || ! grep -Eq -- "$2" <<<"$out"; then
+        echo "FAIL: $1"; echo "$out" | sed 's/^/  /'; exit 1
+    fi
+    checks=$((checks + 1)); echo "ok $checks - $1"; echo "$out" | sed -n '1,3s/^/    /p'
+}
+up_fails "a move whose ids collide with rows of the target is refused with TC030, naming both shards" \
+    'TC030.*account 4 cannot move from shard 1 "up1" to shard 2 "up2": its ids collide with rows of the target shard' \
+    "SELECT tco.add_member(2, 4)"
+CHECK_DB=cl_up_data check router "the refusal names the table and the key, and the move is recorded as aborted" \
+    "aborted|true" "SELECT state || '|' || (error ~ 'its rows of tco.benefit collide with rows of this shard \\(benefit_pkey: Key \\(benefit_id\\)=\\(1\\) already exists') FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1"
+CHECK_DB=cl_up_data check router "nothing moved: account 4 and its coupon are on shard 1, none on shard 2, nothing prepared" "1|1|0|0|0" \
+    "SELECT concat_ws('|', tco_cluster.shard_of_account(4),
+                      tco_cluster.dblink_value('tco_shard_up1', 'SELECT count(*)::text FROM tco.benefit WHERE owner_account_id = 4'),
+                      tco_cluster.dblink_value('tco_shard_up2', 'SELECT count(*)::text FROM tco.account WHERE account_id = 4'),
+                      tco_cluster.dblink_value('tco_shard_up1', 'SELECT count(*)::text FROM pg_prepared_xacts'),
+                      tco_cluster.dblink_value('tco_shard_up2', 'SELECT count(*)::text FROM pg_prepared_xacts'))"
+# a new organization of account 4 goes to the shard with the fewest
+# organizations (up2, once organization C is on up1): its admin cannot move
+# there, so it is created on the admin's shard
+on router -d cl_up_data -c "SELECT tco.create_account(5, 'up-5', 1, 10)" -c "SELECT tco.create_organization(5, 'Org C')" \
+    -c "SELECT tco.create_organization(4, 'Org D')" >/dev/null
+CHECK_DB=cl_up_data check router "a new organization whose admin's ids collide on the least loaded shard is created on the admin's shard" "4:1:1,5:1:1|2" \
+    "SELECT string_agg(concat_ws(':', d.account_id, d.shard_id, tco_cluster.shard_of_org(d.org_id)), ',' ORDER BY d.account_id) || '|'
+            || (SELECT count(*) FROM tco_cluster.account_move m WHERE m.account_id = 4 AND m.state = 'aborted' AND m.error ~ 'collide')
+       FROM tco_cluster.account_directory d WHERE d.account_id IN (4, 5)"
 
 log "$checks checks passed"

@@ -530,10 +530,22 @@ BEGIN
         SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
           FROM pg_catalog.pg_attribute a
          WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
-        EXECUTE pg_catalog.format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM pg_catalog.jsonb_populate_recordset(NULL::%s, $1)',
-                                  t, cols, cols, t)
-          USING data -> 'rows' -> t::text;
-        GET DIAGNOSTICS n = ROW_COUNT;
+        BEGIN
+            EXECUTE pg_catalog.format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM pg_catalog.jsonb_populate_recordset(NULL::%s, $1)',
+                                      t, cols, cols, t)
+              USING data -> 'rows' -> t::text;
+            GET DIAGNOSTICS n = ROW_COUNT;
+        EXCEPTION WHEN unique_violation THEN
+            -- a row of the account has the key of a row of this shard: ids
+            -- drawn before the shards had their id ranges (README "Running on
+            -- several servers", Ids) keep their low values on every shard
+            GET STACKED DIAGNOSTICS c = CONSTRAINT_NAME, k = PG_EXCEPTION_DETAIL;
+            RAISE EXCEPTION 'account % cannot move here (database %): its rows of % collide with rows of this shard (%: %)',
+                            data ->> 'account_id', pg_catalog.current_database(), t, c, k
+                USING ERRCODE = 'TC030',
+                      DETAIL = 'Ids drawn on a shard before it had its own id range keep their low values; this shard has a row with the same key.',
+                      HINT = 'Leave the account on its shard (add it to an organization there, or create its organization there), or move it to a shard without that id; nothing was moved.';
+        END;
         total := total + n;
     END LOOP;
     PERFORM pg_catalog.set_config('row_security', 'on', true);

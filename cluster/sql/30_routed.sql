@@ -316,8 +316,8 @@ BEGIN
         BEGIN
             PERFORM tco_cluster.move_account(admin_account_id, target);
             s := target;
-        EXCEPTION WHEN object_not_in_prerequisite_state THEN
-            NULL;
+        EXCEPTION WHEN object_not_in_prerequisite_state OR SQLSTATE 'TC030' THEN
+            NULL;   -- refused (55000), or its ids collide with the target's (TC030)
         END;
     END IF;
     new_org := pg_catalog.nextval('tco_cluster.org_id_seq');
