@@ -171,7 +171,15 @@ on single -d tco -f test/cluster/march_settle.sql >"$CL_TMP/single_march.out"
 statements() { psql -X -At -h "$CL_TMP/$1" -p "${PORT[$1]}" -d tco -c \
     "SELECT max(statement_id) || ' ' || md5(coalesce(string_agg(concat_ws('|', statement_id, payer_account_id, cycle, list_total, due_total), ',' ORDER BY statement_id), ''))
        FROM tco.statement WHERE statement_id <= ${2:-9223372036854775807}"; }
+l_down=$(line_of router 202 cvm '2023-03-03 00:00+08')
+l_up=$(line_of router 101 cvm '2023-03-03 00:00+08')
+a_up=$(on shard1 -d tco -At -c "SELECT list_amount FROM tco.bill_line WHERE line_id = $l_up")
 as_pg "$PG_BIN/pg_ctl" -D "$CL_TMP/shard2/data" -m fast -w stop >/dev/null
+fails router "a correction of a line on the stopped shard names the shard" \
+    "08006.*shard 2 \"shard2\" \\(host=$CL_TMP/shard2 port=${PORT[shard2]} dbname=tco\\) is unreachable" \
+    "SELECT tco.correct_bill_line($l_down, 1, 'outage')"
+check router "a correction of a line of another shard is routed during the outage (here to its own amount: nothing written)" "t" \
+    "SELECT tco.correct_bill_line($l_up, $a_up, 'outage') IS NULL"
 fails router "a call for an account on the stopped shard names the shard and its conninfo" \
     "08006.*shard 2 \"shard2\" \\(host=$CL_TMP/shard2 port=${PORT[shard2]} dbname=tco\\) is unreachable" \
     "SELECT tco.trusteeship_effective_payer(200, 'cvm', '2023-03-05 00:00+08')"
