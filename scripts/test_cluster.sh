@@ -129,16 +129,57 @@ got=$(psql -X -At -h "$CL_TMP/shard3" -p "${PORT[shard3]}" -d tco4 -c "SELECT co
 [ "$got" = "7|5|Asia/Shanghai|1" ] || { echo "FAIL: the new shard lacks the global data: $got"; exit 1; }
 checks=$((checks + 1)); echo "ok $checks - the new shard got the entities, products and billing zone"
 
-log "3. faults: a shard down during a cluster-wide settlement"
+log "3. corrections routed to the line's shard; faults: a shard down during a cluster-wide settlement"
 on single -d tco -f test/cluster/march_lines.sql >/dev/null
 on router -d tco -f test/cluster/march_lines.sql >/dev/null
+# line_of NODE ACCOUNT PRODUCT START: the id of an original line (on the router:
+# asked of the account's shard)
+line_of() {
+    local n=$1
+    [ "$n" = router ] && n=$(on router -d tco -At -c "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account($2)")
+    on "$n" -d tco -At -c "SELECT line_id FROM tco.bill_line WHERE account_id = $2 AND product_code = '$3' AND period_start = '$4' AND corrects_line_id IS NULL"
+}
+for n in single router; do
+    on "$n" -d tco -v l_jan="$(line_of $n 104 cvm '2023-01-01 00:00+08')" -v l_feb="$(line_of $n 305 cos '2023-02-03 07:00+08')" \
+        -v l_mar="$(line_of $n 201 cvm '2023-03-02 00:00+08')" -f test/cluster/corrections.sql >"$CL_TMP/${n}_corrections.out"
+done
+if ! diff -u "$CL_TMP/single_corrections.out" "$CL_TMP/router_corrections.out" || [ "$(grep -c '^t$' "$CL_TMP/router_corrections.out")" != 5 ]; then
+    echo "FAIL: corrections through the router answer otherwise than on one server:"; cat "$CL_TMP/router_corrections.out"; exit 1
+fi
+checks=$((checks + 1)); echo "ok $checks - corrections through the router answer as on one server (a settled line cancelled and corrected again through its correction line, a no-op, a raise, an open line updated in place)"
+corr_q="SELECT concat_ws('|', account_id, product_code, period_start, list_amount, correction_reason, corrects_line_id IS NOT NULL) FROM tco.bill_line
+         WHERE corrects_line_id IS NOT NULL OR correction_reason IS NOT NULL
+            OR (account_id, product_code, period_start) IN ((104, 'cvm', '2023-01-01 00:00+08'), (305, 'cos', '2023-02-03 07:00+08'), (201, 'cvm', '2023-03-02 00:00+08'))"
+on single -d tco -At -c "$corr_q" | sort >"$CL_TMP/corr_single.txt"
+for n in shard1 shard2 shard3; do on "$n" -d tco -At -c "$corr_q"; done | sort >"$CL_TMP/corr_router.txt"
+[ "$(wc -l <"$CL_TMP/corr_router.txt")" = 6 ] && diff -u "$CL_TMP/corr_single.txt" "$CL_TMP/corr_router.txt" \
+    || { echo "FAIL: the corrected lines on the shards differ from one server's:"; cat "$CL_TMP/corr_router.txt"; exit 1; }
+checks=$((checks + 1)); echo "ok $checks - the corrected lines and correction lines on the shards equal one server's (6 rows; March's settlement below bills them)"
+for n in single router; do
+    fails "$n" "on $n, a correction of an unknown line is refused (23503)" "23503.*bill line 999999 does not exist" \
+        "SELECT tco.correct_bill_line(999999, 1, 'unknown')"
+done
+fails router "a correction of a line id in a shard's range that no shard has is refused (23503)" "23503.*bill line 2000000999999 does not exist" \
+    "SELECT tco.correct_bill_line(2000000999999, 1, 'unknown')"
+fails router "a correction without a line id is refused as on one server (22004)" "22004.*line_id" \
+    "SELECT tco.correct_bill_line(NULL, 1, 'unknown')"
+fails router "a correction's arguments are checked before the line, as on one server (22023)" "22023.*new_list_amount" \
+    "SELECT tco.correct_bill_line(999999, -1, 'unknown')"
 on single -d tco -f test/cluster/march_settle.sql >"$CL_TMP/single_march.out"
 # statements SHARD [MAX_ID]: the statements of a shard (ids, payers, cycles,
 # totals) up to an id, as one digest, after the largest id
 statements() { psql -X -At -h "$CL_TMP/$1" -p "${PORT[$1]}" -d tco -c \
     "SELECT max(statement_id) || ' ' || md5(coalesce(string_agg(concat_ws('|', statement_id, payer_account_id, cycle, list_total, due_total), ',' ORDER BY statement_id), ''))
        FROM tco.statement WHERE statement_id <= ${2:-9223372036854775807}"; }
+l_down=$(line_of router 202 cvm '2023-03-03 00:00+08')
+l_up=$(line_of router 101 cvm '2023-03-03 00:00+08')
+a_up=$(on shard1 -d tco -At -c "SELECT list_amount FROM tco.bill_line WHERE line_id = $l_up")
 as_pg "$PG_BIN/pg_ctl" -D "$CL_TMP/shard2/data" -m fast -w stop >/dev/null
+fails router "a correction of a line on the stopped shard names the shard" \
+    "08006.*shard 2 \"shard2\" \\(host=$CL_TMP/shard2 port=${PORT[shard2]} dbname=tco\\) is unreachable" \
+    "SELECT tco.correct_bill_line($l_down, 1, 'outage')"
+check router "a correction of a line of another shard is routed during the outage (here to its own amount: nothing written)" "t" \
+    "SELECT tco.correct_bill_line($l_up, $a_up, 'outage') IS NULL"
 fails router "a call for an account on the stopped shard names the shard and its conninfo" \
     "08006.*shard 2 \"shard2\" \\(host=$CL_TMP/shard2 port=${PORT[shard2]} dbname=tco\\) is unreachable" \
     "SELECT tco.trusteeship_effective_payer(200, 'cvm', '2023-03-05 00:00+08')"
@@ -318,6 +359,14 @@ for n in "$src" "$dst"; do
         "SELECT (SELECT count(*) FROM tco.bill_line_id k WHERE NOT EXISTS (SELECT 1 FROM tco.bill_line b WHERE b.line_id = k.line_id)) || '|' ||
                 (SELECT count(*) FROM tco.bill_line b WHERE NOT EXISTS (SELECT 1 FROM tco.bill_line_id k WHERE k.line_id = b.line_id))"
 done
+# its lines keep the ids of the source's range: the router finds them on every shard
+rich_line=$(on "$dst" -d tco -At -c "SELECT min(line_id) FROM tco.bill_line WHERE account_id = $rich AND corrects_line_id IS NULL")
+check router "a line of the moved account (its id in the source's range) is found on its new shard" "$src|$dst" \
+    "SELECT (SELECT name FROM tco_cluster.shard_conf WHERE shard_id = $rich_line / tco_cluster.id_range_size()) || '|'
+            || (SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_line($rich_line))"
+on router -d tco -c "SELECT tco.correct_bill_line($rich_line, 0.5, 'moved')" >/dev/null
+check "$dst" "and a correction of it through the router is written there (its May line, settled: a correction line)" "1|-0.750000" \
+    "SELECT count(*) || '|' || sum(list_amount) FROM tco.bill_line WHERE corrects_line_id = $rich_line AND correction_reason = 'moved'"
 
 # b. crashes between PREPARE and COMMIT PREPARED, without any hook in the
 # code: a session holds a lock on the router's directory, which the move's
@@ -521,18 +570,23 @@ if out=$(psql -X -q -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -h "$CL_TMP/router" 
 fi
 checks=$((checks + 1)); echo "ok $checks - CREATE EXTENSION refuses a schema tco_cluster prepared beforehand"
 
-log "7. upgrading the router: tco_cluster 1.0 updated equals a fresh install, shards refreshed"
-on router -d postgres -c 'CREATE DATABASE cl_up_old' -c 'CREATE DATABASE cl_up_new' >/dev/null
-on router -d cl_up_old -c 'SET client_min_messages = warning' -c "CREATE EXTENSION tco_cluster VERSION '1.0' CASCADE" \
-    -c 'ALTER EXTENSION tco_cluster UPDATE' >/dev/null
+log "7. upgrading the router: tco_cluster 1.0 and 1.1 updated equal a fresh install, shards refreshed"
+cur=$(sed -n "s/^default_version = '\(.*\)'/\1/p" tco_cluster.control)
+on router -d postgres -c 'CREATE DATABASE cl_up_new' >/dev/null
 on router -d cl_up_new -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION tco_cluster CASCADE' >/dev/null
-on router -d cl_up_old -At -f scripts/cluster_catalog_digest.sql >"$CL_TMP/digest_old.txt"
 on router -d cl_up_new -At -f scripts/cluster_catalog_digest.sql >"$CL_TMP/digest_new.txt"
-if ! diff "$CL_TMP/digest_old.txt" "$CL_TMP/digest_new.txt" >"$CL_TMP/digest.diff"; then
-    echo "FAIL: tco_cluster 1.0 updated to the current version differs from a fresh install:"; head -40 "$CL_TMP/digest.diff"; exit 1
-fi
 [ "$(wc -l <"$CL_TMP/digest_new.txt")" -gt 300 ] || { echo "FAIL: the catalog digest is too short"; exit 1; }
-checks=$((checks + 1)); echo "ok $checks - tco_cluster 1.0 updated: $(wc -l <"$CL_TMP/digest_new.txt") catalog facts equal to a fresh install"
+for old in 1.0 1.1; do
+    db=cl_up_${old/./_}
+    on router -d postgres -c "CREATE DATABASE $db" >/dev/null
+    on router -d "$db" -c 'SET client_min_messages = warning' -c "CREATE EXTENSION tco_cluster VERSION '$old' CASCADE" \
+        -c 'ALTER EXTENSION tco_cluster UPDATE' >/dev/null
+    on router -d "$db" -At -f scripts/cluster_catalog_digest.sql >"$CL_TMP/digest_$old.txt"
+    if ! diff "$CL_TMP/digest_$old.txt" "$CL_TMP/digest_new.txt" >"$CL_TMP/digest.diff"; then
+        echo "FAIL: tco_cluster $old updated to $cur differs from a fresh install:"; head -40 "$CL_TMP/digest.diff"; exit 1
+    fi
+    checks=$((checks + 1)); echo "ok $checks - tco_cluster $old updated to $cur: $(wc -l <"$CL_TMP/digest_new.txt") catalog facts equal to a fresh install"
+done
 ranges_q="SELECT string_agg(concat_ws(':', s.shard_id, x.v), ',' ORDER BY s.shard_id) FROM tco_cluster.shard_conf s,
     LATERAL (SELECT * FROM tco_cluster.dblink_values(s.fdw_server::text,
              'SELECT min(seqmin) || '':'' || max(seqmax) FROM pg_sequence q JOIN tco_shard.id_sequences() i ON i.seq = q.seqrelid') v) x(v)"
@@ -558,6 +612,9 @@ SELECT tco.create_entity(1, 'Upgrade Ltd', true);
 SELECT tco.create_product('cvm', 'hour');
 SELECT count(tco.create_account(a, 'up-' || a, 1, 10)) FROM generate_series(1, 4) a;
 SELECT tco.create_organization(1, 'Org A'), tco.create_organization(2, 'Org B');
+-- a coupon of account 4 and one of organization B's admin (account 2), each
+-- drawing the first benefit id of its shard (no id ranges in 1.0)
+SELECT tco.grant_coupon(a, 5, '2023-12-31 00:00+08') FROM generate_series(2, 4, 2) a;
 SQL
 mover=$(on router -d cl_up_data -At -c "SELECT min(a) FROM generate_series(3, 4) a
     WHERE EXISTS (SELECT 1 FROM tco_cluster.org_directory o WHERE o.shard_id <> tco_cluster.shard_of_account(a))")
@@ -573,5 +630,38 @@ CHECK_DB=cl_up_data check router "and an account with bill lines then moves to a
                                         'SELECT count(*)::text FROM tco.bill_line WHERE account_id = $mover') || '|'
             || tco_cluster.dblink_value((SELECT fdw_server::text FROM tco_cluster.shard_conf WHERE shard_id <> tco_cluster.shard_of_org($up_org)),
                                         'SELECT count(*)::text FROM tco.bill_line WHERE account_id = $mover')"
+
+# ids drawn before the shards had ranges: account 4's coupon has the id of
+# account 2's coupon on the other shard; its move is refused with TC030
+# naming the shards, the table and the key, and nothing moves
+b4=$(on router -d cl_up_data -At -c "SELECT concat_ws(' ', tco_cluster.shard_of_account(4), tco_cluster.shard_of_account(2), tco_cluster.shard_of_org(2))")
+[ "$b4" = "1 2 2" ] || { echo "FAIL: accounts 4 and 2 of the 1.0 router are not on shards 1 and 2 (organization B on 2): $b4"; exit 1; }
+up_fails() { local out
+    if out=$(psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -h "$CL_TMP/router" -p "${PORT[router]}" -d cl_up_data -c "$3" 2>&1) \
+       || ! grep -Eq -- "$2" <<<"$out"; then
+        echo "FAIL: $1"; echo "$out" | sed 's/^/  /'; exit 1
+    fi
+    checks=$((checks + 1)); echo "ok $checks - $1"; echo "$out" | sed -n '1,3s/^/    /p'
+}
+up_fails "a move whose ids collide with rows of the target is refused with TC030, naming both shards" \
+    'TC030.*account 4 cannot move from shard 1 "up1" to shard 2 "up2": its ids collide with rows of the target shard' \
+    "SELECT tco.add_member(2, 4)"
+CHECK_DB=cl_up_data check router "the refusal names the table and the key, and the move is recorded as aborted" \
+    "aborted|true" "SELECT state || '|' || (error ~ 'its rows of tco.benefit collide with rows of this shard \\(benefit_pkey: Key \\(benefit_id\\)=\\(1\\) already exists') FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1"
+CHECK_DB=cl_up_data check router "nothing moved: account 4 and its coupon are on shard 1, none on shard 2, nothing prepared" "1|1|0|0|0" \
+    "SELECT concat_ws('|', tco_cluster.shard_of_account(4),
+                      tco_cluster.dblink_value('tco_shard_up1', 'SELECT count(*)::text FROM tco.benefit WHERE owner_account_id = 4'),
+                      tco_cluster.dblink_value('tco_shard_up2', 'SELECT count(*)::text FROM tco.account WHERE account_id = 4'),
+                      tco_cluster.dblink_value('tco_shard_up1', 'SELECT count(*)::text FROM pg_prepared_xacts'),
+                      tco_cluster.dblink_value('tco_shard_up2', 'SELECT count(*)::text FROM pg_prepared_xacts'))"
+# a new organization of account 4 goes to the shard with the fewest
+# organizations (up2, once organization C is on up1): its admin cannot move
+# there, so it is created on the admin's shard
+on router -d cl_up_data -c "SELECT tco.create_account(5, 'up-5', 1, 10)" -c "SELECT tco.create_organization(5, 'Org C')" \
+    -c "SELECT tco.create_organization(4, 'Org D')" >/dev/null
+CHECK_DB=cl_up_data check router "a new organization whose admin's ids collide on the least loaded shard is created on the admin's shard" "4:1:1,5:1:1|2" \
+    "SELECT string_agg(concat_ws(':', d.account_id, d.shard_id, tco_cluster.shard_of_org(d.org_id)), ',' ORDER BY d.account_id) || '|'
+            || (SELECT count(*) FROM tco_cluster.account_move m WHERE m.account_id = 4 AND m.state = 'aborted' AND m.error ~ 'collide')
+       FROM tco_cluster.account_directory d WHERE d.account_id IN (4, 5)"
 
 log "$checks checks passed"

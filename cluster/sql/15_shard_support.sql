@@ -287,13 +287,18 @@ DECLARE
     done regclass[] := '{}';
     t regclass;
     progress boolean;
+    -- the references between tables of account data, read from the catalog once
+    e_tbl regclass[];
+    e_ref regclass[];
 BEGIN
+    SELECT pg_catalog.array_agg(r.tbl), pg_catalog.array_agg(r.ref_tbl) INTO e_tbl, e_ref
+      FROM tco_shard.move_refs() r WHERE r.ref_tbl <> r.tbl AND r.ref_tbl = ANY (todo);
     LOOP
         progress := false;
         FOREACH t IN ARRAY todo LOOP
             IF NOT t = ANY (done) AND NOT EXISTS (
-                   SELECT 1 FROM tco_shard.move_refs() r
-                    WHERE r.tbl = t AND r.ref_tbl <> t AND r.ref_tbl = ANY (todo) AND NOT r.ref_tbl = ANY (done)) THEN
+                   SELECT 1 FROM ROWS FROM (pg_catalog.unnest(e_tbl), pg_catalog.unnest(e_ref)) e(tbl, ref_tbl)
+                    WHERE e.tbl = t AND NOT e.ref_tbl = ANY (done)) THEN
                 done := done || t;
                 progress := true;
             END IF;
@@ -316,25 +321,31 @@ DECLARE
     rows jsonb;
     changed boolean;
     tid_expr text := '(x.tableoid::text || '':'' || x.ctid::text)';
+    order_ regclass[] := tco_shard.move_order();
+    conds_of jsonb;
 BEGIN
     EXECUTE pg_catalog.format('SELECT pg_catalog.jsonb_build_object(%L, coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(x) || pg_catalog.jsonb_build_object(%L, %s)), %L)) FROM tco.account x WHERE x.account_id = $1',
                               'tco.account', E'\ttid', tid_expr, '[]')
        INTO taken USING p_account_id;
-    LOOP
-        changed := false;
-        FOREACH t IN ARRAY tco_shard.move_order() LOOP
-            CONTINUE WHEN t = 'tco.account'::regclass;
-            -- (the account itself as a constant: an index scan of the big tables)
-            SELECT pg_catalog.string_agg(CASE WHEN r.ref_tbl = 'tco.account'::regclass
+    -- each table's condition: a reference to a row taken (read from the
+    -- catalog once; the account itself as a constant: an index scan of the
+    -- big tables)
+    SELECT pg_catalog.jsonb_object_agg(c.tbl, c.conds) INTO conds_of
+      FROM (SELECT r.tbl::text AS tbl,
+                   pg_catalog.string_agg(CASE WHEN r.ref_tbl = 'tco.account'::regclass
                                               THEN pg_catalog.format('(%s x.%I = %s)', coalesce(r.cond || ' AND', ''), r.col, p_account_id)
                                               ELSE pg_catalog.format('(%s x.%I IN (SELECT (e ->> %L)::%s FROM pg_catalog.jsonb_array_elements($1 -> %L) e))',
                                                                      coalesce(r.cond || ' AND', ''), r.col, r.ref_col,
-                                                                     pg_catalog.format_type(a.atttypid, a.atttypmod), r.ref_tbl::text) END, ' OR ')
-              INTO conds
+                                                                     pg_catalog.format_type(a.atttypid, a.atttypmod), r.ref_tbl::text) END, ' OR ') AS conds
               FROM tco_shard.move_refs() r
               JOIN tco_shard.move_tables() m ON m.tbl = r.ref_tbl AND m.kind = 'account'
               JOIN pg_catalog.pg_attribute a ON a.attrelid = r.tbl AND a.attname = r.col
-             WHERE r.tbl = t;
+             GROUP BY r.tbl) c;
+    LOOP
+        changed := false;
+        FOREACH t IN ARRAY order_ LOOP
+            CONTINUE WHEN t = 'tco.account'::regclass;
+            conds := conds_of ->> t::text;
             CONTINUE WHEN conds IS NULL;
             EXECUTE pg_catalog.format('SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(x) || pg_catalog.jsonb_build_object(%L, %s)), %L) FROM %s x WHERE %s',
                                       E'\ttid', tid_expr, '[]', t, conds)
@@ -530,10 +541,22 @@ BEGIN
         SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
           FROM pg_catalog.pg_attribute a
          WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
-        EXECUTE pg_catalog.format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM pg_catalog.jsonb_populate_recordset(NULL::%s, $1)',
-                                  t, cols, cols, t)
-          USING data -> 'rows' -> t::text;
-        GET DIAGNOSTICS n = ROW_COUNT;
+        BEGIN
+            EXECUTE pg_catalog.format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM pg_catalog.jsonb_populate_recordset(NULL::%s, $1)',
+                                      t, cols, cols, t)
+              USING data -> 'rows' -> t::text;
+            GET DIAGNOSTICS n = ROW_COUNT;
+        EXCEPTION WHEN unique_violation THEN
+            -- a row of the account has the key of a row of this shard: ids
+            -- drawn before the shards had their id ranges (README "Running on
+            -- several servers", Ids) keep their low values on every shard
+            GET STACKED DIAGNOSTICS c = CONSTRAINT_NAME, k = PG_EXCEPTION_DETAIL;
+            RAISE EXCEPTION 'account % cannot move here (database %): its rows of % collide with rows of this shard (%: %)',
+                            data ->> 'account_id', pg_catalog.current_database(), t, c, k
+                USING ERRCODE = 'TC030',
+                      DETAIL = 'Ids drawn on a shard before it had its own id range keep their low values; this shard has a row with the same key.',
+                      HINT = 'Leave the account on its shard (add it to an organization there, or create its organization there), or move it to a shard without that id; nothing was moved.';
+        END;
         total := total + n;
     END LOOP;
     PERFORM pg_catalog.set_config('row_security', 'on', true);

@@ -94,6 +94,9 @@ DECLARE
     gid_dst text;
     data text;
     decided boolean := false;
+    msg text;
+    det text;
+    hnt text;
 BEGIN
     SELECT * INTO s_dst FROM tco_cluster.shard_conf s WHERE s.shard_id = to_shard_id;
     IF NOT FOUND THEN
@@ -151,10 +154,17 @@ EXCEPTION WHEN OTHERS THEN
     EXCEPTION WHEN OTHERS THEN
         NULL;   -- a shard that does not answer: tco_cluster.recover() finishes the rollback
     END;
+    IF SQLSTATE = 'TC030' THEN
+        -- ids of the account that the target has too (tco_shard.import_account)
+        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+        RAISE EXCEPTION 'account % cannot move from shard % "%" to shard % "%": its ids collide with rows of the target shard',
+                        account_id, src, s_src.name, to_shard_id, s_dst.name
+            USING ERRCODE = 'TC030', DETAIL = msg || coalesce('. ' || nullif(det, ''), ''), HINT = coalesce(hnt, '');
+    END IF;
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco_cluster.move_account(bigint, integer) IS
-'Moves an account with all its rows (account, ledger, bill lines of every cycle, statements, packs, invoices, benefits, alerts, history, discounts, logins: every row of schema tco that references it, found from the catalog) to another shard atomically, ids unchanged: two-phase commit on both shards, decision recorded on the router. Refused (55000) for an account in an organization or an active trusteeship, with unpaid statements, or with rows shared with accounts or organizations that stay; 55P03 while a settlement of its cycles runs.';
+'Moves an account with all its rows (account, ledger, bill lines of every cycle, statements, packs, invoices, benefits, alerts, history, discounts, logins: every row of schema tco that references it, found from the catalog) to another shard atomically, ids unchanged: two-phase commit on both shards, decision recorded on the router. Refused (55000) for an account in an organization or an active trusteeship, with unpaid statements, or with rows shared with accounts or organizations that stay; 55P03 while a settlement of its cycles runs; TC030 when ids of its rows exist on the target (drawn before the shards had id ranges).';
 
 -- Resolve the prepared transactions of one move on both shards: commit
 -- (decided) or roll back.  Returns the number of transactions resolved.
