@@ -27,6 +27,11 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# Every object is rebuilt when a header of src/ changes (PGXS tracks no header
+# dependencies without --enable-depend): an object compiled against an older
+# struct layout would crash the backend.
+$(OBJS): $(wildcard src/*.h)
+
 tco--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))
 	( echo '-- generated from src/sql/*.sql by make: do not edit'; \
 	  printf '%s\n' '\echo Use "CREATE EXTENSION tco" to load this file. \quit'; \
