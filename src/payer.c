@@ -66,6 +66,7 @@ typedef struct ProductEntry
 {
 	char		product_code[PRODUCT_CODE_LEN]; /* hash key */
 	TcoGranularity granularity;
+	int			index;			/* 0 .. cache.nproducts - 1 */
 } ProductEntry;
 
 /*
@@ -100,7 +101,6 @@ typedef struct LinesView
  */
 typedef struct ProductEffective
 {
-	struct ProductEffective *next;
 	ProductEntry *product;
 	TimestampTz *effective;		/* one per change */
 	bool	   *frozen;			/* one per change */
@@ -116,7 +116,7 @@ typedef struct AccountEntry
 	bool		exists;			/* in tco.account */
 	int			nchanges;
 	PayerChange *changes;		/* sorted by instant, an end before a start */
-	ProductEffective *products;
+	ProductEffective **products;	/* by product index, made on first use */
 } AccountEntry;
 
 typedef struct PayerCache
@@ -138,6 +138,7 @@ typedef struct PayerCache
 	LocalTransactionId built_lxid;
 	uint64		built_epoch;
 	List	   *long_codes;		/* products whose code has PRODUCT_CODE_LEN bytes or more */
+	int			nproducts;		/* entries of products */
 	/* the last (account, product) answered: bill lines come grouped */
 	AccountEntry *last_account;
 	ProductEntry *last_product;
@@ -264,6 +265,7 @@ load_products(void)
 								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
 	cache.long_codes = NIL;
+	cache.nproducts = 0;
 	ret = SPI_execute("SELECT product_code, granularity::pg_catalog.text FROM tco.product", true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read tco.product: %s", SPI_result_code_string(ret));
@@ -275,6 +277,7 @@ load_products(void)
 		char	   *code = SPI_getvalue(tup, desc, 1);
 		char	   *gran = SPI_getvalue(tup, desc, 2);
 		ProductEntry *entry;
+		bool		found;
 
 		if (code == NULL || gran == NULL)
 			continue;
@@ -286,8 +289,10 @@ load_products(void)
 			MemoryContextSwitchTo(oldcxt);
 			continue;
 		}
-		entry = hash_search(cache.products, code, HASH_ENTER, NULL);
+		entry = hash_search(cache.products, code, HASH_ENTER, &found);
 		entry->granularity = tco_granularity_from_name(gran);
+		if (!found)
+			entry->index = cache.nproducts++;
 	}
 }
 
@@ -690,9 +695,11 @@ product_effective(AccountEntry *account, ProductEntry *product, const LinesView 
 	ProductEffective *pe;
 	int			i;
 
-	for (pe = account->products; pe != NULL; pe = pe->next)
-		if (pe->product == product)
-			break;
+	/* one slot per product: a settlement or a query asks per line */
+	if (account->products == NULL)
+		account->products = MemoryContextAllocZero(cache.context,
+												   sizeof(ProductEffective *) * Max(cache.nproducts, 1));
+	pe = account->products[product->index];
 	if (pe != NULL && (!pe->known || (have_view && lines_view_equal(&pe->view, view))))
 		return pe;
 	if (pe == NULL)
@@ -715,8 +722,7 @@ product_effective(AccountEntry *account, ProductEntry *product, const LinesView 
 			if (!tco_cycle_bounds(t, cache.tz, &cs, &pe->next_start[i]))
 				pe->next_start[i] = pe->ceil[i];
 		}
-		pe->next = account->products;
-		account->products = pe;
+		account->products[product->index] = pe;
 	}
 	pe->known = false;
 	memset(&pe->view, 0, sizeof(pe->view));
