@@ -399,13 +399,17 @@ typedef struct LineCollector
 	Size		consumers_cap;
 } LineCollector;
 
-/* The shape collect_line reads: line_id, account_id, product_code, period_start, list_amount. */
+/*
+ * The shape collect_values reads, from the read query (collect_startup) or
+ * straight from the relation (read_parallel).
+ */
+static const char *const read_columns[5] = {"line_id", "account_id", "product_code", "period_start", "list_amount"};
+static const Oid read_types[5] = {INT8OID, INT8OID, TEXTOID, TIMESTAMPTZOID, NUMERICOID};
+
 static void
 collect_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 {
-	static const Oid types[5] = {INT8OID, INT8OID, TEXTOID, TIMESTAMPTZOID, NUMERICOID};
-
-	tco_check_columns(typeinfo, 5, types, "the bill lines of the cycle (tco.bill_line)");
+	tco_check_columns(typeinfo, 5, read_types, "the bill lines of the cycle (tco.bill_line)");
 }
 
 static void
@@ -956,8 +960,6 @@ typedef struct ReadShared
 	bool		radix_sort;
 } ReadShared;
 
-static const char *const read_columns[5] = {"line_id", "account_id", "product_code", "period_start", "list_amount"};
-static const Oid read_types[5] = {INT8OID, INT8OID, TEXTOID, TIMESTAMPTZOID, NUMERICOID};
 
 PGDLLEXPORT void tco_settle_read_worker(dsm_segment *seg, shm_toc *toc);
 
