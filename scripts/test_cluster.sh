@@ -338,12 +338,19 @@ fails "$src" "on a shard, the move's functions are for superusers only (not tco_
 check router "refused moves leave nothing prepared and are recorded as aborted" "0|aborted" \
     "SELECT concat((SELECT count(*) FROM tco_cluster.recover()), '|', (SELECT state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1))"
 
-on router -d tco -c "SELECT tco_cluster.move_account($rich, tco_cluster.shard_of_org($org))" >/dev/null
+fails router "the size of a move's chunks is checked" "22023.*invalid value for tco_cluster.move_chunk_rows" \
+    "SET tco_cluster.move_chunk_rows = '-3'; SELECT tco_cluster.move_account($rich, tco_cluster.shard_of_org($org))"
+# chunks of 3 rows: every table of more than 3 rows crosses in several
+on router -d tco -c "SET tco_cluster.move_chunk_rows = 3" -c "SELECT tco_cluster.move_account($rich, tco_cluster.shard_of_org($org))" >/dev/null
 check router "the account moves with its whole history to another shard (tco_cluster.move_account)" "$dst|done" \
     "SELECT (SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account($rich)) || '|' || state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1"
 check "$dst" "every row arrived unchanged, ids included (account, ledger, lines, statements, packs, invoices, credit note, benefits, alerts, history)" \
     "$rows_before" "$rows_q"
 check "$src" "and none is left on the source shard" "" "SELECT string_agg(key, ',') FROM jsonb_each(tco_shard.move_closure($rich)) WHERE jsonb_array_length(value) > 0"
+for n in "$src" "$dst"; do
+    check "$n" "the move left no table of its own on $n (tco_shard.move_drop)" "0" \
+        "SELECT count(*) FROM pg_class WHERE relnamespace = 'tco_shard'::regnamespace AND relkind IN ('r', 'p')"
+done
 check "$dst" "explain_line of each of its lines gives what it gave before the move" "$explain_before" "$explain_q"
 check router "the BI views show the same rows (statement ids included)" "$bi_before|$bim_before" "SELECT ($bi_q) || '|' || ($bim_q)"
 check router "settling its settled cycles again gives the same totals" "$settle_before" "$settle_q"
@@ -543,7 +550,7 @@ cov_q="SELECT (SELECT string_agg(key || '=' || jsonb_array_length(value), ',' OR
                               FROM jsonb_each(c), jsonb_array_elements(value) e)
           FROM tco_shard.move_closure(5) c"
 cov_before=$(psql -X -At -h "$CL_TMP/shard3" -p "${PORT[shard3]}" -d cova -c "$cov_q")
-psql -X -At -v ON_ERROR_STOP=1 -h "$CL_TMP/shard3" -p "${PORT[shard3]}" -d cova -c "SELECT tco_shard.detach_account(5)" >"$CL_TMP/cov.json"
+psql -X -At -v ON_ERROR_STOP=1 -h "$CL_TMP/shard3" -p "${PORT[shard3]}" -d cova -c "SELECT tco_shard.detach_account_rows(5)" >"$CL_TMP/cov.json"
 # the target has settled the account's cycles too (as a cluster-wide settlement does)
 on shard3 -d covb -c "SELECT tco.settle_cycle('2023-08'), tco.settle_cycle('2023-09')" >/dev/null
 echo "SELECT tco_shard.import_account(:'data'::jsonb)" |
@@ -570,13 +577,13 @@ if out=$(psql -X -q -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -h "$CL_TMP/router" 
 fi
 checks=$((checks + 1)); echo "ok $checks - CREATE EXTENSION refuses a schema tco_cluster prepared beforehand"
 
-log "7. upgrading the router: tco_cluster 1.0 and 1.1 updated equal a fresh install, shards refreshed"
+log "7. upgrading the router: tco_cluster 1.0, 1.1 and 1.2 updated equal a fresh install, shards refreshed"
 cur=$(sed -n "s/^default_version = '\(.*\)'/\1/p" tco_cluster.control)
 on router -d postgres -c 'CREATE DATABASE cl_up_new' >/dev/null
 on router -d cl_up_new -c 'SET client_min_messages = warning' -c 'CREATE EXTENSION tco_cluster CASCADE' >/dev/null
 on router -d cl_up_new -At -f scripts/cluster_catalog_digest.sql >"$CL_TMP/digest_new.txt"
 [ "$(wc -l <"$CL_TMP/digest_new.txt")" -gt 300 ] || { echo "FAIL: the catalog digest is too short"; exit 1; }
-for old in 1.0 1.1; do
+for old in 1.0 1.1 1.2; do
     db=cl_up_${old/./_}
     on router -d postgres -c "CREATE DATABASE $db" >/dev/null
     on router -d "$db" -c 'SET client_min_messages = warning' -c "CREATE EXTENSION tco_cluster VERSION '$old' CASCADE" \

@@ -134,10 +134,11 @@ END $$;
 COMMENT ON FUNCTION tco_shard.sync_globals(bigint[], text[], boolean[], text[], tco.granularity[], text, timestamptz) IS
 'tco_cluster (router) support: copies global data from the router (entities, products, billing time zone, legacy cut-over; NULL configuration: unchanged). Idempotent; returns the rows inserted or changed.';
 
--- what an earlier install of these functions had (a move that refused
--- accounts with history)
+-- what earlier installs of these functions had (a move that refused
+-- accounts with history; a move of all rows in one jsonb value, 1.2)
 DROP FUNCTION IF EXISTS tco_shard.export_account(bigint), tco_shard.forget_account(bigint),
-                        tco_shard.moved_tables(), tco_shard.move_blockers(bigint);
+                        tco_shard.moved_tables(), tco_shard.move_blockers(bigint),
+                        tco_shard.move_blockers(bigint, jsonb);
 
 -- Ids.  Every sequence of a column of schema tco but those of the ids the
 -- router draws (accounts, entities, organizations, units) draws on shard k
@@ -190,8 +191,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- Moving an account off this shard or onto it: tco_cluster.move_account
--- runs tco_shard.detach_account on the source and tco_shard.import_account
--- on the target, each in a transaction it prepares and commits with
+-- runs tco_shard.detach_account on the source and tco_shard.import_begin,
+-- import_rows (chunk by chunk) and import_finish on the target, each side
+-- in a transaction it prepares and commits with
 -- two-phase commit, as a superuser (README "Running on several servers",
 -- "Accounts that change shard").  What moves is read from the catalog, so
 -- that tables added to tco later move too:
@@ -206,14 +208,14 @@ $$;
 --     key of exactly one table, or ending in _<that name> (statement_id,
 --     benefit_id, *_line_id: the bill line, ...); the target of a policy
 --     attachment;
---   * the account's rows (tco_shard.move_closure): its tco.account row, then,
+--   * the account's rows (tco_shard.move_collect): its tco.account row, then,
 --     until nothing is added, every row of account data that references a
 --     row already taken (bill lines, ledger, statements and their lines,
 --     packs, invoices and credit notes, benefits, alerts, history, ...).
 -- A row taken that references a row that stays (another account, an
 -- organization: through a foreign key or a reference to account data), or a
 -- row that stays and references a row taken, would break on one of the two
--- shards: the move is refused and names it (tco_shard.move_blockers), as
+-- shards: the move is refused and names it (tco_shard.move_refusals), as
 -- are the moves the rules forbid (membership, an active trusteeship, unpaid
 -- statements, a settlement running).
 CREATE OR REPLACE FUNCTION tco_shard.move_tables() RETURNS TABLE (tbl regclass, kind text)
@@ -309,60 +311,132 @@ BEGIN
     RETURN done || ARRAY(SELECT u FROM pg_catalog.unnest(todo) u WHERE NOT u = ANY (done));
 END $$;
 
--- The account's rows: table -> array of rows (to_jsonb, with their position
--- "\ttid" = tableoid:ctid, for detach_account's deletes).
+-- The account's rows are gathered in tables of their own, one per table of
+-- account data (tco_shard.move_table: schema tco_shard, created and dropped
+-- in the move's transaction; temporary tables cannot be used, a transaction
+-- that touched one cannot be PREPAREd), each holding the rows with their
+-- position (columns "\trel" = tableoid and "\ttid" = ctid, for
+-- detach_account's deletes).  The router reads them in chunks (README
+-- "Running on several servers", "Accounts that change shard"): no value
+-- holds all of an account's rows, so accounts of any size move.
+CREATE OR REPLACE FUNCTION tco_shard.move_table(p_account_id bigint, p_table regclass) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 'tco_shard.' || pg_catalog.quote_ident(pg_catalog.format('move_%s_%s', p_account_id, p_table::oid))
+$$;
+
+-- Gather the account's rows (move_table): its tco.account row, then, until
+-- nothing is added, every row of account data that references a row
+-- gathered.  Each reference is followed by a statement of its own (so that
+-- it can use its column's index), and again only when the table it
+-- references has grown since.  Returns the number of rows per table.
+CREATE OR REPLACE FUNCTION tco_shard.move_collect(p_account_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    order_ regclass[] := tco_shard.move_order();
+    t regclass;
+    r record;
+    n bigint;
+    counts jsonb := '{}';
+    followed jsonb := '{}';
+    k text;
+    grew boolean;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
+        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.move_collect'
+            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
+    END IF;
+    FOREACH t IN ARRAY order_ LOOP
+        EXECUTE pg_catalog.format('CREATE UNLOGGED TABLE %s AS SELECT x.tableoid AS %I, x.ctid AS %I, x.* FROM %s x WITH NO DATA',
+                                  tco_shard.move_table(p_account_id, t), E'\trel', E'\ttid', t);
+        counts := counts || pg_catalog.jsonb_build_object(t::text, 0);
+    END LOOP;
+    EXECUTE pg_catalog.format('INSERT INTO %s SELECT x.tableoid, x.ctid, x.* FROM tco.account x WHERE x.account_id = $1',
+                              tco_shard.move_table(p_account_id, 'tco.account'))
+      USING p_account_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    counts := counts || pg_catalog.jsonb_build_object('tco.account', n);
+    LOOP
+        grew := false;
+        FOR r IN SELECT rf.tbl, rf.col, rf.ref_tbl, rf.ref_col, rf.cond
+                   FROM tco_shard.move_refs() rf
+                   JOIN tco_shard.move_tables() mt ON mt.tbl = rf.tbl AND mt.kind = 'account'
+                   JOIN tco_shard.move_tables() mr ON mr.tbl = rf.ref_tbl AND mr.kind = 'account'
+                   JOIN pg_catalog.unnest(order_) WITH ORDINALITY o(t, i) ON o.t = rf.tbl
+                  WHERE rf.tbl <> 'tco.account'::regclass
+                  ORDER BY o.i, rf.col, rf.ref_tbl::text LOOP
+            k := pg_catalog.concat_ws(' ', r.tbl, r.col, r.ref_tbl, r.cond);
+            CONTINUE WHEN (counts ->> r.ref_tbl::text)::bigint = 0
+                       OR (followed ->> k)::bigint = (counts ->> r.ref_tbl::text)::bigint;
+            followed := followed || pg_catalog.jsonb_build_object(k, counts -> r.ref_tbl::text);
+            EXECUTE pg_catalog.format('INSERT INTO %1$s SELECT x.tableoid, x.ctid, x.* FROM %2$s x WHERE %3$s %4$s '
+                                      'AND NOT EXISTS (SELECT 1 FROM %1$s m WHERE m.%5$I = x.tableoid AND m.%6$I = x.ctid)',
+                                      tco_shard.move_table(p_account_id, r.tbl), r.tbl, coalesce(r.cond || ' AND', ''),
+                                      CASE WHEN r.ref_tbl = 'tco.account'::regclass
+                                           THEN pg_catalog.format('x.%I = $1', r.col)
+                                           ELSE pg_catalog.format('x.%I IN (SELECT y.%I FROM %s y)', r.col, r.ref_col,
+                                                                  tco_shard.move_table(p_account_id, r.ref_tbl)) END,
+                                      E'\trel', E'\ttid')
+              USING p_account_id;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            IF n > 0 THEN
+                counts := counts || pg_catalog.jsonb_build_object(r.tbl::text, (counts ->> r.tbl::text)::bigint + n);
+                grew := true;
+                -- the next statements join this table: give the planner its size
+                EXECUTE 'ANALYZE ' || tco_shard.move_table(p_account_id, r.tbl);
+            END IF;
+        END LOOP;
+        EXIT WHEN NOT grew;
+    END LOOP;
+    RETURN counts;
+END $$;
+
+-- The gathered rows as one value, table -> array of rows (for inspection
+-- and tests, and for small accounts: tco_shard.move_closure).
+CREATE OR REPLACE FUNCTION tco_shard.move_rows(p_account_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t regclass;
+    rows jsonb;
+    res jsonb := '{}';
+BEGIN
+    FOREACH t IN ARRAY tco_shard.move_order() LOOP
+        EXECUTE pg_catalog.format('SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(x) OPERATOR(pg_catalog.-) %L OPERATOR(pg_catalog.-) %L) FROM %s x',
+                                  E'\trel', E'\ttid', tco_shard.move_table(p_account_id, t))
+           INTO rows;
+        IF rows IS NOT NULL THEN
+            res := res || pg_catalog.jsonb_build_object(t::text, rows);
+        END IF;
+    END LOOP;
+    RETURN res;
+END $$;
+
+-- Drop the tables of move_collect (before the transaction is PREPAREd).
+CREATE OR REPLACE FUNCTION tco_shard.move_drop(p_account_id bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t regclass;
+BEGIN
+    FOREACH t IN ARRAY tco_shard.move_order() LOOP
+        EXECUTE 'DROP TABLE IF EXISTS ' || tco_shard.move_table(p_account_id, t);
+    END LOOP;
+END $$;
+
+-- The account's rows, table -> array of rows, as tco_shard.move_collect
+-- finds them (nothing is kept: for inspection and tests).
 CREATE OR REPLACE FUNCTION tco_shard.move_closure(p_account_id bigint) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    taken jsonb;
-    refs jsonb;
-    t regclass;
-    conds text;
-    rows jsonb;
-    changed boolean;
-    tid_expr text := '(x.tableoid::text || '':'' || x.ctid::text)';
-    order_ regclass[] := tco_shard.move_order();
-    conds_of jsonb;
+    res jsonb;
 BEGIN
-    EXECUTE pg_catalog.format('SELECT pg_catalog.jsonb_build_object(%L, coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(x) || pg_catalog.jsonb_build_object(%L, %s)), %L)) FROM tco.account x WHERE x.account_id = $1',
-                              'tco.account', E'\ttid', tid_expr, '[]')
-       INTO taken USING p_account_id;
-    -- each table's condition: a reference to a row taken (read from the
-    -- catalog once; the account itself as a constant: an index scan of the
-    -- big tables)
-    SELECT pg_catalog.jsonb_object_agg(c.tbl, c.conds) INTO conds_of
-      FROM (SELECT r.tbl::text AS tbl,
-                   pg_catalog.string_agg(CASE WHEN r.ref_tbl = 'tco.account'::regclass
-                                              THEN pg_catalog.format('(%s x.%I = %s)', coalesce(r.cond || ' AND', ''), r.col, p_account_id)
-                                              ELSE pg_catalog.format('(%s x.%I IN (SELECT (e ->> %L)::%s FROM pg_catalog.jsonb_array_elements($1 -> %L) e))',
-                                                                     coalesce(r.cond || ' AND', ''), r.col, r.ref_col,
-                                                                     pg_catalog.format_type(a.atttypid, a.atttypmod), r.ref_tbl::text) END, ' OR ') AS conds
-              FROM tco_shard.move_refs() r
-              JOIN tco_shard.move_tables() m ON m.tbl = r.ref_tbl AND m.kind = 'account'
-              JOIN pg_catalog.pg_attribute a ON a.attrelid = r.tbl AND a.attname = r.col
-             GROUP BY r.tbl) c;
-    LOOP
-        changed := false;
-        FOREACH t IN ARRAY order_ LOOP
-            CONTINUE WHEN t = 'tco.account'::regclass;
-            conds := conds_of ->> t::text;
-            CONTINUE WHEN conds IS NULL;
-            EXECUTE pg_catalog.format('SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(x) || pg_catalog.jsonb_build_object(%L, %s)), %L) FROM %s x WHERE %s',
-                                      E'\ttid', tid_expr, '[]', t, conds)
-               INTO rows USING taken;
-            IF pg_catalog.jsonb_array_length(rows) <> coalesce(pg_catalog.jsonb_array_length(taken -> t::text), 0) THEN
-                taken := taken || pg_catalog.jsonb_build_object(t::text, rows);
-                changed := true;
-            END IF;
-        END LOOP;
-        EXIT WHEN NOT changed;
-    END LOOP;
-    RETURN taken;
+    PERFORM tco_shard.move_collect(p_account_id);
+    res := tco_shard.move_rows(p_account_id);
+    PERFORM tco_shard.move_drop(p_account_id);
+    RETURN res;
 END $$;
 
 -- Why the account cannot move (empty: it can): the rules first, then the
--- references that would break.
-CREATE OR REPLACE FUNCTION tco_shard.move_blockers(p_account_id bigint, taken jsonb) RETURNS text[]
+-- references that would break (rows gathered by move_collect).
+CREATE OR REPLACE FUNCTION tco_shard.move_refusals(p_account_id bigint, counts jsonb) RETURNS text[]
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     b text[];
@@ -380,34 +454,39 @@ BEGIN
         (SELECT 'it has a pending invitation to organization ' || min(i.org_id) FROM tco.invitation i
           WHERE i.account_id = p_account_id AND i.status = 'pending' HAVING count(*) > 0)
     ], NULL);
-    -- rows taken that reference rows that stay
-    FOR r IN SELECT rf.*, pg_catalog.format_type(a.atttypid, a.atttypmod) AS typ
+    -- rows gathered that reference rows that stay
+    FOR r IN SELECT rf.*, mr.kind AS ref_kind
                FROM tco_shard.move_refs() rf
                JOIN tco_shard.move_tables() mt ON mt.tbl = rf.tbl AND mt.kind = 'account'
                JOIN tco_shard.move_tables() mr ON mr.tbl = rf.ref_tbl AND mr.kind <> 'global'
-               JOIN pg_catalog.pg_attribute a ON a.attrelid = rf.tbl AND a.attname = rf.col
-              WHERE taken ? rf.tbl::text AND (rf.enforced OR mr.kind = 'account')
+              WHERE (counts ->> rf.tbl::text)::bigint > 0 AND (rf.enforced OR mr.kind = 'account')
               ORDER BY rf.tbl::text, rf.col LOOP
-        EXECUTE pg_catalog.format('SELECT pg_catalog.string_agg(v, %L) FROM (SELECT DISTINCT x.%I::text AS v FROM pg_catalog.jsonb_populate_recordset(NULL::%s, $1 -> %L) x '
-                                  'WHERE x.%I IS NOT NULL AND %s AND x.%I NOT IN (SELECT (e ->> %L)::%s FROM pg_catalog.jsonb_array_elements(coalesce($1 -> %L, %L)) e) '
-                                  'ORDER BY 1 LIMIT 5) s',
-                                  ', ', r.col, r.tbl, r.tbl::text, r.col, coalesce(r.cond, 'true'), r.col, r.ref_col, r.typ, r.ref_tbl::text, '[]')
-           INTO vals USING taken;
+        EXECUTE pg_catalog.format('SELECT pg_catalog.string_agg(v, %L) FROM (SELECT DISTINCT x.%I::text AS v FROM %s x '
+                                  'WHERE x.%I IS NOT NULL AND %s AND %s ORDER BY 1 LIMIT 5) s',
+                                  ', ', r.col, tco_shard.move_table(p_account_id, r.tbl), r.col, coalesce(r.cond, 'true'),
+                                  CASE WHEN r.ref_kind = 'account'
+                                       THEN pg_catalog.format('NOT EXISTS (SELECT 1 FROM %s y WHERE y.%I = x.%I)',
+                                                              tco_shard.move_table(p_account_id, r.ref_tbl), r.ref_col, r.col)
+                                       ELSE 'true' END)
+           INTO vals;
         IF vals IS NOT NULL THEN
             b := b || pg_catalog.format('its %s rows reference %s %s %s, which stays on this shard', r.tbl, r.ref_tbl, r.ref_col, vals);
         END IF;
     END LOOP;
-    -- rows of the organizations that reference rows taken
+    -- rows of the organizations that reference rows gathered
     FOR r IN SELECT rf.*
                FROM tco_shard.move_refs() rf
                JOIN tco_shard.move_tables() mt ON mt.tbl = rf.tbl AND mt.kind <> 'account'
-              WHERE taken ? rf.ref_tbl::text AND rf.tbl <> 'tco.member'::regclass
+               JOIN tco_shard.move_tables() mr ON mr.tbl = rf.ref_tbl AND mr.kind = 'account'
+              WHERE (counts ->> rf.ref_tbl::text)::bigint > 0 AND rf.tbl <> 'tco.member'::regclass
+                AND (rf.tbl, rf.col) <> ('tco.organization'::regclass, 'admin_account_id')
               ORDER BY rf.tbl::text, rf.col LOOP
-        EXECUTE pg_catalog.format('SELECT pg_catalog.string_agg(x.%I::text, %L) FROM (SELECT * FROM %s x WHERE %s AND x.%I::text IN '
-                                  '(SELECT e ->> %L FROM pg_catalog.jsonb_array_elements($1 -> %L) e) LIMIT 5) x',
-                                  r.col, ', ', r.tbl, coalesce(r.cond, 'true'), r.col, r.ref_col, r.ref_tbl::text)
-           INTO vals USING taken;
-        IF vals IS NOT NULL AND NOT (r.tbl = 'tco.organization'::regclass AND r.col = 'admin_account_id') THEN
+        EXECUTE pg_catalog.format('SELECT pg_catalog.string_agg(x.%I::text, %L) FROM (SELECT x.%I FROM %s x WHERE %s AND x.%I IN '
+                                  '(SELECT y.%I FROM %s y) LIMIT 5) x',
+                                  r.col, ', ', r.col, r.tbl, coalesce(r.cond, 'true'), r.col,
+                                  r.ref_col, tco_shard.move_table(p_account_id, r.ref_tbl))
+           INTO vals;
+        IF vals IS NOT NULL THEN
             b := b || pg_catalog.format('%s.%s references it (%s)', r.tbl, r.col, vals);
         END IF;
     END LOOP;
@@ -435,20 +514,24 @@ BEGIN
 END $$;
 
 -- Take the account off this shard: lock it and the settlement of its
--- cycles, refuse what cannot move (tco_shard.move_blockers), delete its rows
--- (raw deletes, history included, with triggers off: session_replication_role
--- = replica, superuser only; the rows are not gone, they move) and return
--- them with the cycles they were settled in or not, for import_account.
+-- cycles, gather its rows (tco_shard.move_collect), refuse what cannot move
+-- (tco_shard.move_refusals), delete its rows (raw deletes, history included,
+-- with triggers off: session_replication_role = replica, superuser only; the
+-- rows are not gone, they move) and return what was taken: per table, the
+-- number of rows and the table that holds them until the router has read
+-- them and calls tco_shard.move_drop; the cycles the account was settled in
+-- or not, and an instant of each cycle of its lines, for import_begin.
 CREATE OR REPLACE FUNCTION tco_shard.detach_account(p_account_id bigint) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    taken jsonb;
+    counts jsonb;
     blockers text[];
     cycles text[];
     settled text[];
     order_ regclass[] := tco_shard.move_order();
     t regclass;
     grp record;
+    instants jsonb;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
         RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.detach_account'
@@ -462,8 +545,8 @@ BEGIN
     cycles := ARRAY(SELECT DISTINCT tco.cycle_of(b.period_start)::text FROM tco.bill_line b WHERE b.account_id = p_account_id
                     UNION SELECT s.cycle::text FROM tco.statement s WHERE s.payer_account_id = p_account_id ORDER BY 1);
     PERFORM tco_shard.lock_cycles(cycles);
-    taken := tco_shard.move_closure(p_account_id);
-    blockers := tco_shard.move_blockers(p_account_id, taken);
+    counts := tco_shard.move_collect(p_account_id);
+    blockers := tco_shard.move_refusals(p_account_id, counts);
     IF pg_catalog.cardinality(blockers) > 0 THEN
         RAISE EXCEPTION 'account % cannot move to another shard: %', p_account_id, pg_catalog.array_to_string(blockers, '; ')
             USING ERRCODE = '55000',
@@ -473,46 +556,67 @@ BEGIN
     settled := ARRAY(SELECT s.cycle::text FROM tco.statement s WHERE s.payer_account_id = p_account_id
                      UNION SELECT c FROM pg_catalog.unnest(cycles) c
                             WHERE EXISTS (SELECT 1 FROM tco.settled_cycle z WHERE z.cycle::text = c AND z.org_id IS NULL) ORDER BY 1);
+    -- an instant of each cycle of its lines (the partitions import_begin makes)
+    EXECUTE pg_catalog.format('SELECT pg_catalog.jsonb_agg(s.i ORDER BY s.i) FROM (SELECT min(x.period_start) AS i FROM %s x GROUP BY tco.cycle_of(x.period_start)) s',
+                              tco_shard.move_table(p_account_id, 'tco.bill_line'))
+       INTO instants;
     PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
     FOR i IN REVERSE pg_catalog.cardinality(order_) .. 1 LOOP
         t := order_[i];
-        CONTINUE WHEN NOT taken ? t::text;
-        FOR grp IN SELECT pg_catalog.split_part(e ->> E'\ttid', ':', 1)::oid AS rel,
-                          pg_catalog.array_agg(pg_catalog.split_part(e ->> E'\ttid', ':', 2)::tid) AS tids
-                     FROM pg_catalog.jsonb_array_elements(taken -> t::text) e GROUP BY 1 LOOP
+        CONTINUE WHEN (counts ->> t::text)::bigint = 0;
+        FOR grp IN EXECUTE pg_catalog.format('SELECT x.%I AS rel, pg_catalog.array_agg(x.%I) AS tids FROM %s x GROUP BY 1',
+                                             E'\trel', E'\ttid', tco_shard.move_table(p_account_id, t)) LOOP
             EXECUTE pg_catalog.format('DELETE FROM %s WHERE ctid = ANY ($1)', grp.rel::regclass) USING grp.tids;
         END LOOP;
     END LOOP;
     PERFORM pg_catalog.set_config('session_replication_role', 'origin', true);
-    RETURN pg_catalog.jsonb_build_object('account_id', p_account_id, 'rows', taken,
-                                         'settled_cycles', pg_catalog.to_jsonb(settled),
-                                         'open_cycles', pg_catalog.to_jsonb(ARRAY(SELECT c FROM pg_catalog.unnest(cycles) c WHERE NOT c = ANY (settled))));
+    RETURN pg_catalog.jsonb_build_object(
+        'account_id', p_account_id,
+        'tables', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('table', o.t::text, 'rows', (counts ->> o.t::text)::bigint,
+                                                                             'source', tco_shard.move_table(p_account_id, o.t)) ORDER BY o.i)
+                     FROM pg_catalog.unnest(order_) WITH ORDINALITY o(t, i) WHERE (counts ->> o.t::text)::bigint > 0),
+        'settled_cycles', pg_catalog.to_jsonb(settled),
+        'open_cycles', pg_catalog.to_jsonb(ARRAY(SELECT c FROM pg_catalog.unnest(cycles) c WHERE NOT c = ANY (settled))),
+        'line_instants', coalesce(instants, '[]'));
 END $$;
 
--- Insert the rows of detach_account: as a restore does (row_security off,
--- superuser: tco.restoring() is true, so triggers neither derive rows nor
--- re-judge past actions, README "Backup and restore": the ledger is not
--- applied to the balance twice, settled lines enter their settled cycle),
--- with their ids (every shard draws its own range, set_id_ranges).  A cycle
--- the account was settled in must be settled here too (then a later
--- settlement here skips its lines), and one it was not settled in must not
--- be settled here for everything (its lines would never be).
-CREATE OR REPLACE FUNCTION tco_shard.import_account(data jsonb) RETURNS bigint
+-- The account in one value: what detach_account returns, with its rows
+-- ("rows": table -> array of rows), the move tables dropped; for
+-- import_account.  For tests and small accounts: the router moves rows in
+-- chunks instead (a value holds at most 255 MB of jsonb).
+CREATE OR REPLACE FUNCTION tco_shard.detach_account_rows(p_account_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    res jsonb := tco_shard.detach_account(p_account_id);
+BEGIN
+    res := res || pg_catalog.jsonb_build_object('rows', tco_shard.move_rows(p_account_id));
+    PERFORM tco_shard.move_drop(p_account_id);
+    RETURN res;
+END $$;
+
+-- The target's side: import_begin(what detach_account returned), then
+-- import_rows for each table in the order given (parents first), in chunks,
+-- then import_finish; all in one transaction.  Rows are inserted as a
+-- restore does (row_security off, superuser: tco.restoring() is true, so
+-- triggers neither derive rows nor re-judge past actions, README "Backup and
+-- restore": the ledger is not applied to the balance twice, settled lines
+-- enter their settled cycle), with their ids (every shard draws its own
+-- range, set_id_ranges).  A cycle the account was settled in must be settled
+-- here too (then a later settlement here skips its lines), and one it was
+-- not settled in must not be settled here for everything (its lines would
+-- never be).
+CREATE OR REPLACE FUNCTION tco_shard.import_begin(data jsonb) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     order_ regclass[] := tco_shard.move_order();
-    t regclass;
     k text;
     c text;
-    cols text;
-    n bigint;
-    total bigint := 0;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
-        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.import_account'
+        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.import_begin'
             USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
     END IF;
-    FOR k IN SELECT pg_catalog.jsonb_object_keys(data -> 'rows') LOOP
+    FOR k IN SELECT e ->> 'table' FROM pg_catalog.jsonb_array_elements(coalesce(data -> 'tables', '[]')) e LOOP
         IF pg_catalog.to_regclass(k) IS NULL OR NOT pg_catalog.to_regclass(k) = ANY (order_) THEN
             RAISE EXCEPTION 'the account''s rows of % have no table of account data on this shard', k
                 USING ERRCODE = '55000', HINT = 'Run the same version of tco on every shard.';
@@ -533,34 +637,76 @@ BEGIN
         END IF;
     END LOOP;
     -- the partitions of its lines' cycles (as tco.insert_bill_lines makes them)
-    PERFORM tco.prepare_cycles_of(ARRAY(SELECT (e ->> 'period_start')::timestamptz
-                                          FROM pg_catalog.jsonb_array_elements(coalesce(data -> 'rows' -> 'tco.bill_line', '[]')) e));
+    PERFORM tco.prepare_cycles_of(ARRAY(SELECT (i #>> '{}')::timestamptz
+                                          FROM pg_catalog.jsonb_array_elements(coalesce(data -> 'line_instants', '[]')) i));
+END $$;
+
+-- Insert a chunk of the account's rows of one table.  Returns the number
+-- of rows inserted.
+CREATE OR REPLACE FUNCTION tco_shard.import_rows(p_account_id bigint, p_table text, p_rows jsonb) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t regclass := pg_catalog.to_regclass(p_table);
+    cols text;
+    n bigint;
+    c text;
+    k text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
+        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.import_rows'
+            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
+    END IF;
+    IF t IS NULL OR NOT EXISTS (SELECT 1 FROM tco_shard.move_tables() m WHERE m.tbl = t AND m.kind = 'account') THEN
+        RAISE EXCEPTION 'the account''s rows of % have no table of account data on this shard', p_table
+            USING ERRCODE = '55000', HINT = 'Run the same version of tco on every shard.';
+    END IF;
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
     PERFORM pg_catalog.set_config('row_security', 'off', true);
-    FOREACH t IN ARRAY order_ LOOP
-        CONTINUE WHEN coalesce(pg_catalog.jsonb_array_length(data -> 'rows' -> t::text), 0) = 0;
-        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
-          FROM pg_catalog.pg_attribute a
-         WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
-        BEGIN
-            EXECUTE pg_catalog.format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM pg_catalog.jsonb_populate_recordset(NULL::%s, $1)',
-                                      t, cols, cols, t)
-              USING data -> 'rows' -> t::text;
-            GET DIAGNOSTICS n = ROW_COUNT;
-        EXCEPTION WHEN unique_violation THEN
-            -- a row of the account has the key of a row of this shard: ids
-            -- drawn before the shards had their id ranges (README "Running on
-            -- several servers", Ids) keep their low values on every shard
-            GET STACKED DIAGNOSTICS c = CONSTRAINT_NAME, k = PG_EXCEPTION_DETAIL;
-            RAISE EXCEPTION 'account % cannot move here (database %): its rows of % collide with rows of this shard (%: %)',
-                            data ->> 'account_id', pg_catalog.current_database(), t, c, k
-                USING ERRCODE = 'TC030',
-                      DETAIL = 'Ids drawn on a shard before it had its own id range keep their low values; this shard has a row with the same key.',
-                      HINT = 'Leave the account on its shard (add it to an organization there, or create its organization there), or move it to a shard without that id; nothing was moved.';
-        END;
-        total := total + n;
-    END LOOP;
+    BEGIN
+        EXECUTE pg_catalog.format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM pg_catalog.jsonb_populate_recordset(NULL::%s, $1)',
+                                  t, cols, cols, t)
+          USING p_rows;
+        GET DIAGNOSTICS n = ROW_COUNT;
+    EXCEPTION WHEN unique_violation THEN
+        -- a row of the account has the key of a row of this shard: ids
+        -- drawn before the shards had their id ranges (README "Running on
+        -- several servers", Ids) keep their low values on every shard
+        GET STACKED DIAGNOSTICS c = CONSTRAINT_NAME, k = PG_EXCEPTION_DETAIL;
+        RAISE EXCEPTION 'account % cannot move here (database %): its rows of % collide with rows of this shard (%: %)',
+                        p_account_id, pg_catalog.current_database(), t, c, k
+            USING ERRCODE = 'TC030',
+                  DETAIL = 'Ids drawn on a shard before it had its own id range keep their low values; this shard has a row with the same key.',
+                  HINT = 'Leave the account on its shard (add it to an organization there, or create its organization there), or move it to a shard without that id; nothing was moved.';
+    END;
     PERFORM pg_catalog.set_config('row_security', 'on', true);
+    RETURN n;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco_shard.import_finish(p_account_id bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
+        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.import_finish'
+            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
+    END IF;
     PERFORM tco.bill_lines_written();
+END $$;
+
+-- All of it in one call, from what detach_account_rows returned.  Returns
+-- the number of rows inserted.
+CREATE OR REPLACE FUNCTION tco_shard.import_account(data jsonb) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e jsonb;
+    total bigint := 0;
+BEGIN
+    PERFORM tco_shard.import_begin(data);
+    FOR e IN SELECT x FROM pg_catalog.jsonb_array_elements(coalesce(data -> 'tables', '[]')) x LOOP
+        total := total + tco_shard.import_rows((data ->> 'account_id')::bigint, e ->> 'table', coalesce(data -> 'rows' -> (e ->> 'table'), '[]'));
+    END LOOP;
+    PERFORM tco_shard.import_finish((data ->> 'account_id')::bigint);
     RETURN total;
 END $$;
 

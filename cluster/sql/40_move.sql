@@ -6,9 +6,12 @@
 --   1. the move is recorded on the router (state 'preparing'), committed at
 --      once through a loopback connection, whatever becomes of the caller;
 --   2. on the source shard tco_shard.detach_account (the account's rows,
---      read from the catalog, checked and deleted), on the target
---      tco_shard.import_account (the same rows, with their ids: every shard
---      draws ids from its own range), each in a transaction, both PREPAREd (gids
+--      read from the catalog, checked, kept in tables of the move and
+--      deleted), on the target tco_shard.import_begin, then the same rows,
+--      with their ids (every shard draws ids from its own range), read
+--      through a cursor on the source and written chunk by chunk
+--      (tco_cluster.copy_moved_rows), then tco_shard.import_finish; each side
+--      in a transaction, both PREPAREd (gids
 --      tco_move_<id>_<shard_id>: two shards may share a server, and gids are
 --      per server);
 --   3. the decision: state 'committing' and the directory's new shard,
@@ -71,6 +74,68 @@ BEGIN
     RETURN QUERY EXECUTE pg_catalog.format('SELECT v FROM %I.dblink($1, $2) AS t(v text)', tco_cluster.dblink_schema()) USING conn, query;
 END $$;
 
+-- Copy the rows an account's detach_account took on the source (connection
+-- src, in the move's transaction) to the target (connection dst, after
+-- tco_shard.import_begin there), table by table in the manifest's order
+-- (parents first), through a cursor on the source, at most p_chunk rows per
+-- call on the target: no value ever holds all of an account's rows.
+-- Returns the number of rows copied; each table's count is checked against
+-- the manifest.
+CREATE FUNCTION tco_cluster.copy_moved_rows(src text, dst text, manifest jsonb, p_chunk integer DEFAULT 5000) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dbl name := tco_cluster.dblink_schema();
+    tb jsonb;
+    chunk text;
+    n bigint;
+    copied bigint;
+    total bigint := 0;
+BEGIN
+    FOR tb IN SELECT e FROM pg_catalog.jsonb_array_elements(coalesce(manifest -> 'tables', '[]')) e LOOP
+        IF tb ->> 'source' !~ '^tco_shard\.(move_[0-9-]+_[0-9]+|"move_[0-9-]+_[0-9]+")$' THEN
+            RAISE EXCEPTION 'unexpected table of moved rows: %', tb ->> 'source' USING ERRCODE = 'XX000';
+        END IF;
+        EXECUTE pg_catalog.format('SELECT %I.dblink_open($1, $2, $3)', dbl)
+          USING src, 'tco_move_rows',
+                pg_catalog.format('SELECT (pg_catalog.to_jsonb(x) OPERATOR(pg_catalog.-) %L OPERATOR(pg_catalog.-) %L)::text FROM %s x',
+                                  E'\trel', E'\ttid', tb ->> 'source');
+        copied := 0;
+        LOOP
+            EXECUTE pg_catalog.format('SELECT %L || pg_catalog.string_agg(v, %L) || %L, count(*) FROM %I.dblink_fetch($1, $2, $3) AS t(v text)',
+                                      '[', ',', ']', dbl)
+               INTO chunk, n USING src, 'tco_move_rows', p_chunk;
+            EXIT WHEN n = 0;
+            copied := copied + tco_cluster.dblink_value(dst, pg_catalog.format('SELECT tco_shard.import_rows(%s, %L, %L::jsonb)::text',
+                                                                                manifest ->> 'account_id', tb ->> 'table', chunk))::bigint;
+        END LOOP;
+        EXECUTE pg_catalog.format('SELECT %I.dblink_close($1, $2)', dbl) USING src, 'tco_move_rows';
+        IF copied <> (tb ->> 'rows')::bigint THEN
+            RAISE EXCEPTION 'the move of account % copied % rows of % instead of %', manifest ->> 'account_id', copied, tb ->> 'table', tb ->> 'rows'
+                USING ERRCODE = 'XX000';
+        END IF;
+        total := total + copied;
+    END LOOP;
+    RETURN total;
+END $$;
+
+-- Rows per chunk of a move: the setting tco_cluster.move_chunk_rows (SET
+-- tco_cluster.move_chunk_rows = 20000, in the session or for a role), 5,000
+-- by default.
+CREATE FUNCTION tco_cluster.move_chunk_rows() RETURNS integer
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v text := pg_catalog.current_setting('tco_cluster.move_chunk_rows', true);
+BEGIN
+    IF coalesce(v, '') = '' THEN
+        RETURN 5000;
+    END IF;
+    IF v !~ '^\s*[0-9]{1,9}\s*$' OR v::integer < 1 THEN
+        RAISE EXCEPTION 'invalid value for tco_cluster.move_chunk_rows: "%"', v
+            USING ERRCODE = '22023', HINT = 'A number of rows from 1 to 999999999.';
+    END IF;
+    RETURN v::integer;
+END $$;
+
 -- The router itself, for the move's record (autonomous commits).
 CREATE FUNCTION tco_cluster.loopback_conninfo() RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -92,7 +157,8 @@ DECLARE
     mid bigint;
     gid_src text;
     gid_dst text;
-    data text;
+    manifest jsonb;
+    chunk integer := tco_cluster.move_chunk_rows();
     decided boolean := false;
     msg text;
     det text;
@@ -122,9 +188,12 @@ BEGIN
     PERFORM tco_cluster.dblink_connect('tco_move_src', s_src.fdw_server);
     PERFORM tco_cluster.dblink_connect('tco_move_dst', s_dst.fdw_server);
     PERFORM tco_cluster.dblink_exec('tco_move_src', 'BEGIN');
-    data := tco_cluster.dblink_value('tco_move_src', pg_catalog.format('SELECT tco_shard.detach_account(%s)::text', account_id));
+    manifest := tco_cluster.dblink_value('tco_move_src', pg_catalog.format('SELECT tco_shard.detach_account(%s)::text', account_id))::jsonb;
     PERFORM tco_cluster.dblink_exec('tco_move_dst', 'BEGIN');
-    PERFORM tco_cluster.dblink_value('tco_move_dst', pg_catalog.format('SELECT tco_shard.import_account(%L::jsonb)::text', data));
+    PERFORM tco_cluster.dblink_value('tco_move_dst', pg_catalog.format('SELECT tco_shard.import_begin(%L::jsonb)::text', manifest));
+    PERFORM tco_cluster.copy_moved_rows('tco_move_src', 'tco_move_dst', manifest, chunk);
+    PERFORM tco_cluster.dblink_value('tco_move_dst', pg_catalog.format('SELECT tco_shard.import_finish(%s)::text', account_id));
+    PERFORM tco_cluster.dblink_value('tco_move_src', pg_catalog.format('SELECT tco_shard.move_drop(%s)::text', account_id));
     PERFORM tco_cluster.dblink_exec('tco_move_dst', pg_catalog.format('PREPARE TRANSACTION %L', gid_dst));
     PERFORM tco_cluster.dblink_exec('tco_move_src', pg_catalog.format('PREPARE TRANSACTION %L', gid_src));
     -- the decision, with the directory's new shard, committed on the router
@@ -164,7 +233,7 @@ EXCEPTION WHEN OTHERS THEN
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco_cluster.move_account(bigint, integer) IS
-'Moves an account with all its rows (account, ledger, bill lines of every cycle, statements, packs, invoices, benefits, alerts, history, discounts, logins: every row of schema tco that references it, found from the catalog) to another shard atomically, ids unchanged: two-phase commit on both shards, decision recorded on the router. Refused (55000) for an account in an organization or an active trusteeship, with unpaid statements, or with rows shared with accounts or organizations that stay; 55P03 while a settlement of its cycles runs; TC030 when ids of its rows exist on the target (drawn before the shards had id ranges).';
+'Moves an account with all its rows (account, ledger, bill lines of every cycle, statements, packs, invoices, benefits, alerts, history, discounts, logins: every row of schema tco that references it, found from the catalog) to another shard atomically, ids unchanged: two-phase commit on both shards, decision recorded on the router; the rows travel in chunks of tco_cluster.move_chunk_rows() rows (no limit on the account''s size). Refused (55000) for an account in an organization or an active trusteeship, with unpaid statements, or with rows shared with accounts or organizations that stay; 55P03 while a settlement of its cycles runs; TC030 when ids of its rows exist on the target (drawn before the shards had id ranges).';
 
 -- Resolve the prepared transactions of one move on both shards: commit
 -- (decided) or roll back.  Returns the number of transactions resolved.
@@ -196,7 +265,8 @@ END $$;
 -- the router or of a shard): the prepared transactions of a decided move
 -- ('committing') are committed, those of an undecided one ('preparing', or a
 -- tco_move_ transaction the router has no record of) rolled back.  Moves in
--- progress in other sessions are left alone.  Safe to run any time.
+-- progress in other sessions are left alone and reported as skipped.  Safe
+-- to run any time.
 CREATE FUNCTION tco_cluster.recover()
 RETURNS TABLE (move_id bigint, account_id bigint, action text, transactions integer)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -204,12 +274,30 @@ DECLARE
     m tco_cluster.account_move;
     s tco_cluster.shard_conf;
     g text;
+    old_timeout text;
+    locked boolean;
 BEGIN
     FOR m IN SELECT * FROM tco_cluster.account_move a WHERE a.state IN ('preparing', 'committing') ORDER BY a.move_id LOOP
-        IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('tco_cluster.move_account'), pg_catalog.hashint8(m.account_id)) THEN
-            CONTINUE;   -- in progress in another session
-        END IF;
         move_id := m.move_id; account_id := m.account_id;
+        -- the account's move lock: held by a move in progress (for as long
+        -- as it runs), or shared for a moment by a correction of one of its
+        -- lines (tco.correct_bill_line); wait for the latter, up to 5 s
+        IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('tco_cluster.move_account'), pg_catalog.hashint8(m.account_id)) THEN
+            old_timeout := pg_catalog.current_setting('lock_timeout');
+            PERFORM pg_catalog.set_config('lock_timeout', '5s', true);
+            BEGIN
+                PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('tco_cluster.move_account'), pg_catalog.hashint8(m.account_id));
+                locked := true;
+            EXCEPTION WHEN lock_not_available THEN
+                locked := false;
+            END;
+            PERFORM pg_catalog.set_config('lock_timeout', old_timeout, true);
+            IF NOT locked THEN
+                action := 'skipped: in progress in another session'; transactions := 0;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+        END IF;
         action := CASE m.state WHEN 'committing' THEN 'committed' ELSE 'rolled back' END;
         transactions := tco_cluster.recover_move(m.move_id, m.state = 'committing', 'interrupted; resolved by tco_cluster.recover()');
         RETURN NEXT;
@@ -230,4 +318,4 @@ BEGIN
     END LOOP;
 END $$;
 COMMENT ON FUNCTION tco_cluster.recover() IS
-'Resolves the moves of accounts left unfinished by a crash, from the router''s record (tco_cluster.account_move): commits decided ones, rolls back the others, on both shards. Moves in progress elsewhere are skipped. Safe to run any time; returns what it did.';
+'Resolves the moves of accounts left unfinished by a crash, from the router''s record (tco_cluster.account_move): commits decided ones, rolls back the others, on both shards. Moves in progress in another session are skipped and reported so (a correction of one of the account''s lines holding the move lock for a moment is waited for, up to 5 s). Safe to run any time; returns what it did.';

@@ -24,7 +24,8 @@ REVOKE EXECUTE ON FUNCTION tco_cluster.map_role(name, text, text),
                            tco_cluster.install_shard_support(name), tco_cluster.recover_move(bigint, boolean, text),
                            tco_cluster.dblink_exec(text, text), tco_cluster.dblink_connect(text, text),
                            tco_cluster.dblink_disconnect_all(), tco_cluster.dblink_value(text, text),
-                           tco_cluster.dblink_values(text, text) FROM tco_admin;
+                           tco_cluster.dblink_values(text, text),
+                           tco_cluster.copy_moved_rows(text, text, jsonb, integer) FROM tco_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON tco_cluster.org_directory, tco_cluster.account_directory, tco_cluster.account_entity,
                                         tco_cluster.entity, tco_cluster.product, tco_cluster.config TO tco_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA tco_cluster TO tco_admin;
