@@ -165,6 +165,15 @@ fails router "a correction without a line id is refused as on one server (22004)
     "SELECT tco.correct_bill_line(NULL, 1, 'unknown')"
 fails router "a correction's arguments are checked before the line, as on one server (22023)" "22023.*new_list_amount" \
     "SELECT tco.correct_bill_line(999999, -1, 'unknown')"
+# errors a shard raises read as one server's (no PL/Proxy prefix)
+for n in single router; do
+    psql -X -q -h "$CL_TMP/$n" -p "${PORT[$n]}" -d tco -f test/cluster/errors.sql 2>&1 \
+        | grep -Ev '^(LOCATION|SCHEMA NAME|TABLE NAME|COLUMN NAME|DATATYPE NAME|CONSTRAINT NAME): ' >"$CL_TMP/${n}_errors.out"
+done
+if ! diff -u "$CL_TMP/single_errors.out" "$CL_TMP/router_errors.out" || [ "$(grep -c '^psql:.*ERROR:' "$CL_TMP/router_errors.out")" -lt 20 ]; then
+    echo "FAIL: errors through the router read otherwise than on one server:"; cat "$CL_TMP/router_errors.out"; exit 1
+fi
+checks=$((checks + 1)); echo "ok $checks - $(grep -c '^psql:.*ERROR:' "$CL_TMP/router_errors.out") errors raised by shards read through the router as on one server (SQLSTATE, message, detail, hint)"
 on single -d tco -f test/cluster/march_settle.sql >"$CL_TMP/single_march.out"
 # statements SHARD [MAX_ID]: the statements of a shard (ids, payers, cycles,
 # totals) up to an id, as one digest, after the largest id

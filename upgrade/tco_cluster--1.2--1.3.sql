@@ -1,23 +1,84 @@
--- tco_cluster 1.2 -> 1.3 (README "Running on several servers", "Accounts that
--- change shard"): a move gathers the account's rows in tables of the move on
--- the source (tco_shard.move_collect, one statement per reference, followed
--- again only when what it references grew) instead of one jsonb value, and
--- the router copies them to the target through a cursor in chunks of
--- tco_cluster.move_chunk_rows() rows (tco_cluster.copy_moved_rows,
--- tco_shard.import_begin / import_rows / import_finish): accounts of any size
--- move, and faster; recover() reports the moves it skips.
--- Every change made to cluster/sql after 1.2 is repeated here, so that ALTER
--- EXTENSION tco_cluster UPDATE gives the same extension as a fresh 1.3
--- install (scripts/test_cluster.sh compares the two).  Run
--- tco_cluster.refresh_shards() afterwards: it installs the new shard
--- functions on every shard.
+-- tco_cluster 1.2 -> 1.3 (README "Running on several servers"):
+--   * a move gathers the account's rows in tables of the move on the source
+--     (tco_shard.move_collect: one statement per reference, followed again
+--     only when what it references grew) instead of one jsonb value, and the
+--     router copies them to the target through a cursor in chunks of
+--     tco_cluster.move_chunk_rows() rows (tco_cluster.copy_moved_rows,
+--     tco_shard.import_begin / import_rows / import_finish): accounts of any
+--     size move, and faster; recover() reports the moves it skips;
+--   * errors a shard raises are raised again without PL/Proxy's prefix
+--     (tco_cluster.raise_remote_error, in every routed function);
+--   * a trusteeship of accounts on two shards is refused with R2 as one
+--     server refuses it (tco_cluster.check_r2_across_shards).
+-- Every change made to cluster/sql after 1.2 is repeated here (the functions
+-- whose text changed, whole), so that ALTER EXTENSION tco_cluster UPDATE
+-- gives the same extension as a fresh 1.3 install (scripts/test_cluster.sh
+-- compares the two).  Run tco_cluster.refresh_shards() afterwards: it
+-- installs the new shard functions on every shard.
 \echo Use "ALTER EXTENSION tco_cluster UPDATE TO '1.3'" to load this file. \quit
 
 -- Names resolve in pg_catalog only while this script runs; every object
 -- below is schema-qualified.
 SET LOCAL search_path = pg_catalog, pg_temp;
 
--- ==== 15_shard_support.sql: the shard functions of a move
+CREATE FUNCTION tco_cluster.raise_remote_error(p_state text, p_message text, p_detail text, p_hint text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m text := pg_catalog.regexp_replace(p_message, '^\S+\(\d+\): \[[^]]*\] REMOTE (ERROR|FATAL|PANIC): ', '');
+BEGIN
+    IF m IS NULL OR m = p_message THEN
+        RETURN;
+    END IF;
+    -- and "Remote detail: ", "Remote hint: "
+    p_detail := pg_catalog.regexp_replace(p_detail, '^Remote detail: ', '');
+    p_hint := pg_catalog.regexp_replace(p_hint, '^Remote hint: ', '');
+    IF coalesce(p_detail, '') = '' AND coalesce(p_hint, '') = '' THEN
+        RAISE EXCEPTION USING MESSAGE = m, ERRCODE = p_state;
+    ELSIF coalesce(p_hint, '') = '' THEN
+        RAISE EXCEPTION USING MESSAGE = m, ERRCODE = p_state, DETAIL = p_detail;
+    ELSIF coalesce(p_detail, '') = '' THEN
+        RAISE EXCEPTION USING MESSAGE = m, ERRCODE = p_state, HINT = p_hint;
+    ELSE
+        RAISE EXCEPTION USING MESSAGE = m, ERRCODE = p_state, DETAIL = p_detail, HINT = p_hint;
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco_cluster.push_globals(p_shard_id integer, e_id bigint[], e_name text[], e_ver boolean[],
+                                         p_code text[], p_gran tco.granularity[], tz text, cut timestamptz) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    n bigint;
+BEGIN
+    IF p_shard_id IS NOT NULL THEN
+        BEGIN
+            RETURN tco_cluster.px_sync_globals(p_shard_id - 1, e_id, e_name, e_ver, p_code, p_gran, tz, cut);
+        EXCEPTION WHEN internal_error THEN
+            PERFORM tco_cluster.raise_if_unreachable(p_shard_id, SQLERRM);
+            RAISE;
+        WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+            PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+            RAISE;
+        END;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM tco_cluster.shard_conf) THEN
+        RETURN 0;
+    END IF;
+    BEGIN
+        SELECT sum(x) INTO n FROM tco_cluster.px_sync_globals_all(e_id, e_name, e_ver, p_code, p_gran, tz, cut) x;
+    EXCEPTION WHEN internal_error THEN
+        PERFORM tco_cluster.raise_unreachable_shards('copying entities, products and configuration to every shard', SQLERRM);
+        RAISE;
+    WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+        PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+        RAISE;
+    END;
+    RETURN n;
+END $$;
+
 CREATE OR REPLACE FUNCTION tco_cluster.shard_support_sql() RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $support$ SELECT $sql$
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -716,16 +777,562 @@ END $$;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tco_shard FROM PUBLIC;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tco_shard TO tco_admin;
 $sql$ $support$;
-COMMENT ON FUNCTION tco_cluster.shard_support_sql() IS 'The SQL that installs (or updates) schema tco_shard on a shard: the functions the router calls there.';
 
--- ==== 40_move.sql: rows copied in chunks; recover() reports what it skips
--- Copy the rows an account's detach_account took on the source (connection
--- src, in the move's transaction) to the target (connection dst, after
--- tco_shard.import_begin there), table by table in the manifest's order
--- (parents first), through a cursor on the source, at most p_chunk rows per
--- call on the target: no value ever holds all of an account's rows.
--- Returns the number of rows copied; each table's count is checked against
--- the manifest.
+CREATE OR REPLACE FUNCTION tco.cycle_of(timestamptz) RETURNS tco.billing_cycle
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+BEGIN
+    RETURN tco_cluster.px_cycle_of($1);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_of', SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.cycle_range(tco.billing_cycle) RETURNS tstzrange
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+BEGIN
+    RETURN tco_cluster.px_cycle_range($1);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_range', SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.create_account(account_id bigint, name text, entity_id bigint DEFAULT NULL,
+                                   balance numeric DEFAULT 0, credit_limit numeric DEFAULT 0) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    new_id bigint := coalesce(account_id, pg_catalog.nextval('tco_cluster.account_id_seq'));
+    s integer;
+BEGIN
+    -- Home shard: where the entity's accounts already are (a trusteeship or
+    -- a pooled organization needs them together), else the least loaded.
+    SELECT d.shard_id INTO s FROM tco_cluster.account_directory d
+      JOIN tco_cluster.account_entity e ON e.account_id = d.account_id
+     WHERE e.entity_id = create_account.entity_id
+     GROUP BY d.shard_id ORDER BY count(*) DESC, d.shard_id LIMIT 1;
+    s := coalesce(s, tco_cluster.least_loaded_shard(true));
+    IF EXISTS (SELECT 1 FROM tco_cluster.account_directory d WHERE d.account_id = new_id) THEN
+        RAISE EXCEPTION 'account % already exists', new_id
+            USING ERRCODE = '23505', HINT = 'Choose another account id, or pass NULL for the next one.';
+    END IF;
+    INSERT INTO tco_cluster.account_directory (account_id, shard_id) VALUES (new_id, s);
+    IF entity_id IS NOT NULL THEN
+        INSERT INTO tco_cluster.account_entity (account_id, entity_id) VALUES (new_id, entity_id);
+    END IF;
+    PERFORM tco_cluster.advance_seq('tco_cluster.account_id_seq', new_id);
+    RETURN tco_cluster.px_create_account(s - 1, new_id, name, entity_id, balance, credit_limit);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.create_organization(admin_account_id bigint, name text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    s integer := tco_cluster.account_shard(admin_account_id);
+    target integer;
+    new_org bigint;
+    root bigint;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'argument "name" must not be NULL' USING ERRCODE = '22004', HINT = 'Pass a value for every required argument.';
+    END IF;
+    -- A new organization goes to the shard with the fewest organizations: its
+    -- admin moves there first when it can (an account with no settled or
+    -- shared history, tco_cluster.move_account); otherwise the organization
+    -- stays on the admin's shard.
+    target := tco_cluster.least_loaded_shard(false);
+    IF target <> s THEN
+        BEGIN
+            PERFORM tco_cluster.move_account(admin_account_id, target);
+            s := target;
+        EXCEPTION WHEN object_not_in_prerequisite_state OR SQLSTATE 'TC030' THEN
+            NULL;   -- refused (55000), or its ids collide with the target's (TC030)
+        END;
+    END IF;
+    new_org := pg_catalog.nextval('tco_cluster.org_id_seq');
+    root := pg_catalog.nextval('tco_cluster.unit_id_seq');
+    INSERT INTO tco_cluster.org_directory (org_id, shard_id) VALUES (new_org, s);
+    UPDATE tco_cluster.account_directory d SET org_id = new_org WHERE d.account_id = admin_account_id;
+    RETURN tco_cluster.px_create_organization(s - 1, new_org, root, admin_account_id, name);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.create_unit(org_id bigint, name text, parent_unit_id bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    s integer := tco_cluster.org_shard(org_id);
+BEGIN
+    RETURN tco_cluster.px_create_unit(s - 1, pg_catalog.nextval('tco_cluster.unit_id_seq'), org_id, name, parent_unit_id);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.add_member(org_id bigint, account_id bigint, unit_id bigint DEFAULT NULL,
+                               policy tco.settlement_policy DEFAULT 'self_pay') RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    s integer := tco_cluster.org_shard(org_id);
+    a integer := tco_cluster.account_shard(account_id);
+BEGIN
+    IF a <> s THEN
+        -- the account moves to the organization's shard first (two-phase commit)
+        PERFORM tco_cluster.move_account(account_id, s);
+    END IF;
+    PERFORM tco_cluster.px_add_member(s - 1, org_id, account_id, unit_id, policy);
+    UPDATE tco_cluster.account_directory d SET org_id = add_member.org_id WHERE d.account_id = add_member.account_id;
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.remove_member(account_id bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    s integer := tco_cluster.account_shard(account_id);
+BEGIN
+    PERFORM tco_cluster.px_remove_member(s - 1, account_id);
+    UPDATE tco_cluster.account_directory d SET org_id = NULL WHERE d.account_id = remove_member.account_id;
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE FUNCTION tco_cluster.px_account_facts(p_part integer, p_account_id bigint,
+                                             OUT entity_id bigint, OUT verified boolean, OUT org_id bigint)
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT a.entity_id, e.verified, m.org_id
+      FROM tco.account a LEFT JOIN tco.entity e ON e.entity_id = a.entity_id LEFT JOIN tco.member m ON m.account_id = a.account_id
+     WHERE a.account_id = p_account_id;
+$$;
+
+CREATE FUNCTION tco_cluster.check_r2_across_shards(p_member bigint, p_manager bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s_member integer := tco_cluster.account_shard(p_member);
+    s_manager integer := tco_cluster.account_shard(p_manager);
+    mb record;
+    mg record;
+BEGIN
+    IF s_member = s_manager THEN
+        RETURN;
+    END IF;
+    SELECT * INTO mb FROM tco_cluster.px_account_facts(s_member - 1, p_member);
+    SELECT * INTO mg FROM tco_cluster.px_account_facts(s_manager - 1, p_manager);
+    IF mb.entity_id IS NULL OR mg.entity_id IS NULL OR mb.entity_id <> mg.entity_id OR NOT coalesce(mb.verified, false) THEN
+        RAISE EXCEPTION 'R2: account % (entity %) and management account % (entity %) are not verified as the same entity',
+                p_member, coalesce(mb.entity_id::text, 'none'), p_manager, coalesce(mg.entity_id::text, 'none')
+            USING ERRCODE = 'TC002',
+                  HINT = 'Financial trusteeship requires both accounts to be verified as one common entity (tco.account.entity_id, tco.entity.verified).';
+    END IF;
+    RAISE EXCEPTION 'R2: account % (organization %) and management account % (organization %) are not in the same organization',
+            p_member, coalesce(mb.org_id::text, 'none'), p_manager, coalesce(mg.org_id::text, 'none')
+        USING ERRCODE = 'TC002',
+              HINT = 'Add both accounts to one organization with tco.add_member() first.';
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.establish_trusteeship(member_account_id bigint, management_account_id bigint,
+                                          at timestamptz DEFAULT now()) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    s integer := tco_cluster.account_shard(member_account_id);
+BEGIN
+    PERFORM tco_cluster.check_r2_across_shards(member_account_id, management_account_id);
+    RETURN tco_cluster.px_establish_trusteeship(s - 1, member_account_id, management_account_id, at);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.move_trusteeship(member_account_id bigint, new_management_account_id bigint,
+                                     at timestamptz DEFAULT now()) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    s integer := tco_cluster.account_shard(member_account_id);
+BEGIN
+    PERFORM tco_cluster.check_r2_across_shards(member_account_id, new_management_account_id);
+    RETURN tco_cluster.px_move_trusteeship(s - 1, member_account_id, new_management_account_id, at);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.end_trusteeship(member_account_id bigint, at timestamptz DEFAULT now()) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    s integer := tco_cluster.account_shard(member_account_id);
+BEGIN
+    PERFORM tco_cluster.px_end_trusteeship(s - 1, member_account_id, at);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.trusteeship_effective_payer(account_id bigint, product_code text, at timestamptz) RETURNS bigint
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    s integer := tco_cluster.account_shard(account_id);
+BEGIN
+    RETURN tco_cluster.px_trusteeship_effective_payer(s - 1, account_id, product_code, at);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.explain_payer(account_id bigint, product_code text, at timestamptz) RETURNS jsonb
+LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    s integer := tco_cluster.account_shard(account_id);
+BEGIN
+    RETURN tco_cluster.px_explain_payer(s - 1, account_id, product_code, at);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.available_credit(account_id bigint) RETURNS numeric
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    s integer := tco_cluster.account_shard(account_id);
+BEGIN
+    RETURN tco_cluster.px_available_credit(s - 1, account_id);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.service_available(account_id bigint) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    s integer := tco_cluster.account_shard(account_id);
+BEGIN
+    RETURN tco_cluster.px_service_available(s - 1, account_id);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.deposit(account_id bigint, amount numeric) RETURNS numeric
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    s integer := tco_cluster.account_shard(account_id);
+BEGIN
+    RETURN tco_cluster.px_deposit(s - 1, account_id, amount);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco_cluster.grant_benefit(p_kind text, p_owner bigint, p_amount numeric, p_valid_to timestamptz,
+                                          p_product_code text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    s integer := tco_cluster.account_shard(p_owner);
+BEGIN
+    RETURN tco_cluster.px_grant_benefit(s - 1, p_kind, p_owner, p_amount, p_valid_to, p_product_code);
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.set_contract_discount(account_id bigint, entity_id bigint, rate numeric,
+                                          product_code text DEFAULT NULL, valid_from timestamptz DEFAULT now(),
+                                          valid_to timestamptz DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    s integer;
+    id bigint;
+BEGIN
+    IF account_id IS NOT NULL THEN
+        s := tco_cluster.account_shard(account_id);
+        RETURN tco_cluster.px_set_contract_discount(s - 1, account_id, entity_id, rate, product_code, valid_from, valid_to);
+    END IF;
+    -- an entity-level discount applies to the entity's accounts on every shard
+    SELECT min(x) INTO id FROM tco_cluster.px_set_contract_discount_all(entity_id, rate, product_code, valid_from, valid_to) x;
+    RETURN id;
+EXCEPTION WHEN internal_error THEN
+    IF s IS NOT NULL THEN
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    ELSE
+        PERFORM tco_cluster.raise_unreachable_shards('tco.set_contract_discount', SQLERRM);
+    END IF;
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.insert_bill_lines(account_id bigint[], product_code text[], charge_type tco.charge_type[],
+                                      period_start timestamptz[], period_end timestamptz[], list_amount numeric[],
+                                      issued_at timestamptz[], paid_at timestamptz[]) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    n integer := pg_catalog.cardinality(account_id);
+    parts integer[];
+    missing bigint;
+    inserted bigint;
+BEGIN
+    IF account_id IS NULL OR product_code IS NULL OR period_start IS NULL OR period_end IS NULL OR list_amount IS NULL THEN
+        RAISE EXCEPTION 'argument "%" must not be NULL',
+                CASE WHEN account_id IS NULL THEN 'account_id' WHEN product_code IS NULL THEN 'product_code'
+                     WHEN period_start IS NULL THEN 'period_start' WHEN period_end IS NULL THEN 'period_end'
+                     ELSE 'list_amount' END
+            USING ERRCODE = '22004', HINT = 'Pass a value for every required argument.';
+    END IF;
+    IF pg_catalog.array_ndims(account_id) > 1 OR pg_catalog.cardinality(product_code) <> n
+       OR pg_catalog.cardinality(period_start) <> n OR pg_catalog.cardinality(period_end) <> n
+       OR pg_catalog.cardinality(list_amount) <> n
+       OR pg_catalog.cardinality(coalesce(charge_type, pg_catalog.array_fill(NULL::tco.charge_type, ARRAY[n]))) <> n
+       OR pg_catalog.cardinality(coalesce(issued_at, pg_catalog.array_fill(NULL::timestamptz, ARRAY[n]))) <> n
+       OR pg_catalog.cardinality(coalesce(paid_at, pg_catalog.array_fill(NULL::timestamptz, ARRAY[n]))) <> n THEN
+        RAISE EXCEPTION 'the arrays of tco.insert_bill_lines must have one length (account_id has %)', n
+            USING ERRCODE = '22023',
+                  HINT = 'Pass one element per bill line in every array; charge_type, issued_at and paid_at may be NULL as a whole.';
+    END IF;
+    IF n = 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT pg_catalog.array_agg(d.shard_id - 1 ORDER BY u.i), min(u.a) FILTER (WHERE d.shard_id IS NULL)
+      INTO parts, missing
+      FROM pg_catalog.unnest(account_id) WITH ORDINALITY AS u(a, i)
+      LEFT JOIN tco_cluster.account_directory d ON d.account_id = u.a;
+    IF missing IS NOT NULL OR pg_catalog.array_position(account_id, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'bill line of account % that does not exist', coalesce(missing::text, 'NULL')
+            USING ERRCODE = CASE WHEN missing IS NULL THEN '23502' ELSE '23503' END,
+                  HINT = 'Create the account with tco.create_account() through the router first.';
+    END IF;
+    SELECT sum(x) INTO inserted
+      FROM tco_cluster.px_insert_bill_lines(parts, account_id, product_code,
+                                            coalesce(charge_type, pg_catalog.array_fill(NULL::tco.charge_type, ARRAY[n])),
+                                            period_start, period_end, list_amount,
+                                            coalesce(issued_at, pg_catalog.array_fill(NULL::timestamptz, ARRAY[n])),
+                                            coalesce(paid_at, pg_catalog.array_fill(NULL::timestamptz, ARRAY[n]))) x;
+    RETURN inserted;
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_unreachable_shards('tco.insert_bill_lines', SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco_cluster.account_of_line(line_id bigint) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    guess integer;
+    a bigint;
+BEGIN
+    IF line_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT s.shard_id INTO guess FROM tco_cluster.shard_conf s WHERE s.shard_id = account_of_line.line_id / tco_cluster.id_range_size();
+    IF guess IS NOT NULL THEN
+        BEGIN
+            a := tco_cluster.px_line_account(guess - 1, line_id);
+        EXCEPTION WHEN internal_error THEN
+            PERFORM tco_cluster.raise_if_unreachable(guess, SQLERRM);
+            RAISE;
+        WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+            PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+            RAISE;
+        END;
+        IF a IS NOT NULL THEN
+            RETURN a;
+        END IF;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM tco_cluster.shard_conf) THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        SELECT min(x) INTO a FROM tco_cluster.px_line_account_all(line_id) x;
+    EXCEPTION WHEN internal_error THEN
+        PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('looking for bill line %s on every shard', line_id), SQLERRM);
+        RAISE;
+    WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+        PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+        RAISE;
+    END;
+    RETURN a;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.correct_bill_line(line_id bigint, new_list_amount numeric, reason text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    a bigint := tco_cluster.account_of_line(line_id);
+    s integer;
+BEGIN
+    IF a IS NOT NULL THEN
+        -- not while the account moves (tco_cluster.move_account holds this
+        -- lock): the directory read after it names the shard the line is on
+        PERFORM pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtext('tco_cluster.move_account'), pg_catalog.hashint8(a));
+        s := tco_cluster.account_shard(a);
+    ELSE
+        -- on no shard: a shard refuses it as one server does (the arguments
+        -- first, then 23503 for the line)
+        SELECT sc.shard_id INTO s FROM tco_cluster.shard_conf sc WHERE sc.shard_id = correct_bill_line.line_id / tco_cluster.id_range_size();
+        s := coalesce(s, tco_cluster.least_loaded_shard(true));
+    END IF;
+    RETURN tco_cluster.px_correct_bill_line(s - 1, line_id, new_list_amount, reason);
+EXCEPTION WHEN internal_error THEN
+    IF s IS NOT NULL THEN
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
+CREATE OR REPLACE FUNCTION tco.settle_cycle(cycle tco.billing_cycle, org_id bigint DEFAULT NULL,
+                                 OUT statements bigint, OUT lines bigint, OUT list_total numeric, OUT due_total numeric)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
+    s integer;
+BEGIN
+    IF cycle IS NULL THEN
+        RAISE EXCEPTION 'argument "cycle" must not be NULL' USING ERRCODE = '22004', HINT = 'Pass a cycle such as ''2023-02''.';
+    END IF;
+    IF org_id IS NOT NULL THEN
+        s := tco_cluster.org_shard(org_id);
+        SELECT r.statements, r.lines, r.list_total, r.due_total INTO statements, lines, list_total, due_total
+          FROM tco_cluster.px_settle_cycle(s - 1, cycle, org_id) r;
+        RETURN;
+    END IF;
+    statements := 0; lines := 0; list_total := 0; due_total := 0;
+    IF EXISTS (SELECT 1 FROM tco_cluster.shard_conf) THEN
+        SELECT coalesce(sum(r.statements), 0), coalesce(sum(r.lines), 0), coalesce(sum(r.list_total), 0), coalesce(sum(r.due_total), 0)
+          INTO statements, lines, list_total, due_total
+          FROM tco_cluster.px_settle_cycle_all(cycle) r;
+    END IF;
+EXCEPTION WHEN internal_error THEN
+    IF s IS NOT NULL THEN
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    ELSE
+        PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('settlement of cycle %s on every shard', cycle), SQLERRM);
+    END IF;
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
+END $$;
+
 CREATE FUNCTION tco_cluster.copy_moved_rows(src text, dst text, manifest jsonb, p_chunk integer DEFAULT 5000) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -763,9 +1370,6 @@ BEGIN
     RETURN total;
 END $$;
 
--- Rows per chunk of a move: the setting tco_cluster.move_chunk_rows (SET
--- tco_cluster.move_chunk_rows = 20000, in the session or for a role), 5,000
--- by default.
 CREATE FUNCTION tco_cluster.move_chunk_rows() RETURNS integer
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -866,8 +1470,6 @@ EXCEPTION WHEN OTHERS THEN
     END IF;
     RAISE;
 END $$;
-COMMENT ON FUNCTION tco_cluster.move_account(bigint, integer) IS
-'Moves an account with all its rows (account, ledger, bill lines of every cycle, statements, packs, invoices, benefits, alerts, history, discounts, logins: every row of schema tco that references it, found from the catalog) to another shard atomically, ids unchanged: two-phase commit on both shards, decision recorded on the router; the rows travel in chunks of tco_cluster.move_chunk_rows() rows (no limit on the account''s size). Refused (55000) for an account in an organization or an active trusteeship, with unpaid statements, or with rows shared with accounts or organizations that stay; 55P03 while a settlement of its cycles runs; TC030 when ids of its rows exist on the target (drawn before the shards had id ranges).';
 
 CREATE OR REPLACE FUNCTION tco_cluster.recover()
 RETURNS TABLE (move_id bigint, account_id bigint, action text, transactions integer)
@@ -919,9 +1521,18 @@ BEGIN
         END LOOP;
     END LOOP;
 END $$;
+
+COMMENT ON FUNCTION tco_cluster.raise_remote_error(text, text, text, text) IS 'Raises again an error a shard raised, without PL/Proxy''s prefix (function, database): the same SQLSTATE, message, detail and hint as on one server. Returns when the message has no such prefix.';
+COMMENT ON FUNCTION tco_cluster.check_r2_across_shards(bigint, bigint) IS 'A trusteeship of accounts on two shards breaks R2 (one organization, so one shard): raises TC002 as one server does, from each account''s entity and organization on its shard; returns for accounts on one shard.';
+COMMENT ON FUNCTION tco_cluster.move_account(bigint, integer) IS
+'Moves an account with all its rows (account, ledger, bill lines of every cycle, statements, packs, invoices, benefits, alerts, history, discounts, logins: every row of schema tco that references it, found from the catalog) to another shard atomically, ids unchanged: two-phase commit on both shards, decision recorded on the router; the rows travel in chunks of tco_cluster.move_chunk_rows() rows (no limit on the account''s size). Refused (55000) for an account in an organization or an active trusteeship, with unpaid statements, or with rows shared with accounts or organizations that stay; 55P03 while a settlement of its cycles runs; TC030 when ids of its rows exist on the target (drawn before the shards had id ranges).';
 COMMENT ON FUNCTION tco_cluster.recover() IS
 'Resolves the moves of accounts left unfinished by a crash, from the router''s record (tco_cluster.account_move): commits decided ones, rolls back the others, on both shards. Moves in progress in another session are skipped and reported so (a correction of one of the account''s lines holding the move lock for a moment is waited for, up to 5 s). Safe to run any time; returns what it did.';
 
--- ==== 90_grants.sql
-REVOKE EXECUTE ON FUNCTION tco_cluster.copy_moved_rows(text, text, jsonb, integer), tco_cluster.move_chunk_rows() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tco_cluster.move_chunk_rows() TO tco_admin;
+-- ==== 90_grants.sql: the new functions' privileges
+REVOKE EXECUTE ON FUNCTION tco_cluster.copy_moved_rows(text, text, jsonb, integer), tco_cluster.move_chunk_rows(),
+                           tco_cluster.raise_remote_error(text, text, text, text),
+                           tco_cluster.px_account_facts(integer, bigint), tco_cluster.check_r2_across_shards(bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tco_cluster.move_chunk_rows(), tco_cluster.raise_remote_error(text, text, text, text),
+                          tco_cluster.px_account_facts(integer, bigint), tco_cluster.check_r2_across_shards(bigint, bigint) TO tco_admin;
+GRANT EXECUTE ON FUNCTION tco_cluster.raise_remote_error(text, text, text, text) TO tco_reader;

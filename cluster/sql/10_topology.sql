@@ -245,11 +245,43 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION tco_cluster.raise_unreachable_shards(text, text) IS 'After a failed call on every shard: raises 08006 naming each unreachable shard (password redacted), or returns when every shard answers.';
 
+-- An error a shard raised reaches the router as PL/Proxy reports it,
+-- "<function>(<arguments>): [<database>] REMOTE ERROR: <message>": raise it
+-- again with the shard's own message, SQLSTATE, detail and hint, so that the
+-- router's errors read as one server's (README "Running on several
+-- servers", Failures; PL/Proxy also prefixes detail and hint).  Returns
+-- when the message is not a shard's (the
+-- caller then re-raises it unchanged).
+CREATE FUNCTION tco_cluster.raise_remote_error(p_state text, p_message text, p_detail text, p_hint text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m text := pg_catalog.regexp_replace(p_message, '^\S+\(\d+\): \[[^]]*\] REMOTE (ERROR|FATAL|PANIC): ', '');
+BEGIN
+    IF m IS NULL OR m = p_message THEN
+        RETURN;
+    END IF;
+    -- and "Remote detail: ", "Remote hint: "
+    p_detail := pg_catalog.regexp_replace(p_detail, '^Remote detail: ', '');
+    p_hint := pg_catalog.regexp_replace(p_hint, '^Remote hint: ', '');
+    IF coalesce(p_detail, '') = '' AND coalesce(p_hint, '') = '' THEN
+        RAISE EXCEPTION USING MESSAGE = m, ERRCODE = p_state;
+    ELSIF coalesce(p_hint, '') = '' THEN
+        RAISE EXCEPTION USING MESSAGE = m, ERRCODE = p_state, DETAIL = p_detail;
+    ELSIF coalesce(p_detail, '') = '' THEN
+        RAISE EXCEPTION USING MESSAGE = m, ERRCODE = p_state, HINT = p_hint;
+    ELSE
+        RAISE EXCEPTION USING MESSAGE = m, ERRCODE = p_state, DETAIL = p_detail, HINT = p_hint;
+    END IF;
+END $$;
+COMMENT ON FUNCTION tco_cluster.raise_remote_error(text, text, text, text) IS 'Raises again an error a shard raised, without PL/Proxy''s prefix (function, database): the same SQLSTATE, message, detail and hint as on one server. Returns when the message has no such prefix.';
+
 -- Push global rows to one shard (p_shard_id) or to every shard (NULL).
 CREATE FUNCTION tco_cluster.push_globals(p_shard_id integer, e_id bigint[], e_name text[], e_ver boolean[],
                                          p_code text[], p_gran tco.granularity[], tz text, cut timestamptz) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     n bigint;
 BEGIN
     IF p_shard_id IS NOT NULL THEN
@@ -257,6 +289,10 @@ BEGIN
             RETURN tco_cluster.px_sync_globals(p_shard_id - 1, e_id, e_name, e_ver, p_code, p_gran, tz, cut);
         EXCEPTION WHEN internal_error THEN
             PERFORM tco_cluster.raise_if_unreachable(p_shard_id, SQLERRM);
+            RAISE;
+        WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+            PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
             RAISE;
         END;
     END IF;
@@ -267,6 +303,10 @@ BEGIN
         SELECT sum(x) INTO n FROM tco_cluster.px_sync_globals_all(e_id, e_name, e_ver, p_code, p_gran, tz, cut) x;
     EXCEPTION WHEN internal_error THEN
         PERFORM tco_cluster.raise_unreachable_shards('copying entities, products and configuration to every shard', SQLERRM);
+        RAISE;
+    WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+        PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
         RAISE;
     END;
     RETURN n;

@@ -245,20 +245,34 @@ COMMENT ON FUNCTION tco_cluster.set_legacy_cutover(timestamptz) IS 'Sets tco.con
 
 CREATE FUNCTION tco.cycle_of(timestamptz) RETURNS tco.billing_cycle
 LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
 BEGIN
     RETURN tco_cluster.px_cycle_of($1);
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_of', SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.cycle_of(timestamptz) IS 'Router: the billing cycle containing an instant (computed by a shard).';
 
 CREATE FUNCTION tco.cycle_range(tco.billing_cycle) RETURNS tstzrange
 LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e_detail text;
+    e_hint text;
 BEGIN
     RETURN tco_cluster.px_cycle_range($1);
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_range', SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.cycle_range(tco.billing_cycle) IS 'Router: [start, next start) of a billing cycle (computed by a shard).';
@@ -270,6 +284,8 @@ CREATE FUNCTION tco.create_account(account_id bigint, name text, entity_id bigin
                                    balance numeric DEFAULT 0, credit_limit numeric DEFAULT 0) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     new_id bigint := coalesce(account_id, pg_catalog.nextval('tco_cluster.account_id_seq'));
     s integer;
 BEGIN
@@ -293,12 +309,18 @@ BEGIN
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
     RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
 END $$;
 COMMENT ON FUNCTION tco.create_account(bigint, text, bigint, numeric, numeric) IS 'Router: creates an account on its home shard: the shard holding most accounts of its entity, else the one with the fewest accounts. Returns its id.';
 
 CREATE FUNCTION tco.create_organization(admin_account_id bigint, name text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     s integer := tco_cluster.account_shard(admin_account_id);
     target integer;
     new_org bigint;
@@ -328,17 +350,27 @@ BEGIN
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
     RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
 END $$;
 COMMENT ON FUNCTION tco.create_organization(bigint, text) IS 'Router: creates an organization on the shard with the fewest organizations, moving its admin account there first when it can (else on the admin''s shard). Returns org_id.';
 
 CREATE FUNCTION tco.create_unit(org_id bigint, name text, parent_unit_id bigint DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     s integer := tco_cluster.org_shard(org_id);
 BEGIN
     RETURN tco_cluster.px_create_unit(s - 1, pg_catalog.nextval('tco_cluster.unit_id_seq'), org_id, name, parent_unit_id);
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.create_unit(bigint, text, bigint) IS 'Router: creates a unit on its organization''s shard. Returns unit_id.';
@@ -347,6 +379,8 @@ CREATE FUNCTION tco.add_member(org_id bigint, account_id bigint, unit_id bigint 
                                policy tco.settlement_policy DEFAULT 'self_pay') RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     s integer := tco_cluster.org_shard(org_id);
     a integer := tco_cluster.account_shard(account_id);
 BEGIN
@@ -359,12 +393,18 @@ BEGIN
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
     RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
 END $$;
 COMMENT ON FUNCTION tco.add_member(bigint, bigint, bigint, tco.settlement_policy) IS 'Router: adds an account to an organization on the organization''s shard, moving the account there first when it lives on another shard.';
 
 CREATE FUNCTION tco.remove_member(account_id bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     PERFORM tco_cluster.px_remove_member(s - 1, account_id);
@@ -372,21 +412,73 @@ BEGIN
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
     RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
 END $$;
 COMMENT ON FUNCTION tco.remove_member(bigint) IS 'Router: removes an account from its organization (the account stays on that shard, its new home).';
 
 -- ---------------------------------------------------------------------------
 -- Trusteeship, payer, money: on the member's (account's) shard.
 
+-- A trusteeship needs member and manager in one organization (R2), so on
+-- one shard.  Accounts on two shards: the shard of the member cannot see the
+-- manager, so the router raises R2 as one server raises it
+-- (tco.r2_same_entity_check in src/sql/31_trusteeship_rules.sql), from each
+-- account's entity and organization read on its own shard.  (One server
+-- checks the time order, an active trusteeship and chains before R2; the
+-- router reports R2 first.)
+CREATE FUNCTION tco_cluster.px_account_facts(p_part integer, p_account_id bigint,
+                                             OUT entity_id bigint, OUT verified boolean, OUT org_id bigint)
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
+    CLUSTER 'tco_cluster'; RUN ON p_part;
+    SELECT a.entity_id, e.verified, m.org_id
+      FROM tco.account a LEFT JOIN tco.entity e ON e.entity_id = a.entity_id LEFT JOIN tco.member m ON m.account_id = a.account_id
+     WHERE a.account_id = p_account_id;
+$$;
+CREATE FUNCTION tco_cluster.check_r2_across_shards(p_member bigint, p_manager bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s_member integer := tco_cluster.account_shard(p_member);
+    s_manager integer := tco_cluster.account_shard(p_manager);
+    mb record;
+    mg record;
+BEGIN
+    IF s_member = s_manager THEN
+        RETURN;
+    END IF;
+    SELECT * INTO mb FROM tco_cluster.px_account_facts(s_member - 1, p_member);
+    SELECT * INTO mg FROM tco_cluster.px_account_facts(s_manager - 1, p_manager);
+    IF mb.entity_id IS NULL OR mg.entity_id IS NULL OR mb.entity_id <> mg.entity_id OR NOT coalesce(mb.verified, false) THEN
+        RAISE EXCEPTION 'R2: account % (entity %) and management account % (entity %) are not verified as the same entity',
+                p_member, coalesce(mb.entity_id::text, 'none'), p_manager, coalesce(mg.entity_id::text, 'none')
+            USING ERRCODE = 'TC002',
+                  HINT = 'Financial trusteeship requires both accounts to be verified as one common entity (tco.account.entity_id, tco.entity.verified).';
+    END IF;
+    RAISE EXCEPTION 'R2: account % (organization %) and management account % (organization %) are not in the same organization',
+            p_member, coalesce(mb.org_id::text, 'none'), p_manager, coalesce(mg.org_id::text, 'none')
+        USING ERRCODE = 'TC002',
+              HINT = 'Add both accounts to one organization with tco.add_member() first.';
+END $$;
+COMMENT ON FUNCTION tco_cluster.check_r2_across_shards(bigint, bigint) IS 'A trusteeship of accounts on two shards breaks R2 (one organization, so one shard): raises TC002 as one server does, from each account''s entity and organization on its shard; returns for accounts on one shard.';
+
 CREATE FUNCTION tco.establish_trusteeship(member_account_id bigint, management_account_id bigint,
                                           at timestamptz DEFAULT now()) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     s integer := tco_cluster.account_shard(member_account_id);
 BEGIN
+    PERFORM tco_cluster.check_r2_across_shards(member_account_id, management_account_id);
     RETURN tco_cluster.px_establish_trusteeship(s - 1, member_account_id, management_account_id, at);
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.establish_trusteeship(bigint, bigint, timestamptz) IS 'Router: tco.establish_trusteeship on the member''s shard (its manager is in the same organization, so on the same shard).';
@@ -395,11 +487,18 @@ CREATE FUNCTION tco.move_trusteeship(member_account_id bigint, new_management_ac
                                      at timestamptz DEFAULT now()) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     s integer := tco_cluster.account_shard(member_account_id);
 BEGIN
+    PERFORM tco_cluster.check_r2_across_shards(member_account_id, new_management_account_id);
     RETURN tco_cluster.px_move_trusteeship(s - 1, member_account_id, new_management_account_id, at);
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.move_trusteeship(bigint, bigint, timestamptz) IS 'Router: tco.move_trusteeship on the member''s shard.';
@@ -407,11 +506,17 @@ COMMENT ON FUNCTION tco.move_trusteeship(bigint, bigint, timestamptz) IS 'Router
 CREATE FUNCTION tco.end_trusteeship(member_account_id bigint, at timestamptz DEFAULT now()) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     s integer := tco_cluster.account_shard(member_account_id);
 BEGIN
     PERFORM tco_cluster.px_end_trusteeship(s - 1, member_account_id, at);
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.end_trusteeship(bigint, timestamptz) IS 'Router: tco.end_trusteeship on the member''s shard.';
@@ -419,11 +524,17 @@ COMMENT ON FUNCTION tco.end_trusteeship(bigint, timestamptz) IS 'Router: tco.end
 CREATE FUNCTION tco.trusteeship_effective_payer(account_id bigint, product_code text, at timestamptz) RETURNS bigint
 LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     RETURN tco_cluster.px_trusteeship_effective_payer(s - 1, account_id, product_code, at);
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.trusteeship_effective_payer(bigint, text, timestamptz) IS 'Router: the payer of a line of the account for the product starting at the instant (R6), answered by the account''s shard.';
@@ -431,11 +542,17 @@ COMMENT ON FUNCTION tco.trusteeship_effective_payer(bigint, text, timestamptz) I
 CREATE FUNCTION tco.explain_payer(account_id bigint, product_code text, at timestamptz) RETURNS jsonb
 LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     RETURN tco_cluster.px_explain_payer(s - 1, account_id, product_code, at);
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.explain_payer(bigint, text, timestamptz) IS 'Router: tco.explain_payer on the account''s shard.';
@@ -443,11 +560,17 @@ COMMENT ON FUNCTION tco.explain_payer(bigint, text, timestamptz) IS 'Router: tco
 CREATE FUNCTION tco.available_credit(account_id bigint) RETURNS numeric
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     RETURN tco_cluster.px_available_credit(s - 1, account_id);
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.available_credit(bigint) IS 'Router: tco.available_credit on the account''s shard (a managed member''s is its manager''s, on the same shard).';
@@ -455,11 +578,17 @@ COMMENT ON FUNCTION tco.available_credit(bigint) IS 'Router: tco.available_credi
 CREATE FUNCTION tco.service_available(account_id bigint) RETURNS boolean
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     RETURN tco_cluster.px_service_available(s - 1, account_id);
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.service_available(bigint) IS 'Router: tco.service_available on the account''s shard.';
@@ -467,11 +596,17 @@ COMMENT ON FUNCTION tco.service_available(bigint) IS 'Router: tco.service_availa
 CREATE FUNCTION tco.deposit(account_id bigint, amount numeric) RETURNS numeric
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     RETURN tco_cluster.px_deposit(s - 1, account_id, amount);
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.deposit(bigint, numeric) IS 'Router: tco.deposit on the account''s shard.';
@@ -480,11 +615,17 @@ CREATE FUNCTION tco_cluster.grant_benefit(p_kind text, p_owner bigint, p_amount 
                                           p_product_code text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     s integer := tco_cluster.account_shard(p_owner);
 BEGIN
     RETURN tco_cluster.px_grant_benefit(s - 1, p_kind, p_owner, p_amount, p_valid_to, p_product_code);
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 CREATE FUNCTION tco.grant_coupon(owner_account_id bigint, amount numeric, valid_to timestamptz, product_code text DEFAULT NULL)
@@ -508,6 +649,8 @@ CREATE FUNCTION tco.set_contract_discount(account_id bigint, entity_id bigint, r
                                           valid_to timestamptz DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     s integer;
     id bigint;
 BEGIN
@@ -525,6 +668,10 @@ EXCEPTION WHEN internal_error THEN
         PERFORM tco_cluster.raise_unreachable_shards('tco.set_contract_discount', SQLERRM);
     END IF;
     RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
 END $$;
 COMMENT ON FUNCTION tco.set_contract_discount(bigint, bigint, numeric, text, timestamptz, timestamptz) IS 'Router: an account''s discount on its shard; an entity''s discount on every shard. Returns the discount id (per shard).';
 
@@ -536,6 +683,8 @@ CREATE FUNCTION tco.insert_bill_lines(account_id bigint[], product_code text[], 
                                       issued_at timestamptz[], paid_at timestamptz[]) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     n integer := pg_catalog.cardinality(account_id);
     parts integer[];
     missing bigint;
@@ -580,6 +729,10 @@ BEGIN
 EXCEPTION WHEN internal_error THEN
     PERFORM tco_cluster.raise_unreachable_shards('tco.insert_bill_lines', SQLERRM);
     RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
 END $$;
 COMMENT ON FUNCTION tco.insert_bill_lines(bigint[], text[], tco.charge_type[], timestamptz[], timestamptz[], numeric[], timestamptz[], timestamptz[]) IS
 'Router: the lines are split by the shard of their account (PL/Proxy SPLIT) and each shard inserts its own in one statement. Returns the number of lines inserted.';
@@ -592,6 +745,8 @@ COMMENT ON FUNCTION tco.insert_bill_lines(bigint[], text[], tco.charge_type[], t
 CREATE FUNCTION tco_cluster.account_of_line(line_id bigint) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     guess integer;
     a bigint;
 BEGIN
@@ -605,6 +760,10 @@ BEGIN
         EXCEPTION WHEN internal_error THEN
             PERFORM tco_cluster.raise_if_unreachable(guess, SQLERRM);
             RAISE;
+        WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+            PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+            RAISE;
         END;
         IF a IS NOT NULL THEN
             RETURN a;
@@ -617,6 +776,10 @@ BEGIN
         SELECT min(x) INTO a FROM tco_cluster.px_line_account_all(line_id) x;
     EXCEPTION WHEN internal_error THEN
         PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('looking for bill line %s on every shard', line_id), SQLERRM);
+        RAISE;
+    WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+        PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
         RAISE;
     END;
     RETURN a;
@@ -632,6 +795,8 @@ COMMENT ON FUNCTION tco_cluster.shard_of_line(bigint) IS 'The shard holding a bi
 CREATE FUNCTION tco.correct_bill_line(line_id bigint, new_list_amount numeric, reason text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     a bigint := tco_cluster.account_of_line(line_id);
     s integer;
 BEGIN
@@ -652,6 +817,10 @@ EXCEPTION WHEN internal_error THEN
         PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
     END IF;
     RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    RAISE;
 END $$;
 COMMENT ON FUNCTION tco.correct_bill_line(bigint, numeric, text) IS
 'Router: tco.correct_bill_line on the shard of the line''s account (found with tco_cluster.account_of_line). Returns the id of the line written there (the shard''s id), NULL when the amount is already right; 23503 for a line on no shard, as on one server.';
@@ -660,6 +829,8 @@ CREATE FUNCTION tco.settle_cycle(cycle tco.billing_cycle, org_id bigint DEFAULT 
                                  OUT statements bigint, OUT lines bigint, OUT list_total numeric, OUT due_total numeric)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    e_detail text;
+    e_hint text;
     s integer;
 BEGIN
     IF cycle IS NULL THEN
@@ -683,6 +854,10 @@ EXCEPTION WHEN internal_error THEN
     ELSE
         PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('settlement of cycle %s on every shard', cycle), SQLERRM);
     END IF;
+    RAISE;
+WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.settle_cycle(tco.billing_cycle, bigint) IS
