@@ -457,8 +457,36 @@ on router -d tco -c "SELECT tco.add_member($org, $acct_0)" >/dev/null
 check router "the moved account joins organization $org on its shard" "$org|$acct_0" \
     "SELECT concat((SELECT org_id FROM tco_cluster.account_directory WHERE account_id = $acct_0), '|', tco.trusteeship_effective_payer($acct_0, 'cvm', '2023-04-01 00:00+08'))"
 
-# c. an ordinary move, in the add_member call itself
-on router -d tco -c "SELECT tco.add_member($org, $acct_1)" >/dev/null
+# c. an ordinary move, in the add_member call itself, held between prepare and
+# decision: a line written meanwhile through the router (the directory still
+# names the source) waits on the source for the move and is then refused, and
+# recover() leaves the move alone
+hold_directory
+on router -d tco -c "SELECT tco.add_member($org, $acct_1)" >"$CL_TMP/move_c.log" 2>&1 &
+mover=$!
+wait_prepared
+on router -d tco -c "$(lines_of $acct_1 2023-04-10 1 6)" >"$CL_TMP/write_c.log" 2>&1 &
+writer=$!
+for _ in $(seq 1 100); do
+    [ "$(on "$src" -d tco -At -c "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%insert_bill_lines%'")" = 1 ] && break
+    sleep 0.1
+done
+check "$src" "a line written through the router during the move waits on the source shard for it" "1" \
+    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%insert_bill_lines%'"
+check router "recover() during the move skips it and says so (after waiting 5 s for the move's lock)" "skipped: in progress in another session|0" \
+    "SELECT action || '|' || transactions FROM tco_cluster.recover() WHERE account_id = $acct_1"
+release_directory
+wait $mover || { echo "FAIL: the held move failed:"; cat "$CL_TMP/move_c.log"; exit 1; }
+if wait $writer; then echo "FAIL: the line written during the move was accepted on the source shard"; exit 1; fi
+grep -q "23503" "$CL_TMP/write_c.log" || grep -q "violates foreign key constraint" "$CL_TMP/write_c.log" \
+    || { echo "FAIL: the line written during the move was not refused as a line of an absent account:"; cat "$CL_TMP/write_c.log"; exit 1; }
+checks=$((checks + 1)); echo "ok $checks - once the move has committed, that line is refused (the account left the source: $(grep -o 'ERROR:.*' "$CL_TMP/write_c.log" | head -c 90))"
+on router -d tco -c "$(lines_of $acct_1 2023-04-10 1 6)" >/dev/null
+check router "written again, it goes to the account's new shard" "0|1" \
+    "SELECT (SELECT v FROM tco_cluster.dblink_values((SELECT fdw_server::text FROM tco_cluster.shard_conf WHERE name = '$src'),
+                 'SELECT count(*) FROM tco.bill_line WHERE account_id = $acct_1') v) || '|' ||
+            (SELECT v FROM tco_cluster.dblink_values((SELECT fdw_server::text FROM tco_cluster.shard_conf WHERE name = '$dst'),
+                 'SELECT count(*) FROM tco.bill_line WHERE account_id = $acct_1') v)"
 check router "add_member of an account of another shard moves it there first" "$dst|done" \
     "SELECT (SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account($acct_1)) || '|' || state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1"
 check "$dst" "the moved account is a member of organization $org on the target shard" "$org" "SELECT org_id FROM tco.member WHERE account_id = $acct_1"
