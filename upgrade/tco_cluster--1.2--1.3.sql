@@ -202,7 +202,8 @@ COMMENT ON FUNCTION tco_shard.sync_globals(bigint[], text[], boolean[], text[], 
 -- accounts with history; a move of all rows in one jsonb value, 1.2)
 DROP FUNCTION IF EXISTS tco_shard.export_account(bigint), tco_shard.forget_account(bigint),
                         tco_shard.moved_tables(), tco_shard.move_blockers(bigint),
-                        tco_shard.move_blockers(bigint, jsonb);
+                        tco_shard.move_blockers(bigint, jsonb), tco_shard.move_collect(bigint),
+                        tco_shard.move_refusals(bigint, jsonb);
 
 -- Ids.  Every sequence of a column of schema tco but those of the ids the
 -- router draws (accounts, entities, organizations, units) draws on shard k
@@ -345,20 +346,31 @@ SELECT 'tco.policy_attachment'::regclass, 'target_id', v.t::regclass, v.c, false
  WHERE pg_catalog.to_regclass('tco.policy_attachment') IS NOT NULL
 $$;
 
--- The tables of account data, parents first (by their references).
-CREATE OR REPLACE FUNCTION tco_shard.move_order() RETURNS regclass[]
+-- What a move reads of the catalog, once per move: every reference
+-- (move_refs) with the kinds of its two tables (move_tables), sorted by
+-- table and column, and the tables of account data, parents first (by their
+-- references): {"refs": [...], "order": [...]}.
+CREATE OR REPLACE FUNCTION tco_shard.move_catalog() RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    todo regclass[] := ARRAY(SELECT t.tbl FROM tco_shard.move_tables() t WHERE t.kind = 'account' ORDER BY t.tbl::text);
+    refs jsonb;
+    todo regclass[];
     done regclass[] := '{}';
     t regclass;
     progress boolean;
-    -- the references between tables of account data, read from the catalog once
     e_tbl regclass[];
     e_ref regclass[];
 BEGIN
+    WITH mt AS (SELECT * FROM tco_shard.move_tables())
+    SELECT (SELECT pg_catalog.array_agg(mt.tbl ORDER BY mt.tbl::text) FROM mt WHERE mt.kind = 'account'),
+           (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('tbl', rf.tbl, 'col', rf.col, 'ref_tbl', rf.ref_tbl, 'ref_col', rf.ref_col,
+                                                                      'enforced', rf.enforced, 'cond', rf.cond, 'tbl_kind', k.kind, 'ref_kind', kr.kind)
+                                        ORDER BY rf.tbl::text, rf.col, rf.ref_tbl::text)
+              FROM tco_shard.move_refs() rf JOIN mt k ON k.tbl = rf.tbl JOIN mt kr ON kr.tbl = rf.ref_tbl)
+      INTO todo, refs;
     SELECT pg_catalog.array_agg(r.tbl), pg_catalog.array_agg(r.ref_tbl) INTO e_tbl, e_ref
-      FROM tco_shard.move_refs() r WHERE r.ref_tbl <> r.tbl AND r.ref_tbl = ANY (todo);
+      FROM pg_catalog.jsonb_to_recordset(refs) AS r(tbl regclass, ref_tbl regclass, ref_kind text)
+     WHERE r.ref_tbl <> r.tbl AND r.ref_kind = 'account';
     LOOP
         progress := false;
         FOREACH t IN ARRAY todo LOOP
@@ -372,8 +384,15 @@ BEGIN
         EXIT WHEN NOT progress;
     END LOOP;
     -- tables in a cycle of references (none in tco today) come last
-    RETURN done || ARRAY(SELECT u FROM pg_catalog.unnest(todo) u WHERE NOT u = ANY (done));
+    done := done || ARRAY(SELECT u FROM pg_catalog.unnest(todo) u WHERE NOT u = ANY (done));
+    RETURN pg_catalog.jsonb_build_object('refs', coalesce(refs, '[]'), 'order', pg_catalog.to_jsonb(done::text[]));
 END $$;
+
+-- The tables of account data, parents first (by their references).
+CREATE OR REPLACE FUNCTION tco_shard.move_order() RETURNS regclass[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ARRAY(SELECT o.t::regclass FROM pg_catalog.jsonb_array_elements_text(tco_shard.move_catalog() -> 'order') WITH ORDINALITY o(t, i) ORDER BY o.i)
+$$;
 
 -- The account's rows are gathered in tables of their own, one per table of
 -- account data (tco_shard.move_table: schema tco_shard, created and dropped
@@ -392,61 +411,75 @@ $$;
 -- nothing is added, every row of account data that references a row
 -- gathered.  Each reference is followed by a statement of its own (so that
 -- it can use its column's index), and again only when the table it
--- references has grown since.  Returns the number of rows per table.
-CREATE OR REPLACE FUNCTION tco_shard.move_collect(p_account_id bigint) RETURNS jsonb
+-- references has grown since; a table's move table is made by the first
+-- statement that follows a reference into it (tables no reference reaches
+-- get none).  Returns the number of rows per table of account data.
+CREATE OR REPLACE FUNCTION tco_shard.move_collect(p_account_id bigint, cat jsonb DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    order_ regclass[] := tco_shard.move_order();
-    t regclass;
+    order_ regclass[];
+    refs jsonb;
     r record;
     n bigint;
     counts jsonb := '{}';
+    made jsonb := '{}';
     followed jsonb := '{}';
     k text;
+    cond text;
     grew boolean;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
         RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.move_collect'
             USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
     END IF;
-    FOREACH t IN ARRAY order_ LOOP
-        EXECUTE pg_catalog.format('CREATE UNLOGGED TABLE %s AS SELECT x.tableoid AS %I, x.ctid AS %I, x.* FROM %s x WITH NO DATA',
-                                  tco_shard.move_table(p_account_id, t), E'\trel', E'\ttid', t);
-        counts := counts || pg_catalog.jsonb_build_object(t::text, 0);
-    END LOOP;
-    EXECUTE pg_catalog.format('INSERT INTO %s SELECT x.tableoid, x.ctid, x.* FROM tco.account x WHERE x.account_id = $1',
-                              tco_shard.move_table(p_account_id, 'tco.account'))
+    cat := coalesce(cat, tco_shard.move_catalog());
+    order_ := ARRAY(SELECT o.t::regclass FROM pg_catalog.jsonb_array_elements_text(cat -> 'order') WITH ORDINALITY o(t, i) ORDER BY o.i);
+    -- the references between tables of account data, parents' tables first
+    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(rf) ORDER BY o.i, rf.col, rf.ref_tbl::text)
+      INTO refs
+      FROM pg_catalog.jsonb_to_recordset(cat -> 'refs') AS rf(tbl regclass, col name, ref_tbl regclass, ref_col name, cond text,
+                                                             tbl_kind text, ref_kind text)
+      JOIN pg_catalog.unnest(order_) WITH ORDINALITY o(t, i) ON o.t = rf.tbl
+     WHERE rf.tbl_kind = 'account' AND rf.ref_kind = 'account' AND rf.tbl <> 'tco.account'::regclass;
+    SELECT pg_catalog.jsonb_object_agg(o.t::text, 0) INTO counts FROM pg_catalog.unnest(order_) o(t);
+    EXECUTE pg_catalog.format('CREATE UNLOGGED TABLE %s AS SELECT x.tableoid AS %I, x.ctid AS %I, x.* FROM tco.account x WHERE x.account_id = $1',
+                              tco_shard.move_table(p_account_id, 'tco.account'), E'\trel', E'\ttid')
       USING p_account_id;
     GET DIAGNOSTICS n = ROW_COUNT;
     counts := counts || pg_catalog.jsonb_build_object('tco.account', n);
     LOOP
         grew := false;
-        FOR r IN SELECT rf.tbl, rf.col, rf.ref_tbl, rf.ref_col, rf.cond
-                   FROM tco_shard.move_refs() rf
-                   JOIN tco_shard.move_tables() mt ON mt.tbl = rf.tbl AND mt.kind = 'account'
-                   JOIN tco_shard.move_tables() mr ON mr.tbl = rf.ref_tbl AND mr.kind = 'account'
-                   JOIN pg_catalog.unnest(order_) WITH ORDINALITY o(t, i) ON o.t = rf.tbl
-                  WHERE rf.tbl <> 'tco.account'::regclass
-                  ORDER BY o.i, rf.col, rf.ref_tbl::text LOOP
+        FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(refs, '[]'))
+                                 AS x(tbl regclass, col name, ref_tbl regclass, ref_col name, cond text) LOOP
             k := pg_catalog.concat_ws(' ', r.tbl, r.col, r.ref_tbl, r.cond);
             CONTINUE WHEN (counts ->> r.ref_tbl::text)::bigint = 0
                        OR (followed ->> k)::bigint = (counts ->> r.ref_tbl::text)::bigint;
             followed := followed || pg_catalog.jsonb_build_object(k, counts -> r.ref_tbl::text);
-            EXECUTE pg_catalog.format('INSERT INTO %1$s SELECT x.tableoid, x.ctid, x.* FROM %2$s x WHERE %3$s %4$s '
-                                      'AND NOT EXISTS (SELECT 1 FROM %1$s m WHERE m.%5$I = x.tableoid AND m.%6$I = x.ctid)',
-                                      tco_shard.move_table(p_account_id, r.tbl), r.tbl, coalesce(r.cond || ' AND', ''),
-                                      CASE WHEN r.ref_tbl = 'tco.account'::regclass
-                                           THEN pg_catalog.format('x.%I = $1', r.col)
-                                           ELSE pg_catalog.format('x.%I IN (SELECT y.%I FROM %s y)', r.col, r.ref_col,
-                                                                  tco_shard.move_table(p_account_id, r.ref_tbl)) END,
-                                      E'\trel', E'\ttid')
-              USING p_account_id;
+            cond := coalesce(r.cond || ' AND ', '')
+                    || CASE WHEN r.ref_tbl = 'tco.account'::regclass
+                            THEN pg_catalog.format('x.%I = $1', r.col)
+                            ELSE pg_catalog.format('x.%I IN (SELECT y.%I FROM %s y)', r.col, r.ref_col,
+                                                   tco_shard.move_table(p_account_id, r.ref_tbl)) END;
+            IF made ? r.tbl::text THEN
+                EXECUTE pg_catalog.format('INSERT INTO %1$s SELECT x.tableoid, x.ctid, x.* FROM %2$s x WHERE %3$s '
+                                          'AND NOT EXISTS (SELECT 1 FROM %1$s m WHERE m.%4$I = x.tableoid AND m.%5$I = x.ctid)',
+                                          tco_shard.move_table(p_account_id, r.tbl), r.tbl, cond, E'\trel', E'\ttid')
+                  USING p_account_id;
+            ELSE
+                EXECUTE pg_catalog.format('CREATE UNLOGGED TABLE %s AS SELECT x.tableoid AS %I, x.ctid AS %I, x.* FROM %s x WHERE %s',
+                                          tco_shard.move_table(p_account_id, r.tbl), E'\trel', E'\ttid', r.tbl, cond)
+                  USING p_account_id;
+                made := made || pg_catalog.jsonb_build_object(r.tbl::text, true);
+            END IF;
             GET DIAGNOSTICS n = ROW_COUNT;
             IF n > 0 THEN
                 counts := counts || pg_catalog.jsonb_build_object(r.tbl::text, (counts ->> r.tbl::text)::bigint + n);
                 grew := true;
-                -- the next statements join this table: give the planner its size
-                EXECUTE 'ANALYZE ' || tco_shard.move_table(p_account_id, r.tbl);
+                -- the next statements join this table: give the planner its
+                -- size (a few rows: its estimate without statistics will do)
+                IF n >= 1000 THEN
+                    EXECUTE 'ANALYZE ' || tco_shard.move_table(p_account_id, r.tbl);
+                END IF;
             END IF;
         END LOOP;
         EXIT WHEN NOT grew;
@@ -464,6 +497,7 @@ DECLARE
     res jsonb := '{}';
 BEGIN
     FOREACH t IN ARRAY tco_shard.move_order() LOOP
+        CONTINUE WHEN pg_catalog.to_regclass(tco_shard.move_table(p_account_id, t)) IS NULL;
         EXECUTE pg_catalog.format('SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(x) OPERATOR(pg_catalog.-) %L OPERATOR(pg_catalog.-) %L) FROM %s x',
                                   E'\trel', E'\ttid', tco_shard.move_table(p_account_id, t))
            INTO rows;
@@ -480,8 +514,10 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t regclass;
 BEGIN
-    FOREACH t IN ARRAY tco_shard.move_order() LOOP
-        EXECUTE 'DROP TABLE IF EXISTS ' || tco_shard.move_table(p_account_id, t);
+    FOR t IN SELECT c.oid::regclass FROM pg_catalog.pg_class c
+              WHERE c.relnamespace = 'tco_shard'::regnamespace AND c.relkind = 'r'
+                AND c.relname ~ ('^move_' || p_account_id || '_[0-9]+$') LOOP
+        EXECUTE 'DROP TABLE ' || t::text;
     END LOOP;
 END $$;
 
@@ -499,11 +535,13 @@ BEGIN
 END $$;
 
 -- Why the account cannot move (empty: it can): the rules first, then the
--- references that would break (rows gathered by move_collect).
-CREATE OR REPLACE FUNCTION tco_shard.move_refusals(p_account_id bigint, counts jsonb) RETURNS text[]
+-- references that would break (rows gathered by move_collect, whose counts
+-- are given).
+CREATE OR REPLACE FUNCTION tco_shard.move_refusals(p_account_id bigint, counts jsonb, cat jsonb DEFAULT NULL) RETURNS text[]
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     b text[];
+    theirs text[] := '{}';
     r record;
     vals text;
 BEGIN
@@ -518,43 +556,37 @@ BEGIN
         (SELECT 'it has a pending invitation to organization ' || min(i.org_id) FROM tco.invitation i
           WHERE i.account_id = p_account_id AND i.status = 'pending' HAVING count(*) > 0)
     ], NULL);
-    -- rows gathered that reference rows that stay
-    FOR r IN SELECT rf.*, mr.kind AS ref_kind
-               FROM tco_shard.move_refs() rf
-               JOIN tco_shard.move_tables() mt ON mt.tbl = rf.tbl AND mt.kind = 'account'
-               JOIN tco_shard.move_tables() mr ON mr.tbl = rf.ref_tbl AND mr.kind <> 'global'
-              WHERE (counts ->> rf.tbl::text)::bigint > 0 AND (rf.enforced OR mr.kind = 'account')
-              ORDER BY rf.tbl::text, rf.col LOOP
-        EXECUTE pg_catalog.format('SELECT pg_catalog.string_agg(v, %L) FROM (SELECT DISTINCT x.%I::text AS v FROM %s x '
-                                  'WHERE x.%I IS NOT NULL AND %s AND %s ORDER BY 1 LIMIT 5) s',
-                                  ', ', r.col, tco_shard.move_table(p_account_id, r.tbl), r.col, coalesce(r.cond, 'true'),
-                                  CASE WHEN r.ref_kind = 'account'
-                                       THEN pg_catalog.format('NOT EXISTS (SELECT 1 FROM %s y WHERE y.%I = x.%I)',
-                                                              tco_shard.move_table(p_account_id, r.ref_tbl), r.ref_col, r.col)
-                                       ELSE 'true' END)
-           INTO vals;
-        IF vals IS NOT NULL THEN
-            b := b || pg_catalog.format('its %s rows reference %s %s %s, which stays on this shard', r.tbl, r.ref_tbl, r.ref_col, vals);
+    FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(cat, tco_shard.move_catalog()) -> 'refs')
+                      AS x(tbl regclass, col name, ref_tbl regclass, ref_col name, enforced boolean, cond text,
+                           tbl_kind text, ref_kind text) LOOP
+        IF r.tbl_kind = 'account' AND r.ref_kind <> 'global' AND (r.enforced OR r.ref_kind = 'account')
+           AND (counts ->> r.tbl::text)::bigint > 0 THEN
+            -- rows gathered that reference rows that stay
+            EXECUTE pg_catalog.format('SELECT pg_catalog.string_agg(v, %L) FROM (SELECT DISTINCT x.%I::text AS v FROM %s x '
+                                      'WHERE x.%I IS NOT NULL AND %s AND %s ORDER BY 1 LIMIT 5) s',
+                                      ', ', r.col, tco_shard.move_table(p_account_id, r.tbl), r.col, coalesce(r.cond, 'true'),
+                                      CASE WHEN r.ref_kind = 'account' AND (counts ->> r.ref_tbl::text)::bigint > 0
+                                           THEN pg_catalog.format('NOT EXISTS (SELECT 1 FROM %s y WHERE y.%I = x.%I)',
+                                                                  tco_shard.move_table(p_account_id, r.ref_tbl), r.ref_col, r.col)
+                                           ELSE 'true' END)
+               INTO vals;
+            IF vals IS NOT NULL THEN
+                b := b || pg_catalog.format('its %s rows reference %s %s %s, which stays on this shard', r.tbl, r.ref_tbl, r.ref_col, vals);
+            END IF;
+        ELSIF r.tbl_kind <> 'account' AND r.ref_kind = 'account' AND (counts ->> r.ref_tbl::text)::bigint > 0
+              AND r.tbl <> 'tco.member'::regclass AND (r.tbl, r.col) <> ('tco.organization'::regclass, 'admin_account_id') THEN
+            -- rows of the organizations that reference rows gathered
+            EXECUTE pg_catalog.format('SELECT pg_catalog.string_agg(x.%I::text, %L) FROM (SELECT x.%I FROM %s x WHERE %s AND x.%I IN '
+                                      '(SELECT y.%I FROM %s y) LIMIT 5) x',
+                                      r.col, ', ', r.col, r.tbl, coalesce(r.cond, 'true'), r.col,
+                                      r.ref_col, tco_shard.move_table(p_account_id, r.ref_tbl))
+               INTO vals;
+            IF vals IS NOT NULL THEN
+                theirs := theirs || pg_catalog.format('%s.%s references it (%s)', r.tbl, r.col, vals);
+            END IF;
         END IF;
     END LOOP;
-    -- rows of the organizations that reference rows gathered
-    FOR r IN SELECT rf.*
-               FROM tco_shard.move_refs() rf
-               JOIN tco_shard.move_tables() mt ON mt.tbl = rf.tbl AND mt.kind <> 'account'
-               JOIN tco_shard.move_tables() mr ON mr.tbl = rf.ref_tbl AND mr.kind = 'account'
-              WHERE (counts ->> rf.ref_tbl::text)::bigint > 0 AND rf.tbl <> 'tco.member'::regclass
-                AND (rf.tbl, rf.col) <> ('tco.organization'::regclass, 'admin_account_id')
-              ORDER BY rf.tbl::text, rf.col LOOP
-        EXECUTE pg_catalog.format('SELECT pg_catalog.string_agg(x.%I::text, %L) FROM (SELECT x.%I FROM %s x WHERE %s AND x.%I IN '
-                                  '(SELECT y.%I FROM %s y) LIMIT 5) x',
-                                  r.col, ', ', r.col, r.tbl, coalesce(r.cond, 'true'), r.col,
-                                  r.ref_col, tco_shard.move_table(p_account_id, r.ref_tbl))
-           INTO vals;
-        IF vals IS NOT NULL THEN
-            b := b || pg_catalog.format('%s.%s references it (%s)', r.tbl, r.col, vals);
-        END IF;
-    END LOOP;
-    RETURN b;
+    RETURN b || theirs;
 END $$;
 
 -- The settlement lock of cycles, shared, without waiting long for a
@@ -592,7 +624,8 @@ DECLARE
     blockers text[];
     cycles text[];
     settled text[];
-    order_ regclass[] := tco_shard.move_order();
+    cat jsonb := tco_shard.move_catalog();
+    order_ regclass[] := ARRAY(SELECT o.t::regclass FROM pg_catalog.jsonb_array_elements_text(cat -> 'order') WITH ORDINALITY o(t, i) ORDER BY o.i);
     t regclass;
     grp record;
     instants jsonb;
@@ -609,8 +642,8 @@ BEGIN
     cycles := ARRAY(SELECT DISTINCT tco.cycle_of(b.period_start)::text FROM tco.bill_line b WHERE b.account_id = p_account_id
                     UNION SELECT s.cycle::text FROM tco.statement s WHERE s.payer_account_id = p_account_id ORDER BY 1);
     PERFORM tco_shard.lock_cycles(cycles);
-    counts := tco_shard.move_collect(p_account_id);
-    blockers := tco_shard.move_refusals(p_account_id, counts);
+    counts := tco_shard.move_collect(p_account_id, cat);
+    blockers := tco_shard.move_refusals(p_account_id, counts, cat);
     IF pg_catalog.cardinality(blockers) > 0 THEN
         RAISE EXCEPTION 'account % cannot move to another shard: %', p_account_id, pg_catalog.array_to_string(blockers, '; ')
             USING ERRCODE = '55000',
@@ -621,9 +654,11 @@ BEGIN
                      UNION SELECT c FROM pg_catalog.unnest(cycles) c
                             WHERE EXISTS (SELECT 1 FROM tco.settled_cycle z WHERE z.cycle::text = c AND z.org_id IS NULL) ORDER BY 1);
     -- an instant of each cycle of its lines (the partitions import_begin makes)
-    EXECUTE pg_catalog.format('SELECT pg_catalog.jsonb_agg(s.i ORDER BY s.i) FROM (SELECT min(x.period_start) AS i FROM %s x GROUP BY tco.cycle_of(x.period_start)) s',
-                              tco_shard.move_table(p_account_id, 'tco.bill_line'))
-       INTO instants;
+    IF (counts ->> 'tco.bill_line')::bigint > 0 THEN
+        EXECUTE pg_catalog.format('SELECT pg_catalog.jsonb_agg(s.i ORDER BY s.i) FROM (SELECT min(x.period_start) AS i FROM %s x GROUP BY tco.cycle_of(x.period_start)) s',
+                                  tco_shard.move_table(p_account_id, 'tco.bill_line'))
+           INTO instants;
+    END IF;
     PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
     FOR i IN REVERSE pg_catalog.cardinality(order_) .. 1 LOOP
         t := order_[i];
