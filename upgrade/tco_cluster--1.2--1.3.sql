@@ -347,9 +347,10 @@ SELECT 'tco.policy_attachment'::regclass, 'target_id', v.t::regclass, v.c, false
 $$;
 
 -- What a move reads of the catalog, once per move: every reference
--- (move_refs) with the kinds of its two tables (move_tables), sorted by
--- table and column, and the tables of account data, parents first (by their
--- references): {"refs": [...], "order": [...]}.
+-- (move_refs) with the kinds of its two tables (move_tables) and whether an
+-- index leads with its column, sorted by table and column, and the tables of
+-- account data, parents first (by their references): {"refs": [...],
+-- "order": [...]}.
 CREATE OR REPLACE FUNCTION tco_shard.move_catalog() RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -364,7 +365,10 @@ BEGIN
     WITH mt AS (SELECT * FROM tco_shard.move_tables())
     SELECT (SELECT pg_catalog.array_agg(mt.tbl ORDER BY mt.tbl::text) FROM mt WHERE mt.kind = 'account'),
            (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('tbl', rf.tbl, 'col', rf.col, 'ref_tbl', rf.ref_tbl, 'ref_col', rf.ref_col,
-                                                                      'enforced', rf.enforced, 'cond', rf.cond, 'tbl_kind', k.kind, 'ref_kind', kr.kind)
+                                                                      'enforced', rf.enforced, 'cond', rf.cond, 'tbl_kind', k.kind, 'ref_kind', kr.kind,
+                                                                      'indexed', EXISTS (SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
+                                                                                           ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                                                                                          WHERE i.indrelid = rf.tbl AND a.attname = rf.col))
                                         ORDER BY rf.tbl::text, rf.col, rf.ref_tbl::text)
               FROM tco_shard.move_refs() rf JOIN mt k ON k.tbl = rf.tbl JOIN mt kr ON kr.tbl = rf.ref_tbl)
       INTO todo, refs;
@@ -412,8 +416,9 @@ $$;
 -- gathered.  Each reference is followed by a statement of its own (so that
 -- it can use its column's index), and again only when the table it
 -- references has grown since; a table's move table is made by the first
--- statement that follows a reference into it (tables no reference reaches
--- get none).  Returns the number of rows per table of account data.
+-- statement that finds rows for it (through an index, a reference is looked
+-- up before a table is made).  Returns the number of rows per table of
+-- account data.
 CREATE OR REPLACE FUNCTION tco_shard.move_collect(p_account_id bigint, cat jsonb DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -427,6 +432,7 @@ DECLARE
     k text;
     cond text;
     grew boolean;
+    found_any boolean;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
         RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.move_collect'
@@ -438,7 +444,7 @@ BEGIN
     SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(rf) ORDER BY o.i, rf.col, rf.ref_tbl::text)
       INTO refs
       FROM pg_catalog.jsonb_to_recordset(cat -> 'refs') AS rf(tbl regclass, col name, ref_tbl regclass, ref_col name, cond text,
-                                                             tbl_kind text, ref_kind text)
+                                                             tbl_kind text, ref_kind text, indexed boolean)
       JOIN pg_catalog.unnest(order_) WITH ORDINALITY o(t, i) ON o.t = rf.tbl
      WHERE rf.tbl_kind = 'account' AND rf.ref_kind = 'account' AND rf.tbl <> 'tco.account'::regclass;
     SELECT pg_catalog.jsonb_object_agg(o.t::text, 0) INTO counts FROM pg_catalog.unnest(order_) o(t);
@@ -450,7 +456,7 @@ BEGIN
     LOOP
         grew := false;
         FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(refs, '[]'))
-                                 AS x(tbl regclass, col name, ref_tbl regclass, ref_col name, cond text) LOOP
+                                 AS x(tbl regclass, col name, ref_tbl regclass, ref_col name, cond text, indexed boolean) LOOP
             k := pg_catalog.concat_ws(' ', r.tbl, r.col, r.ref_tbl, r.cond);
             CONTINUE WHEN (counts ->> r.ref_tbl::text)::bigint = 0
                        OR (followed ->> k)::bigint = (counts ->> r.ref_tbl::text)::bigint;
@@ -466,6 +472,12 @@ BEGIN
                                           tco_shard.move_table(p_account_id, r.tbl), r.tbl, cond, E'\trel', E'\ttid')
                   USING p_account_id;
             ELSE
+                -- no table yet: where an index makes it cheap, look first
+                -- (most tables have no row of the account)
+                IF r.indexed THEN
+                    EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s x WHERE %s)', r.tbl, cond) INTO found_any USING p_account_id;
+                    CONTINUE WHEN NOT found_any;
+                END IF;
                 EXECUTE pg_catalog.format('CREATE UNLOGGED TABLE %s AS SELECT x.tableoid AS %I, x.ctid AS %I, x.* FROM %s x WHERE %s',
                                           tco_shard.move_table(p_account_id, r.tbl), E'\trel', E'\ttid', r.tbl, cond)
                   USING p_account_id;
@@ -647,7 +659,7 @@ BEGIN
     IF pg_catalog.cardinality(blockers) > 0 THEN
         RAISE EXCEPTION 'account % cannot move to another shard: %', p_account_id, pg_catalog.array_to_string(blockers, '; ')
             USING ERRCODE = '55000',
-                  HINT = 'An account moves with all its rows; what it shares with accounts or organizations that stay cannot move (README "Running on several servers": Accounts that change shard).';
+                  HINT = 'An account moves with all its rows; rows it shares with accounts or organizations that stay (its past payers and organizations) keep it here, where its late lines and corrections are billed (README "Running on several servers": Accounts that change shard).';
     END IF;
     -- settled: the cycles of its statements, and those settled for everything here
     settled := ARRAY(SELECT s.cycle::text FROM tco.statement s WHERE s.payer_account_id = p_account_id
@@ -707,7 +719,7 @@ END $$;
 CREATE OR REPLACE FUNCTION tco_shard.import_begin(data jsonb) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    order_ regclass[] := tco_shard.move_order();
+    account_data regclass[] := ARRAY(SELECT m.tbl FROM tco_shard.move_tables() m WHERE m.kind = 'account');
     k text;
     c text;
 BEGIN
@@ -716,7 +728,7 @@ BEGIN
             USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
     END IF;
     FOR k IN SELECT e ->> 'table' FROM pg_catalog.jsonb_array_elements(coalesce(data -> 'tables', '[]')) e LOOP
-        IF pg_catalog.to_regclass(k) IS NULL OR NOT pg_catalog.to_regclass(k) = ANY (order_) THEN
+        IF pg_catalog.to_regclass(k) IS NULL OR NOT pg_catalog.to_regclass(k) = ANY (account_data) THEN
             RAISE EXCEPTION 'the account''s rows of % have no table of account data on this shard', k
                 USING ERRCODE = '55000', HINT = 'Run the same version of tco on every shard.';
         END IF;
