@@ -347,6 +347,7 @@ fails "$src" "on a shard, the move's functions are for superusers only (not tco_
 check router "refused moves leave nothing prepared and are recorded as aborted" "0|aborted" \
     "SELECT concat((SELECT count(*) FROM tco_cluster.recover()), '|', (SELECT state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1))"
 
+fails router "a move needs a target shard (22004)" "22004.*to_shard_id" "SELECT tco_cluster.move_account($rich, NULL)"
 fails router "the size of a move's chunks is checked" "22023.*invalid value for tco_cluster.move_chunk_rows" \
     "SET tco_cluster.move_chunk_rows = '-3'; SELECT tco_cluster.move_account($rich, tco_cluster.shard_of_org($org))"
 # chunks of 3 rows: every table of more than 3 rows crosses in several

@@ -164,6 +164,9 @@ DECLARE
     det text;
     hnt text;
 BEGIN
+    IF to_shard_id IS NULL THEN
+        RAISE EXCEPTION 'argument "to_shard_id" must not be NULL' USING ERRCODE = '22004', HINT = 'List the shards in tco_cluster.shard.';
+    END IF;
     SELECT * INTO s_dst FROM tco_cluster.shard_conf s WHERE s.shard_id = to_shard_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'shard % does not exist', to_shard_id USING ERRCODE = '23503', HINT = 'List the shards in tco_cluster.shard.';
