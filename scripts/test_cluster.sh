@@ -492,6 +492,27 @@ check router "add_member of an account of another shard moves it there first" "$
     "SELECT (SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account($acct_1)) || '|' || state FROM tco_cluster.account_move ORDER BY move_id DESC LIMIT 1"
 check "$dst" "the moved account is a member of organization $org on the target shard" "$org" "SELECT org_id FROM tco.member WHERE account_id = $acct_1"
 check "$src" "no transaction is left prepared" "0" "SELECT count(*) FROM pg_prepared_xacts"
+# c2. a row of the account changed while the move gathers it: the move waits
+# for it (rows are locked as they are gathered) and copies it as committed,
+# once, and leaves nothing on the source
+on router -d tco -c "SELECT tco.create_account(904, 'mover-904', 9, 30)" -c "SELECT tco.deposit(904, 5)" >/dev/null
+src904=$(on router -d tco -At -c "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account(904)")
+on "$src904" -d tco -c "SELECT tco.set_alert_threshold(904, 'cycle_spending', 5)" >/dev/null
+led904=$(on "$src904" -d tco -At -c "SELECT count(*) FROM tco.ledger WHERE account_id = 904")
+on "$src904" -d tco -c "BEGIN" -c "UPDATE tco.alert_threshold SET threshold = 7 WHERE account_id = 904" -c "SELECT pg_sleep(2)" -c "COMMIT" >/dev/null &
+updater=$!
+for _ in $(seq 1 50); do
+    [ "$(on "$src904" -d tco -At -c "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(2)'")" = 1 ] && break
+    sleep 0.1
+done
+on router -d tco -c "SELECT tco_cluster.move_account(904, (SELECT shard_id FROM tco_cluster.shard_conf WHERE name <> '$src904' AND shard_id <= 3 LIMIT 1))" >/dev/null
+wait $updater
+dst904=$(on router -d tco -At -c "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account(904)")
+check "$dst904" "a row updated while the move gathered it arrives once, as committed (threshold 7), with the account's ledger" "1|7.00|$led904" \
+    "SELECT concat_ws('|', count(*), max(threshold), (SELECT count(*) FROM tco.ledger WHERE account_id = 904)) FROM tco.alert_threshold WHERE account_id = 904"
+check "$src904" "and nothing of the account is left on the source" "" \
+    "SELECT string_agg(key, ',') FROM jsonb_each(tco_shard.move_closure(904)) WHERE jsonb_array_length(value) > 0"
+
 # d. a new organization goes to the shard with the fewest organizations (shard 4), its admin moved there
 on router -d tco -c "SELECT tco.create_entity(11, 'Entity 11', true)" -c "SELECT tco.create_account(1100, 'admin-11', 11, 10)" >/dev/null
 check router "the new admin account's home is one of the first three shards" "t" "SELECT tco_cluster.shard_of_account(1100) <= 3"

@@ -24,9 +24,12 @@ SET LOCAL search_path = pg_catalog, pg_temp;
 CREATE FUNCTION tco_cluster.raise_remote_error(p_state text, p_message text, p_detail text, p_hint text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    m text := pg_catalog.regexp_replace(p_message, '^\S+\(\d+\): \[[^]]*\] REMOTE (ERROR|FATAL|PANIC): ', '');
+    -- the severity is the shard's, translated by its lc_messages
+    m text := pg_catalog.regexp_replace(p_message, '^\S+\(\d+\): \[[^]]*\] REMOTE [^:]+: ', '');
 BEGIN
-    IF m IS NULL OR m = p_message THEN
+    -- a connection error or a shutdown is the shard's, not the router's: it
+    -- keeps the prefix that names the shard's database
+    IF m IS NULL OR m = p_message OR p_state LIKE '08%' OR p_state LIKE '57P%' THEN
         RETURN;
     END IF;
     -- and "Remote detail: ", "Remote hint: "
@@ -54,11 +57,11 @@ BEGIN
     IF p_shard_id IS NOT NULL THEN
         BEGIN
             RETURN tco_cluster.px_sync_globals(p_shard_id - 1, e_id, e_name, e_ver, p_code, p_gran, tz, cut);
-        EXCEPTION WHEN internal_error THEN
-            PERFORM tco_cluster.raise_if_unreachable(p_shard_id, SQLERRM);
-            RAISE;
-        WHEN OTHERS THEN
+        EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+            IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+                PERFORM tco_cluster.raise_if_unreachable(p_shard_id, SQLERRM);
+            END IF;
             PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
             RAISE;
         END;
@@ -68,11 +71,11 @@ BEGIN
     END IF;
     BEGIN
         SELECT sum(x) INTO n FROM tco_cluster.px_sync_globals_all(e_id, e_name, e_ver, p_code, p_gran, tz, cut) x;
-    EXCEPTION WHEN internal_error THEN
-        PERFORM tco_cluster.raise_unreachable_shards('copying entities, products and configuration to every shard', SQLERRM);
-        RAISE;
-    WHEN OTHERS THEN
+    EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+        IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+            PERFORM tco_cluster.raise_unreachable_shards('copying entities, products and configuration to every shard', SQLERRM);
+        END IF;
         PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
         RAISE;
     END;
@@ -413,7 +416,10 @@ $$;
 
 -- Gather the account's rows (move_table): its tco.account row, then, until
 -- nothing is added, every row of account data that references a row
--- gathered.  Each reference is followed by a statement of its own (so that
+-- gathered.  Each row is locked as it is gathered (FOR UPDATE: the source
+-- runs in READ COMMITTED, and a row changed after it was gathered would be
+-- copied stale and missed by the delete at its position; a row that would
+-- reference it waits, then finds it gone).  Each reference is followed by a statement of its own (so that
 -- it can use its column's index), and again only when the table it
 -- references has grown since; a table's move table is made by the first
 -- statement that finds rows for it (through an index, a reference is looked
@@ -448,7 +454,7 @@ BEGIN
       JOIN pg_catalog.unnest(order_) WITH ORDINALITY o(t, i) ON o.t = rf.tbl
      WHERE rf.tbl_kind = 'account' AND rf.ref_kind = 'account' AND rf.tbl <> 'tco.account'::regclass;
     SELECT pg_catalog.jsonb_object_agg(o.t::text, 0) INTO counts FROM pg_catalog.unnest(order_) o(t);
-    EXECUTE pg_catalog.format('CREATE UNLOGGED TABLE %s AS SELECT x.tableoid AS %I, x.ctid AS %I, x.* FROM tco.account x WHERE x.account_id = $1',
+    EXECUTE pg_catalog.format('CREATE UNLOGGED TABLE %s AS SELECT x.tableoid AS %I, x.ctid AS %I, x.* FROM tco.account x WHERE x.account_id = $1 FOR UPDATE OF x',
                               tco_shard.move_table(p_account_id, 'tco.account'), E'\trel', E'\ttid')
       USING p_account_id;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -457,7 +463,7 @@ BEGIN
         grew := false;
         FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(refs, '[]'))
                                  AS x(tbl regclass, col name, ref_tbl regclass, ref_col name, cond text, indexed boolean) LOOP
-            k := pg_catalog.concat_ws(' ', r.tbl, r.col, r.ref_tbl, r.cond);
+            k := pg_catalog.concat_ws(' ', r.tbl, r.col, r.ref_tbl, r.ref_col, r.cond);
             CONTINUE WHEN (counts ->> r.ref_tbl::text)::bigint = 0
                        OR (followed ->> k)::bigint = (counts ->> r.ref_tbl::text)::bigint;
             followed := followed || pg_catalog.jsonb_build_object(k, counts -> r.ref_tbl::text);
@@ -468,7 +474,7 @@ BEGIN
                                                    tco_shard.move_table(p_account_id, r.ref_tbl)) END;
             IF made ? r.tbl::text THEN
                 EXECUTE pg_catalog.format('INSERT INTO %1$s SELECT x.tableoid, x.ctid, x.* FROM %2$s x WHERE %3$s '
-                                          'AND NOT EXISTS (SELECT 1 FROM %1$s m WHERE m.%4$I = x.tableoid AND m.%5$I = x.ctid)',
+                                          'AND NOT EXISTS (SELECT 1 FROM %1$s m WHERE m.%4$I = x.tableoid AND m.%5$I = x.ctid) FOR UPDATE OF x',
                                           tco_shard.move_table(p_account_id, r.tbl), r.tbl, cond, E'\trel', E'\ttid')
                   USING p_account_id;
             ELSE
@@ -478,7 +484,7 @@ BEGIN
                     EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s x WHERE %s)', r.tbl, cond) INTO found_any USING p_account_id;
                     CONTINUE WHEN NOT found_any;
                 END IF;
-                EXECUTE pg_catalog.format('CREATE UNLOGGED TABLE %s AS SELECT x.tableoid AS %I, x.ctid AS %I, x.* FROM %s x WHERE %s',
+                EXECUTE pg_catalog.format('CREATE UNLOGGED TABLE %s AS SELECT x.tableoid AS %I, x.ctid AS %I, x.* FROM %s x WHERE %s FOR UPDATE OF x',
                                           tco_shard.move_table(p_account_id, r.tbl), E'\trel', E'\ttid', r.tbl, cond)
                   USING p_account_id;
                 made := made || pg_catalog.jsonb_build_object(r.tbl::text, true);
@@ -557,6 +563,10 @@ DECLARE
     r record;
     vals text;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
+        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.move_refusals'
+            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
+    END IF;
     b := pg_catalog.array_remove(ARRAY[
         (SELECT 'it is a member of organization ' || m.org_id FROM tco.member m WHERE m.account_id = p_account_id),
         (SELECT 'it is the admin of organization ' || min(o.org_id) FROM tco.organization o WHERE o.admin_account_id = p_account_id HAVING count(*) > 0),
@@ -641,6 +651,8 @@ DECLARE
     t regclass;
     grp record;
     instants jsonb;
+    n bigint;
+    deleted bigint;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
         RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.detach_account'
@@ -675,10 +687,19 @@ BEGIN
     FOR i IN REVERSE pg_catalog.cardinality(order_) .. 1 LOOP
         t := order_[i];
         CONTINUE WHEN (counts ->> t::text)::bigint = 0;
+        deleted := 0;
         FOR grp IN EXECUTE pg_catalog.format('SELECT x.%I AS rel, pg_catalog.array_agg(x.%I) AS tids FROM %s x GROUP BY 1',
                                              E'\trel', E'\ttid', tco_shard.move_table(p_account_id, t)) LOOP
             EXECUTE pg_catalog.format('DELETE FROM %s WHERE ctid = ANY ($1)', grp.rel::regclass) USING grp.tids;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            deleted := deleted + n;
         END LOOP;
+        -- every row gathered is deleted where it was gathered (they are
+        -- locked: anything else is a bug, and nothing moves)
+        IF deleted <> (counts ->> t::text)::bigint THEN
+            RAISE EXCEPTION 'account % cannot move now: % of its % rows of % were deleted', p_account_id, deleted, counts ->> t::text, t
+                USING ERRCODE = '40001', HINT = 'Nothing moved; run the move again.';
+        END IF;
     END LOOP;
     PERFORM pg_catalog.set_config('session_replication_role', 'origin', true);
     RETURN pg_catalog.jsonb_build_object(
@@ -832,11 +853,11 @@ DECLARE
     e_hint text;
 BEGIN
     RETURN tco_cluster.px_cycle_of($1);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_of', SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_of', SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -848,11 +869,11 @@ DECLARE
     e_hint text;
 BEGIN
     RETURN tco_cluster.px_cycle_range($1);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_range', SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_range', SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -883,11 +904,11 @@ BEGIN
     END IF;
     PERFORM tco_cluster.advance_seq('tco_cluster.account_id_seq', new_id);
     RETURN tco_cluster.px_create_account(s - 1, new_id, name, entity_id, balance, credit_limit);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -923,11 +944,11 @@ BEGIN
     INSERT INTO tco_cluster.org_directory (org_id, shard_id) VALUES (new_org, s);
     UPDATE tco_cluster.account_directory d SET org_id = new_org WHERE d.account_id = admin_account_id;
     RETURN tco_cluster.px_create_organization(s - 1, new_org, root, admin_account_id, name);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -940,11 +961,11 @@ DECLARE
     s integer := tco_cluster.org_shard(org_id);
 BEGIN
     RETURN tco_cluster.px_create_unit(s - 1, pg_catalog.nextval('tco_cluster.unit_id_seq'), org_id, name, parent_unit_id);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -964,11 +985,11 @@ BEGIN
     END IF;
     PERFORM tco_cluster.px_add_member(s - 1, org_id, account_id, unit_id, policy);
     UPDATE tco_cluster.account_directory d SET org_id = add_member.org_id WHERE d.account_id = add_member.account_id;
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -982,11 +1003,11 @@ DECLARE
 BEGIN
     PERFORM tco_cluster.px_remove_member(s - 1, account_id);
     UPDATE tco_cluster.account_directory d SET org_id = NULL WHERE d.account_id = remove_member.account_id;
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -1011,8 +1032,18 @@ BEGIN
     IF s_member = s_manager THEN
         RETURN;
     END IF;
-    SELECT * INTO mb FROM tco_cluster.px_account_facts(s_member - 1, p_member);
-    SELECT * INTO mg FROM tco_cluster.px_account_facts(s_manager - 1, p_manager);
+    BEGIN
+        SELECT * INTO mb FROM tco_cluster.px_account_facts(s_member - 1, p_member);
+    EXCEPTION WHEN internal_error THEN
+        PERFORM tco_cluster.raise_if_unreachable(s_member, SQLERRM);
+        RAISE;
+    END;
+    BEGIN
+        SELECT * INTO mg FROM tco_cluster.px_account_facts(s_manager - 1, p_manager);
+    EXCEPTION WHEN internal_error THEN
+        PERFORM tco_cluster.raise_if_unreachable(s_manager, SQLERRM);
+        RAISE;
+    END;
     IF mb.entity_id IS NULL OR mg.entity_id IS NULL OR mb.entity_id <> mg.entity_id OR NOT coalesce(mb.verified, false) THEN
         RAISE EXCEPTION 'R2: account % (entity %) and management account % (entity %) are not verified as the same entity',
                 p_member, coalesce(mb.entity_id::text, 'none'), p_manager, coalesce(mg.entity_id::text, 'none')
@@ -1033,13 +1064,15 @@ DECLARE
     e_hint text;
     s integer := tco_cluster.account_shard(member_account_id);
 BEGIN
-    PERFORM tco_cluster.check_r2_across_shards(member_account_id, management_account_id);
+    IF management_account_id IS NOT NULL AND at IS NOT NULL AND pg_catalog.isfinite(at) THEN   -- else the shard refuses the arguments
+        PERFORM tco_cluster.check_r2_across_shards(member_account_id, management_account_id);
+    END IF;
     RETURN tco_cluster.px_establish_trusteeship(s - 1, member_account_id, management_account_id, at);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -1052,13 +1085,15 @@ DECLARE
     e_hint text;
     s integer := tco_cluster.account_shard(member_account_id);
 BEGIN
-    PERFORM tco_cluster.check_r2_across_shards(member_account_id, new_management_account_id);
+    IF new_management_account_id IS NOT NULL AND at IS NOT NULL AND pg_catalog.isfinite(at) THEN   -- else the shard refuses the arguments
+        PERFORM tco_cluster.check_r2_across_shards(member_account_id, new_management_account_id);
+    END IF;
     RETURN tco_cluster.px_move_trusteeship(s - 1, member_account_id, new_management_account_id, at);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -1071,11 +1106,11 @@ DECLARE
     s integer := tco_cluster.account_shard(member_account_id);
 BEGIN
     PERFORM tco_cluster.px_end_trusteeship(s - 1, member_account_id, at);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -1088,11 +1123,11 @@ DECLARE
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     RETURN tco_cluster.px_trusteeship_effective_payer(s - 1, account_id, product_code, at);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -1105,11 +1140,11 @@ DECLARE
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     RETURN tco_cluster.px_explain_payer(s - 1, account_id, product_code, at);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -1122,11 +1157,11 @@ DECLARE
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     RETURN tco_cluster.px_available_credit(s - 1, account_id);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -1139,11 +1174,11 @@ DECLARE
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     RETURN tco_cluster.px_service_available(s - 1, account_id);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -1156,11 +1191,11 @@ DECLARE
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     RETURN tco_cluster.px_deposit(s - 1, account_id, amount);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -1174,11 +1209,11 @@ DECLARE
     s integer := tco_cluster.account_shard(p_owner);
 BEGIN
     RETURN tco_cluster.px_grant_benefit(s - 1, p_kind, p_owner, p_amount, p_valid_to, p_product_code);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -1200,15 +1235,15 @@ BEGIN
     -- an entity-level discount applies to the entity's accounts on every shard
     SELECT min(x) INTO id FROM tco_cluster.px_set_contract_discount_all(entity_id, rate, product_code, valid_from, valid_to) x;
     RETURN id;
-EXCEPTION WHEN internal_error THEN
-    IF s IS NOT NULL THEN
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    ELSE
-        PERFORM tco_cluster.raise_unreachable_shards('tco.set_contract_discount', SQLERRM);
-    END IF;
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        IF s IS NOT NULL THEN
+            PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+        ELSE
+            PERFORM tco_cluster.raise_unreachable_shards('tco.set_contract_discount', SQLERRM);
+        END IF;
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -1261,11 +1296,11 @@ BEGIN
                                             coalesce(issued_at, pg_catalog.array_fill(NULL::timestamptz, ARRAY[n])),
                                             coalesce(paid_at, pg_catalog.array_fill(NULL::timestamptz, ARRAY[n]))) x;
     RETURN inserted;
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_unreachable_shards('tco.insert_bill_lines', SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_unreachable_shards('tco.insert_bill_lines', SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -1285,11 +1320,11 @@ BEGIN
     IF guess IS NOT NULL THEN
         BEGIN
             a := tco_cluster.px_line_account(guess - 1, line_id);
-        EXCEPTION WHEN internal_error THEN
-            PERFORM tco_cluster.raise_if_unreachable(guess, SQLERRM);
-            RAISE;
-        WHEN OTHERS THEN
+        EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+            IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+                PERFORM tco_cluster.raise_if_unreachable(guess, SQLERRM);
+            END IF;
             PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
             RAISE;
         END;
@@ -1302,11 +1337,11 @@ BEGIN
     END IF;
     BEGIN
         SELECT min(x) INTO a FROM tco_cluster.px_line_account_all(line_id) x;
-    EXCEPTION WHEN internal_error THEN
-        PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('looking for bill line %s on every shard', line_id), SQLERRM);
-        RAISE;
-    WHEN OTHERS THEN
+    EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+        IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+            PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('looking for bill line %s on every shard', line_id), SQLERRM);
+        END IF;
         PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
         RAISE;
     END;
@@ -1333,13 +1368,13 @@ BEGIN
         s := coalesce(s, tco_cluster.least_loaded_shard(true));
     END IF;
     RETURN tco_cluster.px_correct_bill_line(s - 1, line_id, new_list_amount, reason);
-EXCEPTION WHEN internal_error THEN
-    IF s IS NOT NULL THEN
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        IF s IS NOT NULL THEN
+            PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+        END IF;
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -1367,15 +1402,15 @@ BEGIN
           INTO statements, lines, list_total, due_total
           FROM tco_cluster.px_settle_cycle_all(cycle) r;
     END IF;
-EXCEPTION WHEN internal_error THEN
-    IF s IS NOT NULL THEN
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    ELSE
-        PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('settlement of cycle %s on every shard', cycle), SQLERRM);
-    END IF;
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        IF s IS NOT NULL THEN
+            PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+        ELSE
+            PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('settlement of cycle %s on every shard', cycle), SQLERRM);
+        END IF;
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -1497,7 +1532,18 @@ BEGIN
     PERFORM tco_cluster.dblink_exec(lb, pg_catalog.format(
         'UPDATE tco_cluster.account_move SET state = %L, finished_at = pg_catalog.clock_timestamp() WHERE move_id = %s', 'done', mid));
     PERFORM tco_cluster.dblink_disconnect_all();
-EXCEPTION WHEN OTHERS THEN
+EXCEPTION WHEN query_canceled THEN
+    -- a cancel or statement_timeout: end the shards' open transactions now
+    -- (else they would hold the account and its cycles until this session
+    -- ends); what was prepared, and the move's record, wait for
+    -- tco_cluster.recover()
+    BEGIN
+        PERFORM tco_cluster.dblink_disconnect_all();
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
+    RAISE;
+WHEN OTHERS THEN
     IF decided THEN
         RAISE EXCEPTION 'the move % of account % to shard % is decided but not finished: %', mid, account_id, to_shard_id, SQLERRM
             USING ERRCODE = '55000', HINT = 'Run tco_cluster.recover() when both shards answer: it commits the move.';
@@ -1572,7 +1618,7 @@ BEGIN
     END LOOP;
 END $$;
 
-COMMENT ON FUNCTION tco_cluster.raise_remote_error(text, text, text, text) IS 'Raises again an error a shard raised, without PL/Proxy''s prefix (function, database): the same SQLSTATE, message, detail and hint as on one server. Returns when the message has no such prefix.';
+COMMENT ON FUNCTION tco_cluster.raise_remote_error(text, text, text, text) IS 'Raises again an error a shard raised, without PL/Proxy''s prefixes (function, database; of the detail and hint): the same SQLSTATE, message, detail and hint as on one server. Returns when the message has no such prefix, and for connection errors and shutdowns (classes 08, 57P), which keep the prefix naming the shard''s database.';
 COMMENT ON FUNCTION tco_cluster.check_r2_across_shards(bigint, bigint) IS 'A trusteeship of accounts on two shards breaks R2 (one organization, so one shard): raises TC002 as one server does, from each account''s entity and organization on its shard; returns for accounts on one shard.';
 COMMENT ON FUNCTION tco_cluster.move_account(bigint, integer) IS
 'Moves an account with all its rows (account, ledger, bill lines of every cycle, statements, packs, invoices, benefits, alerts, history, discounts, logins: every row of schema tco that references it, found from the catalog) to another shard atomically, ids unchanged: two-phase commit on both shards, decision recorded on the router; the rows travel in chunks of tco_cluster.move_chunk_rows() rows (no limit on the account''s size). Refused (55000) for an account in an organization or an active trusteeship, with unpaid statements, or with rows shared with accounts or organizations that stay; 55P03 while a settlement of its cycles runs; TC030 when ids of its rows exist on the target (drawn before the shards had id ranges).';

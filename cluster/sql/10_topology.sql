@@ -255,9 +255,12 @@ COMMENT ON FUNCTION tco_cluster.raise_unreachable_shards(text, text) IS 'After a
 CREATE FUNCTION tco_cluster.raise_remote_error(p_state text, p_message text, p_detail text, p_hint text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    m text := pg_catalog.regexp_replace(p_message, '^\S+\(\d+\): \[[^]]*\] REMOTE (ERROR|FATAL|PANIC): ', '');
+    -- the severity is the shard's, translated by its lc_messages
+    m text := pg_catalog.regexp_replace(p_message, '^\S+\(\d+\): \[[^]]*\] REMOTE [^:]+: ', '');
 BEGIN
-    IF m IS NULL OR m = p_message THEN
+    -- a connection error or a shutdown is the shard's, not the router's: it
+    -- keeps the prefix that names the shard's database
+    IF m IS NULL OR m = p_message OR p_state LIKE '08%' OR p_state LIKE '57P%' THEN
         RETURN;
     END IF;
     -- and "Remote detail: ", "Remote hint: "
@@ -273,7 +276,7 @@ BEGIN
         RAISE EXCEPTION USING MESSAGE = m, ERRCODE = p_state, DETAIL = p_detail, HINT = p_hint;
     END IF;
 END $$;
-COMMENT ON FUNCTION tco_cluster.raise_remote_error(text, text, text, text) IS 'Raises again an error a shard raised, without PL/Proxy''s prefix (function, database): the same SQLSTATE, message, detail and hint as on one server. Returns when the message has no such prefix.';
+COMMENT ON FUNCTION tco_cluster.raise_remote_error(text, text, text, text) IS 'Raises again an error a shard raised, without PL/Proxy''s prefixes (function, database; of the detail and hint): the same SQLSTATE, message, detail and hint as on one server. Returns when the message has no such prefix, and for connection errors and shutdowns (classes 08, 57P), which keep the prefix naming the shard''s database.';
 
 -- Push global rows to one shard (p_shard_id) or to every shard (NULL).
 CREATE FUNCTION tco_cluster.push_globals(p_shard_id integer, e_id bigint[], e_name text[], e_ver boolean[],
@@ -287,11 +290,11 @@ BEGIN
     IF p_shard_id IS NOT NULL THEN
         BEGIN
             RETURN tco_cluster.px_sync_globals(p_shard_id - 1, e_id, e_name, e_ver, p_code, p_gran, tz, cut);
-        EXCEPTION WHEN internal_error THEN
-            PERFORM tco_cluster.raise_if_unreachable(p_shard_id, SQLERRM);
-            RAISE;
-        WHEN OTHERS THEN
+        EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+            IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+                PERFORM tco_cluster.raise_if_unreachable(p_shard_id, SQLERRM);
+            END IF;
             PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
             RAISE;
         END;
@@ -301,11 +304,11 @@ BEGIN
     END IF;
     BEGIN
         SELECT sum(x) INTO n FROM tco_cluster.px_sync_globals_all(e_id, e_name, e_ver, p_code, p_gran, tz, cut) x;
-    EXCEPTION WHEN internal_error THEN
-        PERFORM tco_cluster.raise_unreachable_shards('copying entities, products and configuration to every shard', SQLERRM);
-        RAISE;
-    WHEN OTHERS THEN
+    EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+        IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+            PERFORM tco_cluster.raise_unreachable_shards('copying entities, products and configuration to every shard', SQLERRM);
+        END IF;
         PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
         RAISE;
     END;

@@ -349,7 +349,10 @@ $$;
 
 -- Gather the account's rows (move_table): its tco.account row, then, until
 -- nothing is added, every row of account data that references a row
--- gathered.  Each reference is followed by a statement of its own (so that
+-- gathered.  Each row is locked as it is gathered (FOR UPDATE: the source
+-- runs in READ COMMITTED, and a row changed after it was gathered would be
+-- copied stale and missed by the delete at its position; a row that would
+-- reference it waits, then finds it gone).  Each reference is followed by a statement of its own (so that
 -- it can use its column's index), and again only when the table it
 -- references has grown since; a table's move table is made by the first
 -- statement that finds rows for it (through an index, a reference is looked
@@ -384,7 +387,7 @@ BEGIN
       JOIN pg_catalog.unnest(order_) WITH ORDINALITY o(t, i) ON o.t = rf.tbl
      WHERE rf.tbl_kind = 'account' AND rf.ref_kind = 'account' AND rf.tbl <> 'tco.account'::regclass;
     SELECT pg_catalog.jsonb_object_agg(o.t::text, 0) INTO counts FROM pg_catalog.unnest(order_) o(t);
-    EXECUTE pg_catalog.format('CREATE UNLOGGED TABLE %s AS SELECT x.tableoid AS %I, x.ctid AS %I, x.* FROM tco.account x WHERE x.account_id = $1',
+    EXECUTE pg_catalog.format('CREATE UNLOGGED TABLE %s AS SELECT x.tableoid AS %I, x.ctid AS %I, x.* FROM tco.account x WHERE x.account_id = $1 FOR UPDATE OF x',
                               tco_shard.move_table(p_account_id, 'tco.account'), E'\trel', E'\ttid')
       USING p_account_id;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -393,7 +396,7 @@ BEGIN
         grew := false;
         FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(refs, '[]'))
                                  AS x(tbl regclass, col name, ref_tbl regclass, ref_col name, cond text, indexed boolean) LOOP
-            k := pg_catalog.concat_ws(' ', r.tbl, r.col, r.ref_tbl, r.cond);
+            k := pg_catalog.concat_ws(' ', r.tbl, r.col, r.ref_tbl, r.ref_col, r.cond);
             CONTINUE WHEN (counts ->> r.ref_tbl::text)::bigint = 0
                        OR (followed ->> k)::bigint = (counts ->> r.ref_tbl::text)::bigint;
             followed := followed || pg_catalog.jsonb_build_object(k, counts -> r.ref_tbl::text);
@@ -404,7 +407,7 @@ BEGIN
                                                    tco_shard.move_table(p_account_id, r.ref_tbl)) END;
             IF made ? r.tbl::text THEN
                 EXECUTE pg_catalog.format('INSERT INTO %1$s SELECT x.tableoid, x.ctid, x.* FROM %2$s x WHERE %3$s '
-                                          'AND NOT EXISTS (SELECT 1 FROM %1$s m WHERE m.%4$I = x.tableoid AND m.%5$I = x.ctid)',
+                                          'AND NOT EXISTS (SELECT 1 FROM %1$s m WHERE m.%4$I = x.tableoid AND m.%5$I = x.ctid) FOR UPDATE OF x',
                                           tco_shard.move_table(p_account_id, r.tbl), r.tbl, cond, E'\trel', E'\ttid')
                   USING p_account_id;
             ELSE
@@ -414,7 +417,7 @@ BEGIN
                     EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s x WHERE %s)', r.tbl, cond) INTO found_any USING p_account_id;
                     CONTINUE WHEN NOT found_any;
                 END IF;
-                EXECUTE pg_catalog.format('CREATE UNLOGGED TABLE %s AS SELECT x.tableoid AS %I, x.ctid AS %I, x.* FROM %s x WHERE %s',
+                EXECUTE pg_catalog.format('CREATE UNLOGGED TABLE %s AS SELECT x.tableoid AS %I, x.ctid AS %I, x.* FROM %s x WHERE %s FOR UPDATE OF x',
                                           tco_shard.move_table(p_account_id, r.tbl), E'\trel', E'\ttid', r.tbl, cond)
                   USING p_account_id;
                 made := made || pg_catalog.jsonb_build_object(r.tbl::text, true);
@@ -493,6 +496,10 @@ DECLARE
     r record;
     vals text;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
+        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.move_refusals'
+            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
+    END IF;
     b := pg_catalog.array_remove(ARRAY[
         (SELECT 'it is a member of organization ' || m.org_id FROM tco.member m WHERE m.account_id = p_account_id),
         (SELECT 'it is the admin of organization ' || min(o.org_id) FROM tco.organization o WHERE o.admin_account_id = p_account_id HAVING count(*) > 0),
@@ -577,6 +584,8 @@ DECLARE
     t regclass;
     grp record;
     instants jsonb;
+    n bigint;
+    deleted bigint;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
         RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.detach_account'
@@ -611,10 +620,19 @@ BEGIN
     FOR i IN REVERSE pg_catalog.cardinality(order_) .. 1 LOOP
         t := order_[i];
         CONTINUE WHEN (counts ->> t::text)::bigint = 0;
+        deleted := 0;
         FOR grp IN EXECUTE pg_catalog.format('SELECT x.%I AS rel, pg_catalog.array_agg(x.%I) AS tids FROM %s x GROUP BY 1',
                                              E'\trel', E'\ttid', tco_shard.move_table(p_account_id, t)) LOOP
             EXECUTE pg_catalog.format('DELETE FROM %s WHERE ctid = ANY ($1)', grp.rel::regclass) USING grp.tids;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            deleted := deleted + n;
         END LOOP;
+        -- every row gathered is deleted where it was gathered (they are
+        -- locked: anything else is a bug, and nothing moves)
+        IF deleted <> (counts ->> t::text)::bigint THEN
+            RAISE EXCEPTION 'account % cannot move now: % of its % rows of % were deleted', p_account_id, deleted, counts ->> t::text, t
+                USING ERRCODE = '40001', HINT = 'Nothing moved; run the move again.';
+        END IF;
     END LOOP;
     PERFORM pg_catalog.set_config('session_replication_role', 'origin', true);
     RETURN pg_catalog.jsonb_build_object(

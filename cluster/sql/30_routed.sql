@@ -250,11 +250,11 @@ DECLARE
     e_hint text;
 BEGIN
     RETURN tco_cluster.px_cycle_of($1);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_of', SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_of', SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -267,11 +267,11 @@ DECLARE
     e_hint text;
 BEGIN
     RETURN tco_cluster.px_cycle_range($1);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_range', SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_range', SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -306,11 +306,11 @@ BEGIN
     END IF;
     PERFORM tco_cluster.advance_seq('tco_cluster.account_id_seq', new_id);
     RETURN tco_cluster.px_create_account(s - 1, new_id, name, entity_id, balance, credit_limit);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -347,11 +347,11 @@ BEGIN
     INSERT INTO tco_cluster.org_directory (org_id, shard_id) VALUES (new_org, s);
     UPDATE tco_cluster.account_directory d SET org_id = new_org WHERE d.account_id = admin_account_id;
     RETURN tco_cluster.px_create_organization(s - 1, new_org, root, admin_account_id, name);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -365,11 +365,11 @@ DECLARE
     s integer := tco_cluster.org_shard(org_id);
 BEGIN
     RETURN tco_cluster.px_create_unit(s - 1, pg_catalog.nextval('tco_cluster.unit_id_seq'), org_id, name, parent_unit_id);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -390,11 +390,11 @@ BEGIN
     END IF;
     PERFORM tco_cluster.px_add_member(s - 1, org_id, account_id, unit_id, policy);
     UPDATE tco_cluster.account_directory d SET org_id = add_member.org_id WHERE d.account_id = add_member.account_id;
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -409,11 +409,11 @@ DECLARE
 BEGIN
     PERFORM tco_cluster.px_remove_member(s - 1, account_id);
     UPDATE tco_cluster.account_directory d SET org_id = NULL WHERE d.account_id = remove_member.account_id;
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -428,7 +428,7 @@ COMMENT ON FUNCTION tco.remove_member(bigint) IS 'Router: removes an account fro
 -- (tco.r2_same_entity_check in src/sql/31_trusteeship_rules.sql), from each
 -- account's entity and organization read on its own shard.  (One server
 -- checks the time order, an active trusteeship and chains before R2; the
--- router reports R2 first.)
+-- router reports R2 first.  The arguments are checked first, by the shard.)
 CREATE FUNCTION tco_cluster.px_account_facts(p_part integer, p_account_id bigint,
                                              OUT entity_id bigint, OUT verified boolean, OUT org_id bigint)
 LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
@@ -448,8 +448,18 @@ BEGIN
     IF s_member = s_manager THEN
         RETURN;
     END IF;
-    SELECT * INTO mb FROM tco_cluster.px_account_facts(s_member - 1, p_member);
-    SELECT * INTO mg FROM tco_cluster.px_account_facts(s_manager - 1, p_manager);
+    BEGIN
+        SELECT * INTO mb FROM tco_cluster.px_account_facts(s_member - 1, p_member);
+    EXCEPTION WHEN internal_error THEN
+        PERFORM tco_cluster.raise_if_unreachable(s_member, SQLERRM);
+        RAISE;
+    END;
+    BEGIN
+        SELECT * INTO mg FROM tco_cluster.px_account_facts(s_manager - 1, p_manager);
+    EXCEPTION WHEN internal_error THEN
+        PERFORM tco_cluster.raise_if_unreachable(s_manager, SQLERRM);
+        RAISE;
+    END;
     IF mb.entity_id IS NULL OR mg.entity_id IS NULL OR mb.entity_id <> mg.entity_id OR NOT coalesce(mb.verified, false) THEN
         RAISE EXCEPTION 'R2: account % (entity %) and management account % (entity %) are not verified as the same entity',
                 p_member, coalesce(mb.entity_id::text, 'none'), p_manager, coalesce(mg.entity_id::text, 'none')
@@ -471,13 +481,15 @@ DECLARE
     e_hint text;
     s integer := tco_cluster.account_shard(member_account_id);
 BEGIN
-    PERFORM tco_cluster.check_r2_across_shards(member_account_id, management_account_id);
+    IF management_account_id IS NOT NULL AND at IS NOT NULL AND pg_catalog.isfinite(at) THEN   -- else the shard refuses the arguments
+        PERFORM tco_cluster.check_r2_across_shards(member_account_id, management_account_id);
+    END IF;
     RETURN tco_cluster.px_establish_trusteeship(s - 1, member_account_id, management_account_id, at);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -491,13 +503,15 @@ DECLARE
     e_hint text;
     s integer := tco_cluster.account_shard(member_account_id);
 BEGIN
-    PERFORM tco_cluster.check_r2_across_shards(member_account_id, new_management_account_id);
+    IF new_management_account_id IS NOT NULL AND at IS NOT NULL AND pg_catalog.isfinite(at) THEN   -- else the shard refuses the arguments
+        PERFORM tco_cluster.check_r2_across_shards(member_account_id, new_management_account_id);
+    END IF;
     RETURN tco_cluster.px_move_trusteeship(s - 1, member_account_id, new_management_account_id, at);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -511,11 +525,11 @@ DECLARE
     s integer := tco_cluster.account_shard(member_account_id);
 BEGIN
     PERFORM tco_cluster.px_end_trusteeship(s - 1, member_account_id, at);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -529,11 +543,11 @@ DECLARE
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     RETURN tco_cluster.px_trusteeship_effective_payer(s - 1, account_id, product_code, at);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -547,11 +561,11 @@ DECLARE
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     RETURN tco_cluster.px_explain_payer(s - 1, account_id, product_code, at);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -565,11 +579,11 @@ DECLARE
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     RETURN tco_cluster.px_available_credit(s - 1, account_id);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -583,11 +597,11 @@ DECLARE
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     RETURN tco_cluster.px_service_available(s - 1, account_id);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -601,11 +615,11 @@ DECLARE
     s integer := tco_cluster.account_shard(account_id);
 BEGIN
     RETURN tco_cluster.px_deposit(s - 1, account_id, amount);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -620,11 +634,11 @@ DECLARE
     s integer := tco_cluster.account_shard(p_owner);
 BEGIN
     RETURN tco_cluster.px_grant_benefit(s - 1, p_kind, p_owner, p_amount, p_valid_to, p_product_code);
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -661,15 +675,15 @@ BEGIN
     -- an entity-level discount applies to the entity's accounts on every shard
     SELECT min(x) INTO id FROM tco_cluster.px_set_contract_discount_all(entity_id, rate, product_code, valid_from, valid_to) x;
     RETURN id;
-EXCEPTION WHEN internal_error THEN
-    IF s IS NOT NULL THEN
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    ELSE
-        PERFORM tco_cluster.raise_unreachable_shards('tco.set_contract_discount', SQLERRM);
-    END IF;
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        IF s IS NOT NULL THEN
+            PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+        ELSE
+            PERFORM tco_cluster.raise_unreachable_shards('tco.set_contract_discount', SQLERRM);
+        END IF;
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -726,11 +740,11 @@ BEGIN
                                             coalesce(issued_at, pg_catalog.array_fill(NULL::timestamptz, ARRAY[n])),
                                             coalesce(paid_at, pg_catalog.array_fill(NULL::timestamptz, ARRAY[n]))) x;
     RETURN inserted;
-EXCEPTION WHEN internal_error THEN
-    PERFORM tco_cluster.raise_unreachable_shards('tco.insert_bill_lines', SQLERRM);
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        PERFORM tco_cluster.raise_unreachable_shards('tco.insert_bill_lines', SQLERRM);
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -757,11 +771,11 @@ BEGIN
     IF guess IS NOT NULL THEN
         BEGIN
             a := tco_cluster.px_line_account(guess - 1, line_id);
-        EXCEPTION WHEN internal_error THEN
-            PERFORM tco_cluster.raise_if_unreachable(guess, SQLERRM);
-            RAISE;
-        WHEN OTHERS THEN
+        EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+            IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+                PERFORM tco_cluster.raise_if_unreachable(guess, SQLERRM);
+            END IF;
             PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
             RAISE;
         END;
@@ -774,11 +788,11 @@ BEGIN
     END IF;
     BEGIN
         SELECT min(x) INTO a FROM tco_cluster.px_line_account_all(line_id) x;
-    EXCEPTION WHEN internal_error THEN
-        PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('looking for bill line %s on every shard', line_id), SQLERRM);
-        RAISE;
-    WHEN OTHERS THEN
+    EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+        IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+            PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('looking for bill line %s on every shard', line_id), SQLERRM);
+        END IF;
         PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
         RAISE;
     END;
@@ -812,13 +826,13 @@ BEGIN
         s := coalesce(s, tco_cluster.least_loaded_shard(true));
     END IF;
     RETURN tco_cluster.px_correct_bill_line(s - 1, line_id, new_list_amount, reason);
-EXCEPTION WHEN internal_error THEN
-    IF s IS NOT NULL THEN
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        IF s IS NOT NULL THEN
+            PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+        END IF;
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
@@ -848,15 +862,15 @@ BEGIN
           INTO statements, lines, list_total, due_total
           FROM tco_cluster.px_settle_cycle_all(cycle) r;
     END IF;
-EXCEPTION WHEN internal_error THEN
-    IF s IS NOT NULL THEN
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    ELSE
-        PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('settlement of cycle %s on every shard', cycle), SQLERRM);
-    END IF;
-    RAISE;
-WHEN OTHERS THEN
+EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
+        IF s IS NOT NULL THEN
+            PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
+        ELSE
+            PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('settlement of cycle %s on every shard', cycle), SQLERRM);
+        END IF;
+    END IF;
     PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;

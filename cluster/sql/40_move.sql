@@ -212,7 +212,18 @@ BEGIN
     PERFORM tco_cluster.dblink_exec(lb, pg_catalog.format(
         'UPDATE tco_cluster.account_move SET state = %L, finished_at = pg_catalog.clock_timestamp() WHERE move_id = %s', 'done', mid));
     PERFORM tco_cluster.dblink_disconnect_all();
-EXCEPTION WHEN OTHERS THEN
+EXCEPTION WHEN query_canceled THEN
+    -- a cancel or statement_timeout: end the shards' open transactions now
+    -- (else they would hold the account and its cycles until this session
+    -- ends); what was prepared, and the move's record, wait for
+    -- tco_cluster.recover()
+    BEGIN
+        PERFORM tco_cluster.dblink_disconnect_all();
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
+    RAISE;
+WHEN OTHERS THEN
     IF decided THEN
         RAISE EXCEPTION 'the move % of account % to shard % is decided but not finished: %', mid, account_id, to_shard_id, SQLERRM
             USING ERRCODE = '55000', HINT = 'Run tco_cluster.recover() when both shards answer: it commits the move.';
