@@ -46,6 +46,20 @@ BEGIN
     END IF;
 END $$;
 
+CREATE FUNCTION tco_cluster.reraise(p_shard_id integer, p_what text, p_state text, p_message text,
+                                    p_detail text, p_hint text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_state = 'XX000' THEN
+        IF p_shard_id IS NOT NULL THEN
+            PERFORM tco_cluster.raise_if_unreachable(p_shard_id, p_message);
+        ELSIF p_what IS NOT NULL THEN
+            PERFORM tco_cluster.raise_unreachable_shards(p_what, p_message);
+        END IF;
+    END IF;
+    PERFORM tco_cluster.raise_remote_error(p_state, p_message, p_detail, p_hint);
+END $$;
+
 CREATE OR REPLACE FUNCTION tco_cluster.push_globals(p_shard_id integer, e_id bigint[], e_name text[], e_ver boolean[],
                                          p_code text[], p_gran tco.granularity[], tz text, cut timestamptz) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -59,10 +73,7 @@ BEGIN
             RETURN tco_cluster.px_sync_globals(p_shard_id - 1, e_id, e_name, e_ver, p_code, p_gran, tz, cut);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-                PERFORM tco_cluster.raise_if_unreachable(p_shard_id, SQLERRM);
-            END IF;
-            PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+            PERFORM tco_cluster.reraise(p_shard_id, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
             RAISE;
         END;
     END IF;
@@ -73,10 +84,7 @@ BEGIN
         SELECT sum(x) INTO n FROM tco_cluster.px_sync_globals_all(e_id, e_name, e_ver, p_code, p_gran, tz, cut) x;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-        IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-            PERFORM tco_cluster.raise_unreachable_shards('copying entities, products and configuration to every shard', SQLERRM);
-        END IF;
-        PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+        PERFORM tco_cluster.reraise(NULL, 'copying entities, products and configuration to every shard', SQLSTATE, SQLERRM, e_detail, e_hint);
         RAISE;
     END;
     RETURN n;
@@ -855,10 +863,7 @@ BEGIN
     RETURN tco_cluster.px_cycle_of($1);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_of', SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(NULL, 'tco.cycle_of', SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -871,10 +876,7 @@ BEGIN
     RETURN tco_cluster.px_cycle_range($1);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_range', SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(NULL, 'tco.cycle_range', SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -906,10 +908,7 @@ BEGIN
     RETURN tco_cluster.px_create_account(s - 1, new_id, name, entity_id, balance, credit_limit);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -946,10 +945,7 @@ BEGIN
     RETURN tco_cluster.px_create_organization(s - 1, new_org, root, admin_account_id, name);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -963,10 +959,7 @@ BEGIN
     RETURN tco_cluster.px_create_unit(s - 1, pg_catalog.nextval('tco_cluster.unit_id_seq'), org_id, name, parent_unit_id);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -987,10 +980,7 @@ BEGIN
     UPDATE tco_cluster.account_directory d SET org_id = add_member.org_id WHERE d.account_id = add_member.account_id;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -1005,10 +995,7 @@ BEGIN
     UPDATE tco_cluster.account_directory d SET org_id = NULL WHERE d.account_id = remove_member.account_id;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -1070,10 +1057,7 @@ BEGIN
     RETURN tco_cluster.px_establish_trusteeship(s - 1, member_account_id, management_account_id, at);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -1091,10 +1075,7 @@ BEGIN
     RETURN tco_cluster.px_move_trusteeship(s - 1, member_account_id, new_management_account_id, at);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -1108,10 +1089,7 @@ BEGIN
     PERFORM tco_cluster.px_end_trusteeship(s - 1, member_account_id, at);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -1125,10 +1103,7 @@ BEGIN
     RETURN tco_cluster.px_trusteeship_effective_payer(s - 1, account_id, product_code, at);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -1142,10 +1117,7 @@ BEGIN
     RETURN tco_cluster.px_explain_payer(s - 1, account_id, product_code, at);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -1159,10 +1131,7 @@ BEGIN
     RETURN tco_cluster.px_available_credit(s - 1, account_id);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -1176,10 +1145,7 @@ BEGIN
     RETURN tco_cluster.px_service_available(s - 1, account_id);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -1193,10 +1159,7 @@ BEGIN
     RETURN tco_cluster.px_deposit(s - 1, account_id, amount);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -1211,10 +1174,7 @@ BEGIN
     RETURN tco_cluster.px_grant_benefit(s - 1, p_kind, p_owner, p_amount, p_valid_to, p_product_code);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -1237,14 +1197,7 @@ BEGIN
     RETURN id;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        IF s IS NOT NULL THEN
-            PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-        ELSE
-            PERFORM tco_cluster.raise_unreachable_shards('tco.set_contract_discount', SQLERRM);
-        END IF;
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, 'tco.set_contract_discount', SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -1298,10 +1251,7 @@ BEGIN
     RETURN inserted;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_unreachable_shards('tco.insert_bill_lines', SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(NULL, 'tco.insert_bill_lines', SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -1322,10 +1272,7 @@ BEGIN
             a := tco_cluster.px_line_account(guess - 1, line_id);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-                PERFORM tco_cluster.raise_if_unreachable(guess, SQLERRM);
-            END IF;
-            PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+            PERFORM tco_cluster.reraise(guess, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
             RAISE;
         END;
         IF a IS NOT NULL THEN
@@ -1339,10 +1286,7 @@ BEGIN
         SELECT min(x) INTO a FROM tco_cluster.px_line_account_all(line_id) x;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-        IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-            PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('looking for bill line %s on every shard', line_id), SQLERRM);
-        END IF;
-        PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+        PERFORM tco_cluster.reraise(NULL, pg_catalog.format('looking for bill line %s on every shard', line_id), SQLSTATE, SQLERRM, e_detail, e_hint);
         RAISE;
     END;
     RETURN a;
@@ -1370,12 +1314,7 @@ BEGIN
     RETURN tco_cluster.px_correct_bill_line(s - 1, line_id, new_list_amount, reason);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        IF s IS NOT NULL THEN
-            PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-        END IF;
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -1404,14 +1343,7 @@ BEGIN
     END IF;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        IF s IS NOT NULL THEN
-            PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-        ELSE
-            PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('settlement of cycle %s on every shard', cycle), SQLERRM);
-        END IF;
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, pg_catalog.format('settlement of cycle %s on every shard', cycle), SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 
@@ -1619,6 +1551,7 @@ BEGIN
 END $$;
 
 COMMENT ON FUNCTION tco_cluster.raise_remote_error(text, text, text, text) IS 'Raises again an error a shard raised, without PL/Proxy''s prefixes (function, database; of the detail and hint): the same SQLSTATE, message, detail and hint as on one server. Returns when the message has no such prefix, and for connection errors and shutdowns (classes 08, 57P), which keep the prefix naming the shard''s database.';
+COMMENT ON FUNCTION tco_cluster.reraise(integer, text, text, text, text, text) IS 'The error handler of the routed functions: 08006 naming the shard(s) that do not answer, or a shard''s error without PL/Proxy''s prefixes; returns for the router''s own errors.';
 COMMENT ON FUNCTION tco_cluster.check_r2_across_shards(bigint, bigint) IS 'A trusteeship of accounts on two shards breaks R2 (one organization, so one shard): raises TC002 as one server does, from each account''s entity and organization on its shard; returns for accounts on one shard.';
 COMMENT ON FUNCTION tco_cluster.move_account(bigint, integer) IS
 'Moves an account with all its rows (account, ledger, bill lines of every cycle, statements, packs, invoices, benefits, alerts, history, discounts, logins: every row of schema tco that references it, found from the catalog) to another shard atomically, ids unchanged: two-phase commit on both shards, decision recorded on the router; the rows travel in chunks of tco_cluster.move_chunk_rows() rows (no limit on the account''s size). Refused (55000) for an account in an organization or an active trusteeship, with unpaid statements, or with rows shared with accounts or organizations that stay; 55P03 while a settlement of its cycles runs; TC030 when ids of its rows exist on the target (drawn before the shards had id ranges).';
@@ -1628,7 +1561,9 @@ COMMENT ON FUNCTION tco_cluster.recover() IS
 -- ==== 90_grants.sql: the new functions' privileges
 REVOKE EXECUTE ON FUNCTION tco_cluster.copy_moved_rows(text, text, jsonb, integer), tco_cluster.move_chunk_rows(),
                            tco_cluster.raise_remote_error(text, text, text, text),
-                           tco_cluster.px_account_facts(integer, bigint), tco_cluster.check_r2_across_shards(bigint, bigint) FROM PUBLIC;
+                           tco_cluster.px_account_facts(integer, bigint), tco_cluster.check_r2_across_shards(bigint, bigint),
+                           tco_cluster.reraise(integer, text, text, text, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tco_cluster.move_chunk_rows(), tco_cluster.raise_remote_error(text, text, text, text),
-                          tco_cluster.px_account_facts(integer, bigint), tco_cluster.check_r2_across_shards(bigint, bigint) TO tco_admin;
-GRANT EXECUTE ON FUNCTION tco_cluster.raise_remote_error(text, text, text, text) TO tco_reader;
+                          tco_cluster.px_account_facts(integer, bigint), tco_cluster.check_r2_across_shards(bigint, bigint),
+                          tco_cluster.reraise(integer, text, text, text, text, text) TO tco_admin;
+GRANT EXECUTE ON FUNCTION tco_cluster.raise_remote_error(text, text, text, text), tco_cluster.reraise(integer, text, text, text, text, text) TO tco_reader;

@@ -278,6 +278,27 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION tco_cluster.raise_remote_error(text, text, text, text) IS 'Raises again an error a shard raised, without PL/Proxy''s prefixes (function, database; of the detail and hint): the same SQLSTATE, message, detail and hint as on one server. Returns when the message has no such prefix, and for connection errors and shutdowns (classes 08, 57P), which keep the prefix naming the shard''s database.';
 
+-- The error handler of every routed function: a PL/Proxy failure (XX000)
+-- that is a shard not answering is raised as 08006 naming the shard
+-- (p_shard_id) or, for a call on every shard, the shards that do not answer
+-- (p_what: what failed); a shard's error is raised again as one server
+-- raises it (raise_remote_error).  Returns when the error is the router's
+-- own: the caller re-raises it unchanged.
+CREATE FUNCTION tco_cluster.reraise(p_shard_id integer, p_what text, p_state text, p_message text,
+                                    p_detail text, p_hint text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_state = 'XX000' THEN
+        IF p_shard_id IS NOT NULL THEN
+            PERFORM tco_cluster.raise_if_unreachable(p_shard_id, p_message);
+        ELSIF p_what IS NOT NULL THEN
+            PERFORM tco_cluster.raise_unreachable_shards(p_what, p_message);
+        END IF;
+    END IF;
+    PERFORM tco_cluster.raise_remote_error(p_state, p_message, p_detail, p_hint);
+END $$;
+COMMENT ON FUNCTION tco_cluster.reraise(integer, text, text, text, text, text) IS 'The error handler of the routed functions: 08006 naming the shard(s) that do not answer, or a shard''s error without PL/Proxy''s prefixes; returns for the router''s own errors.';
+
 -- Push global rows to one shard (p_shard_id) or to every shard (NULL).
 CREATE FUNCTION tco_cluster.push_globals(p_shard_id integer, e_id bigint[], e_name text[], e_ver boolean[],
                                          p_code text[], p_gran tco.granularity[], tz text, cut timestamptz) RETURNS bigint
@@ -292,10 +313,7 @@ BEGIN
             RETURN tco_cluster.px_sync_globals(p_shard_id - 1, e_id, e_name, e_ver, p_code, p_gran, tz, cut);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-                PERFORM tco_cluster.raise_if_unreachable(p_shard_id, SQLERRM);
-            END IF;
-            PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+            PERFORM tco_cluster.reraise(p_shard_id, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
             RAISE;
         END;
     END IF;
@@ -306,10 +324,7 @@ BEGIN
         SELECT sum(x) INTO n FROM tco_cluster.px_sync_globals_all(e_id, e_name, e_ver, p_code, p_gran, tz, cut) x;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-        IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-            PERFORM tco_cluster.raise_unreachable_shards('copying entities, products and configuration to every shard', SQLERRM);
-        END IF;
-        PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+        PERFORM tco_cluster.reraise(NULL, 'copying entities, products and configuration to every shard', SQLSTATE, SQLERRM, e_detail, e_hint);
         RAISE;
     END;
     RETURN n;

@@ -252,10 +252,7 @@ BEGIN
     RETURN tco_cluster.px_cycle_of($1);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_of', SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(NULL, 'tco.cycle_of', SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.cycle_of(timestamptz) IS 'Router: the billing cycle containing an instant (computed by a shard).';
@@ -269,10 +266,7 @@ BEGIN
     RETURN tco_cluster.px_cycle_range($1);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_unreachable_shards('tco.cycle_range', SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(NULL, 'tco.cycle_range', SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.cycle_range(tco.billing_cycle) IS 'Router: [start, next start) of a billing cycle (computed by a shard).';
@@ -308,10 +302,7 @@ BEGIN
     RETURN tco_cluster.px_create_account(s - 1, new_id, name, entity_id, balance, credit_limit);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.create_account(bigint, text, bigint, numeric, numeric) IS 'Router: creates an account on its home shard: the shard holding most accounts of its entity, else the one with the fewest accounts. Returns its id.';
@@ -349,10 +340,7 @@ BEGIN
     RETURN tco_cluster.px_create_organization(s - 1, new_org, root, admin_account_id, name);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.create_organization(bigint, text) IS 'Router: creates an organization on the shard with the fewest organizations, moving its admin account there first when it can (else on the admin''s shard). Returns org_id.';
@@ -367,10 +355,7 @@ BEGIN
     RETURN tco_cluster.px_create_unit(s - 1, pg_catalog.nextval('tco_cluster.unit_id_seq'), org_id, name, parent_unit_id);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.create_unit(bigint, text, bigint) IS 'Router: creates a unit on its organization''s shard. Returns unit_id.';
@@ -392,10 +377,7 @@ BEGIN
     UPDATE tco_cluster.account_directory d SET org_id = add_member.org_id WHERE d.account_id = add_member.account_id;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.add_member(bigint, bigint, bigint, tco.settlement_policy) IS 'Router: adds an account to an organization on the organization''s shard, moving the account there first when it lives on another shard.';
@@ -411,10 +393,7 @@ BEGIN
     UPDATE tco_cluster.account_directory d SET org_id = NULL WHERE d.account_id = remove_member.account_id;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.remove_member(bigint) IS 'Router: removes an account from its organization (the account stays on that shard, its new home).';
@@ -487,10 +466,7 @@ BEGIN
     RETURN tco_cluster.px_establish_trusteeship(s - 1, member_account_id, management_account_id, at);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.establish_trusteeship(bigint, bigint, timestamptz) IS 'Router: tco.establish_trusteeship on the member''s shard (its manager is in the same organization, so on the same shard).';
@@ -509,10 +485,7 @@ BEGIN
     RETURN tco_cluster.px_move_trusteeship(s - 1, member_account_id, new_management_account_id, at);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.move_trusteeship(bigint, bigint, timestamptz) IS 'Router: tco.move_trusteeship on the member''s shard.';
@@ -527,10 +500,7 @@ BEGIN
     PERFORM tco_cluster.px_end_trusteeship(s - 1, member_account_id, at);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.end_trusteeship(bigint, timestamptz) IS 'Router: tco.end_trusteeship on the member''s shard.';
@@ -545,10 +515,7 @@ BEGIN
     RETURN tco_cluster.px_trusteeship_effective_payer(s - 1, account_id, product_code, at);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.trusteeship_effective_payer(bigint, text, timestamptz) IS 'Router: the payer of a line of the account for the product starting at the instant (R6), answered by the account''s shard.';
@@ -563,10 +530,7 @@ BEGIN
     RETURN tco_cluster.px_explain_payer(s - 1, account_id, product_code, at);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.explain_payer(bigint, text, timestamptz) IS 'Router: tco.explain_payer on the account''s shard.';
@@ -581,10 +545,7 @@ BEGIN
     RETURN tco_cluster.px_available_credit(s - 1, account_id);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.available_credit(bigint) IS 'Router: tco.available_credit on the account''s shard (a managed member''s is its manager''s, on the same shard).';
@@ -599,10 +560,7 @@ BEGIN
     RETURN tco_cluster.px_service_available(s - 1, account_id);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.service_available(bigint) IS 'Router: tco.service_available on the account''s shard.';
@@ -617,10 +575,7 @@ BEGIN
     RETURN tco_cluster.px_deposit(s - 1, account_id, amount);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.deposit(bigint, numeric) IS 'Router: tco.deposit on the account''s shard.';
@@ -636,10 +591,7 @@ BEGIN
     RETURN tco_cluster.px_grant_benefit(s - 1, p_kind, p_owner, p_amount, p_valid_to, p_product_code);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 CREATE FUNCTION tco.grant_coupon(owner_account_id bigint, amount numeric, valid_to timestamptz, product_code text DEFAULT NULL)
@@ -677,14 +629,7 @@ BEGIN
     RETURN id;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        IF s IS NOT NULL THEN
-            PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-        ELSE
-            PERFORM tco_cluster.raise_unreachable_shards('tco.set_contract_discount', SQLERRM);
-        END IF;
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, 'tco.set_contract_discount', SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.set_contract_discount(bigint, bigint, numeric, text, timestamptz, timestamptz) IS 'Router: an account''s discount on its shard; an entity''s discount on every shard. Returns the discount id (per shard).';
@@ -742,10 +687,7 @@ BEGIN
     RETURN inserted;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        PERFORM tco_cluster.raise_unreachable_shards('tco.insert_bill_lines', SQLERRM);
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(NULL, 'tco.insert_bill_lines', SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.insert_bill_lines(bigint[], text[], tco.charge_type[], timestamptz[], timestamptz[], numeric[], timestamptz[], timestamptz[]) IS
@@ -773,10 +715,7 @@ BEGIN
             a := tco_cluster.px_line_account(guess - 1, line_id);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-            IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-                PERFORM tco_cluster.raise_if_unreachable(guess, SQLERRM);
-            END IF;
-            PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+            PERFORM tco_cluster.reraise(guess, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
             RAISE;
         END;
         IF a IS NOT NULL THEN
@@ -790,10 +729,7 @@ BEGIN
         SELECT min(x) INTO a FROM tco_cluster.px_line_account_all(line_id) x;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-        IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-            PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('looking for bill line %s on every shard', line_id), SQLERRM);
-        END IF;
-        PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+        PERFORM tco_cluster.reraise(NULL, pg_catalog.format('looking for bill line %s on every shard', line_id), SQLSTATE, SQLERRM, e_detail, e_hint);
         RAISE;
     END;
     RETURN a;
@@ -828,12 +764,7 @@ BEGIN
     RETURN tco_cluster.px_correct_bill_line(s - 1, line_id, new_list_amount, reason);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        IF s IS NOT NULL THEN
-            PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-        END IF;
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, NULL, SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.correct_bill_line(bigint, numeric, text) IS
@@ -864,14 +795,7 @@ BEGIN
     END IF;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
-    IF SQLSTATE = 'XX000' THEN   -- PL/Proxy's own errors: a shard that does not answer
-        IF s IS NOT NULL THEN
-            PERFORM tco_cluster.raise_if_unreachable(s, SQLERRM);
-        ELSE
-            PERFORM tco_cluster.raise_unreachable_shards(pg_catalog.format('settlement of cycle %s on every shard', cycle), SQLERRM);
-        END IF;
-    END IF;
-    PERFORM tco_cluster.raise_remote_error(SQLSTATE, SQLERRM, e_detail, e_hint);
+    PERFORM tco_cluster.reraise(s, pg_catalog.format('settlement of cycle %s on every shard', cycle), SQLSTATE, SQLERRM, e_detail, e_hint);
     RAISE;
 END $$;
 COMMENT ON FUNCTION tco.settle_cycle(tco.billing_cycle, bigint) IS

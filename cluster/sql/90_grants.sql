@@ -41,6 +41,7 @@ GRANT EXECUTE ON FUNCTION tco.billing_timezone(), tco.cycle_of(timestamptz), tco
                           tco_cluster.org_shard(bigint), tco_cluster.account_shard(bigint),
                           tco_cluster.raise_if_unreachable(integer, text), tco_cluster.raise_unreachable_shards(text, text),
                           tco_cluster.raise_remote_error(text, text, text, text),
+                          tco_cluster.reraise(integer, text, text, text, text, text),
                           tco_cluster.is_connection_failure(text), tco_cluster.describe_shard(integer),
                           tco_cluster.redact(text), tco_cluster.px_ping(integer),
                           tco_cluster.px_cycle_of(timestamptz), tco_cluster.px_cycle_range(tco.billing_cycle),
