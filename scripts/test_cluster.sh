@@ -513,6 +513,31 @@ check "$dst904" "a row updated while the move gathered it arrives once, as commi
 check "$src904" "and nothing of the account is left on the source" "" \
     "SELECT string_agg(key, ',') FROM jsonb_each(tco_shard.move_closure(904)) WHERE jsonb_array_length(value) > 0"
 
+# c3. a move cancelled by statement_timeout ends the shards' transactions at
+# once (no session of it stays open holding the account), recover() records
+# it rolled back, and the account is whole where it was
+on router -d tco -c "SELECT tco.create_account(905, 'mover-905', 9, 30)" \
+    -c "SELECT tco.insert_bill_lines(array_fill(905::bigint, ARRAY[20000]), array_fill('cvm'::text, ARRAY[20000]), NULL,
+            ARRAY(SELECT '2023-05-01 00:00+08'::timestamptz + g * interval '1 minute' FROM generate_series(1, 20000) g),
+            ARRAY(SELECT '2023-05-01 01:00+08'::timestamptz + g * interval '1 minute' FROM generate_series(1, 20000) g),
+            array_fill(0.5::numeric, ARRAY[20000]), NULL, NULL)" >/dev/null
+src905=$(on router -d tco -At -c "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account(905)")
+# the router's session stays open after the cancel (its dblink connections would close with it)
+psql -X -q -v VERBOSITY=verbose -h "$CL_TMP/router" -p "${PORT[router]}" -d tco -c "SET statement_timeout = '300ms'" \
+    -c "SELECT tco_cluster.move_account(905, (SELECT shard_id FROM tco_cluster.shard_conf WHERE name <> '$src905' AND shard_id <= 3 LIMIT 1))" \
+    -c "RESET statement_timeout" -c "SELECT pg_sleep(4)" >"$CL_TMP/cancel.log" 2>&1 &
+canceller=$!
+sleep 2
+check "$src905" "no transaction of a move cancelled by statement_timeout is left open on the source shard (its router session still open)" "0" \
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+wait $canceller
+grep -q "57014" "$CL_TMP/cancel.log" || { echo "FAIL: the move was not cancelled by statement_timeout:"; cat "$CL_TMP/cancel.log"; exit 1; }
+checks=$((checks + 1)); echo "ok $checks - that move failed with 57014"
+check router "recover() records the cancelled move rolled back" "rolled back" \
+    "SELECT string_agg(action, ',') FROM tco_cluster.recover() WHERE account_id = 905"
+check "$src905" "and the account is whole on its shard" "905|20000" \
+    "SELECT concat_ws('|', (SELECT account_id FROM tco.account WHERE account_id = 905), (SELECT count(*) FROM tco.bill_line WHERE account_id = 905))"
+
 # d. a new organization goes to the shard with the fewest organizations (shard 4), its admin moved there
 on router -d tco -c "SELECT tco.create_entity(11, 'Entity 11', true)" -c "SELECT tco.create_account(1100, 'admin-11', 11, 10)" >/dev/null
 check router "the new admin account's home is one of the first three shards" "t" "SELECT tco_cluster.shard_of_account(1100) <= 3"
