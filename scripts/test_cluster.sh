@@ -538,6 +538,25 @@ check router "recover() records the cancelled move rolled back" "rolled back" \
 check "$src905" "and the account is whole on its shard" "905|20000" \
     "SELECT concat_ws('|', (SELECT account_id FROM tco.account WHERE account_id = 905), (SELECT count(*) FROM tco.bill_line WHERE account_id = 905))"
 
+# c4. lines in a detached (archived) cycle keep the account on its shard, with a
+# clear refusal; once the cycle is attached again, the account moves with them
+on router -d tco -c "SELECT tco.create_account(906, 'mover-906', 9, 30)" -c "$(lines_of 906 2023-11-01 3 2)" \
+    -c "SELECT * FROM tco.settle_cycle('2023-11')" >/dev/null
+src906=$(on router -d tco -At -c "SELECT name FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account(906)")
+on "$src906" -d tco -c "SELECT tco.pay_statement(statement_id) FROM tco.statement WHERE payer_account_id = 906" \
+    -c "SELECT tco.detach_cycle('2023-11')" >/dev/null
+to906="(SELECT shard_id FROM tco_cluster.shard_conf WHERE name <> '$src906' AND shard_id <= 3 LIMIT 1)"
+fails router "an account with lines in a detached cycle is refused, naming the cycle and what to do" \
+    "55000.*account 906 cannot move to another shard: it has bill lines in detached billing cycle 2023-11 \\(table tco.bill_line_p2023_11\\): attach it again first" \
+    "SELECT tco_cluster.move_account(906, $to906)"
+on "$src906" -d tco -c "SELECT tco.attach_cycle('2023-11')" >/dev/null
+on router -d tco -c "SELECT tco_cluster.move_account(906, $to906)" >/dev/null
+check router "attached again, the cycle's lines move with the account" "3|0" \
+    "SELECT (SELECT v FROM tco_cluster.dblink_values((SELECT fdw_server::text FROM tco_cluster.shard_conf WHERE shard_id = tco_cluster.shard_of_account(906)),
+                 'SELECT count(*) FROM tco.bill_line WHERE account_id = 906') v) || '|' ||
+            (SELECT v FROM tco_cluster.dblink_values((SELECT fdw_server::text FROM tco_cluster.shard_conf WHERE name = '$src906'),
+                 'SELECT count(*) FROM tco.bill_line WHERE account_id = 906') v)"
+
 # d. a new organization goes to the shard with the fewest organizations (shard 4), its admin moved there
 on router -d tco -c "SELECT tco.create_entity(11, 'Entity 11', true)" -c "SELECT tco.create_account(1100, 'admin-11', 11, 10)" >/dev/null
 check router "the new admin account's home is one of the first three shards" "t" "SELECT tco_cluster.shard_of_account(1100) <= 3"

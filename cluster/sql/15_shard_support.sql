@@ -201,7 +201,9 @@ $$;
 --   * tco_shard.move_tables(): every table of schema tco (partitions aside)
 --     is global (the same on every shard: entities, products, configuration),
 --     of the organizations (organizations, units, memberships, settled
---     cycles, partitions, policies, voucher pools: these never move), or else
+--     cycles, partitions, policies, voucher pools: these never move), an
+--     archive (the table of a detached cycle of bill lines: an account with
+--     lines there does not move until the cycle is attached again), or else
 --     account data;
 --   * tco_shard.move_refs(): the columns that reference a row of another
 --     table: foreign keys; bigint columns named account_id or *_account_id
@@ -220,16 +222,20 @@ $$;
 -- are the moves the rules forbid (membership, an active trusteeship, unpaid
 -- statements, a settlement running).
 CREATE OR REPLACE FUNCTION tco_shard.move_tables() RETURNS TABLE (tbl regclass, kind text)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
     SELECT c.oid::regclass,
            CASE WHEN c.relname IN ('entity', 'product', 'config') THEN 'global'
                 WHEN c.relname IN ('organization', 'org_unit', 'member', 'voucher_pool', 'settled_cycle',
                                    'bill_line_cycle', 'service_policy') THEN 'organization'
+                -- a detached (archived) cycle of bill lines: stays, a move is refused
+                WHEN EXISTS (SELECT 1 FROM tco.bill_line_cycle b WHERE b.relname = c.relname) THEN 'archive'
                 ELSE 'account' END
       FROM pg_catalog.pg_class c
      WHERE c.relnamespace = 'tco'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-     ORDER BY c.relname
-$$;
+     ORDER BY c.relname;
+END $$;
 
 CREATE OR REPLACE FUNCTION tco_shard.move_refs()
 RETURNS TABLE (tbl regclass, col name, ref_tbl regclass, ref_col name, enforced boolean, cond text)
@@ -495,6 +501,7 @@ DECLARE
     theirs text[] := '{}';
     r record;
     vals text;
+    found_any boolean;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
         RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.move_refusals'
@@ -511,6 +518,16 @@ BEGIN
         (SELECT 'it has a pending invitation to organization ' || min(i.org_id) FROM tco.invitation i
           WHERE i.account_id = p_account_id AND i.status = 'pending' HAVING count(*) > 0)
     ], NULL);
+    -- bill lines in detached (archived) cycles
+    FOR r IN SELECT b.cycle::text AS cycle, b.relname FROM tco.bill_line_cycle b
+              WHERE b.detached AND pg_catalog.to_regclass(pg_catalog.format('tco.%I', b.relname)) IS NOT NULL
+              ORDER BY b.cycle LOOP
+        EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM tco.%I x WHERE x.account_id = $1)', r.relname) INTO found_any USING p_account_id;
+        IF found_any THEN
+            b := b || pg_catalog.format('it has bill lines in detached billing cycle %s (table tco.%s): attach it again first (tco.attach_cycle(%L))',
+                                        r.cycle, r.relname, r.cycle);
+        END IF;
+    END LOOP;
     FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(coalesce(cat, tco_shard.move_catalog()) -> 'refs')
                       AS x(tbl regclass, col name, ref_tbl regclass, ref_col name, enforced boolean, cond text,
                            tbl_kind text, ref_kind text) LOOP
@@ -528,7 +545,7 @@ BEGIN
             IF vals IS NOT NULL THEN
                 b := b || pg_catalog.format('its %s rows reference %s %s %s, which stays on this shard', r.tbl, r.ref_tbl, r.ref_col, vals);
             END IF;
-        ELSIF r.tbl_kind <> 'account' AND r.ref_kind = 'account' AND (counts ->> r.ref_tbl::text)::bigint > 0
+        ELSIF r.tbl_kind NOT IN ('account', 'archive') AND r.ref_kind = 'account' AND (counts ->> r.ref_tbl::text)::bigint > 0
               AND r.tbl <> 'tco.member'::regclass AND (r.tbl, r.col) <> ('tco.organization'::regclass, 'admin_account_id') THEN
             -- rows of the organizations that reference rows gathered
             EXECUTE pg_catalog.format('SELECT pg_catalog.string_agg(x.%I::text, %L) FROM (SELECT x.%I FROM %s x WHERE %s AND x.%I IN '
