@@ -216,6 +216,24 @@ DROP FUNCTION IF EXISTS tco_shard.export_account(bigint), tco_shard.forget_accou
                         tco_shard.move_blockers(bigint, jsonb), tco_shard.move_collect(bigint),
                         tco_shard.move_refusals(bigint, jsonb);
 
+-- The functions of the moves and of the id ranges write history as a
+-- restore does: superusers only (the router connects as one).
+CREATE OR REPLACE FUNCTION tco_shard.require_superuser(p_function text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
+        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', p_function
+            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
+    END IF;
+END $$;
+
+-- The tables of account data of a move catalog (tco_shard.move_catalog),
+-- parents first.
+CREATE OR REPLACE FUNCTION tco_shard.catalog_order(cat jsonb) RETURNS regclass[]
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ARRAY(SELECT o.t::regclass FROM pg_catalog.jsonb_array_elements_text(cat -> 'order') WITH ORDINALITY o(t, i) ORDER BY o.i)
+$$;
+
 -- Ids.  Every sequence of a column of schema tco but those of the ids the
 -- router draws (accounts, entities, organizations, units) draws on shard k
 -- from its own range [k * size, (k + 1) * size - 1] (README "Running on
@@ -233,10 +251,7 @@ DECLARE
     top bigint;
     n integer := 0;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
-        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.set_id_ranges'
-            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
-    END IF;
+    PERFORM tco_shard.require_superuser('tco_shard.set_id_ranges');
     IF p_shard_id IS NULL OR p_shard_id < 1 OR p_size IS NULL OR p_size < 2 THEN
         RAISE EXCEPTION 'invalid id range: shard %, size %', p_shard_id, p_size USING ERRCODE = '22023';
     END IF;
@@ -412,7 +427,7 @@ END $$;
 -- The tables of account data, parents first (by their references).
 CREATE OR REPLACE FUNCTION tco_shard.move_order() RETURNS regclass[]
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT ARRAY(SELECT o.t::regclass FROM pg_catalog.jsonb_array_elements_text(tco_shard.move_catalog() -> 'order') WITH ORDINALITY o(t, i) ORDER BY o.i)
+    SELECT tco_shard.catalog_order(tco_shard.move_catalog())
 $$;
 
 -- The account's rows are gathered in tables of their own, one per table of
@@ -433,12 +448,12 @@ $$;
 -- gathered.  Each row is locked as it is gathered (FOR UPDATE: the source
 -- runs in READ COMMITTED, and a row changed after it was gathered would be
 -- copied stale and missed by the delete at its position; a row that would
--- reference it waits, then finds it gone).  Each reference is followed by a statement of its own (so that
--- it can use its column's index), and again only when the table it
--- references has grown since; a table's move table is made by the first
--- statement that finds rows for it (through an index, a reference is looked
--- up before a table is made).  Returns the number of rows per table of
--- account data.
+-- reference it waits, then finds it gone).  Each reference is followed by a
+-- statement of its own (so that it can use its column's index), and again
+-- only when the table it references has grown since; a table's move table
+-- is made by the first statement that finds rows for it (through an index,
+-- a reference is looked up before a table is made).  Returns the number of
+-- rows per table of account data.
 CREATE OR REPLACE FUNCTION tco_shard.move_collect(p_account_id bigint, cat jsonb DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -454,12 +469,9 @@ DECLARE
     grew boolean;
     found_any boolean;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
-        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.move_collect'
-            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
-    END IF;
+    PERFORM tco_shard.require_superuser('tco_shard.move_collect');
     cat := coalesce(cat, tco_shard.move_catalog());
-    order_ := ARRAY(SELECT o.t::regclass FROM pg_catalog.jsonb_array_elements_text(cat -> 'order') WITH ORDINALITY o(t, i) ORDER BY o.i);
+    order_ := tco_shard.catalog_order(cat);
     -- the references between tables of account data, parents' tables first
     SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(rf) ORDER BY o.i, rf.col, rf.ref_tbl::text)
       INTO refs
@@ -578,10 +590,7 @@ DECLARE
     vals text;
     found_any boolean;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
-        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.move_refusals'
-            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
-    END IF;
+    PERFORM tco_shard.require_superuser('tco_shard.move_refusals');
     b := pg_catalog.array_remove(ARRAY[
         (SELECT 'it is a member of organization ' || m.org_id FROM tco.member m WHERE m.account_id = p_account_id),
         (SELECT 'it is the admin of organization ' || min(o.org_id) FROM tco.organization o WHERE o.admin_account_id = p_account_id HAVING count(*) > 0),
@@ -672,17 +681,14 @@ DECLARE
     cycles text[];
     settled text[];
     cat jsonb := tco_shard.move_catalog();
-    order_ regclass[] := ARRAY(SELECT o.t::regclass FROM pg_catalog.jsonb_array_elements_text(cat -> 'order') WITH ORDINALITY o(t, i) ORDER BY o.i);
+    order_ regclass[] := tco_shard.catalog_order(cat);
     t regclass;
     grp record;
     instants jsonb;
     n bigint;
     deleted bigint;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
-        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.detach_account'
-            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
-    END IF;
+    PERFORM tco_shard.require_superuser('tco_shard.detach_account');
     PERFORM 1 FROM tco.account a WHERE a.account_id = p_account_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist on this shard', p_account_id
@@ -769,10 +775,7 @@ DECLARE
     k text;
     c text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
-        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.import_begin'
-            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
-    END IF;
+    PERFORM tco_shard.require_superuser('tco_shard.import_begin');
     FOR k IN SELECT e ->> 'table' FROM pg_catalog.jsonb_array_elements(coalesce(data -> 'tables', '[]')) e LOOP
         IF pg_catalog.to_regclass(k) IS NULL OR NOT pg_catalog.to_regclass(k) = ANY (account_data) THEN
             RAISE EXCEPTION 'the account''s rows of % have no table of account data on this shard', k
@@ -809,10 +812,7 @@ DECLARE
     c text;
     k text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
-        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.import_rows'
-            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
-    END IF;
+    PERFORM tco_shard.require_superuser('tco_shard.import_rows');
     IF t IS NULL OR NOT EXISTS (SELECT 1 FROM tco_shard.move_tables() m WHERE m.tbl = t AND m.kind = 'account') THEN
         RAISE EXCEPTION 'the account''s rows of % have no table of account data on this shard', p_table
             USING ERRCODE = '55000', HINT = 'Run the same version of tco on every shard.';
@@ -844,10 +844,7 @@ END $$;
 CREATE OR REPLACE FUNCTION tco_shard.import_finish(p_account_id bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
-        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.import_finish'
-            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
-    END IF;
+    PERFORM tco_shard.require_superuser('tco_shard.import_finish');
     PERFORM tco.bill_lines_written();
 END $$;
 
@@ -1025,6 +1022,17 @@ LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
      WHERE a.account_id = p_account_id;
 $$;
 
+CREATE FUNCTION tco_cluster.account_facts(p_account_id bigint, p_shard_id integer,
+                                          OUT entity_id bigint, OUT verified boolean, OUT org_id bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    SELECT f.entity_id, f.verified, f.org_id INTO entity_id, verified, org_id
+      FROM tco_cluster.px_account_facts(p_shard_id - 1, p_account_id) f;
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(p_shard_id, SQLERRM);
+    RAISE;
+END $$;
+
 CREATE FUNCTION tco_cluster.check_r2_across_shards(p_member bigint, p_manager bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1036,18 +1044,8 @@ BEGIN
     IF s_member = s_manager THEN
         RETURN;
     END IF;
-    BEGIN
-        SELECT * INTO mb FROM tco_cluster.px_account_facts(s_member - 1, p_member);
-    EXCEPTION WHEN internal_error THEN
-        PERFORM tco_cluster.raise_if_unreachable(s_member, SQLERRM);
-        RAISE;
-    END;
-    BEGIN
-        SELECT * INTO mg FROM tco_cluster.px_account_facts(s_manager - 1, p_manager);
-    EXCEPTION WHEN internal_error THEN
-        PERFORM tco_cluster.raise_if_unreachable(s_manager, SQLERRM);
-        RAISE;
-    END;
+    SELECT * INTO mb FROM tco_cluster.account_facts(p_member, s_member);
+    SELECT * INTO mg FROM tco_cluster.account_facts(p_manager, s_manager);
     IF mb.entity_id IS NULL OR mg.entity_id IS NULL OR mb.entity_id <> mg.entity_id OR NOT coalesce(mb.verified, false) THEN
         RAISE EXCEPTION 'R2: account % (entity %) and management account % (entity %) are not verified as the same entity',
                 p_member, coalesce(mb.entity_id::text, 'none'), p_manager, coalesce(mg.entity_id::text, 'none')
@@ -1579,8 +1577,10 @@ COMMENT ON FUNCTION tco_cluster.recover() IS
 REVOKE EXECUTE ON FUNCTION tco_cluster.copy_moved_rows(text, text, jsonb, integer), tco_cluster.move_chunk_rows(),
                            tco_cluster.raise_remote_error(text, text, text, text),
                            tco_cluster.px_account_facts(integer, bigint), tco_cluster.check_r2_across_shards(bigint, bigint),
-                           tco_cluster.reraise(integer, text, text, text, text, text) FROM PUBLIC;
+                           tco_cluster.reraise(integer, text, text, text, text, text),
+                           tco_cluster.account_facts(bigint, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tco_cluster.move_chunk_rows(), tco_cluster.raise_remote_error(text, text, text, text),
                           tco_cluster.px_account_facts(integer, bigint), tco_cluster.check_r2_across_shards(bigint, bigint),
-                          tco_cluster.reraise(integer, text, text, text, text, text) TO tco_admin;
+                          tco_cluster.reraise(integer, text, text, text, text, text),
+                          tco_cluster.account_facts(bigint, integer) TO tco_admin;
 GRANT EXECUTE ON FUNCTION tco_cluster.raise_remote_error(text, text, text, text), tco_cluster.reraise(integer, text, text, text, text, text) TO tco_reader;

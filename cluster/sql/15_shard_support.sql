@@ -141,6 +141,24 @@ DROP FUNCTION IF EXISTS tco_shard.export_account(bigint), tco_shard.forget_accou
                         tco_shard.move_blockers(bigint, jsonb), tco_shard.move_collect(bigint),
                         tco_shard.move_refusals(bigint, jsonb);
 
+-- The functions of the moves and of the id ranges write history as a
+-- restore does: superusers only (the router connects as one).
+CREATE OR REPLACE FUNCTION tco_shard.require_superuser(p_function text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
+        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', p_function
+            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
+    END IF;
+END $$;
+
+-- The tables of account data of a move catalog (tco_shard.move_catalog),
+-- parents first.
+CREATE OR REPLACE FUNCTION tco_shard.catalog_order(cat jsonb) RETURNS regclass[]
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ARRAY(SELECT o.t::regclass FROM pg_catalog.jsonb_array_elements_text(cat -> 'order') WITH ORDINALITY o(t, i) ORDER BY o.i)
+$$;
+
 -- Ids.  Every sequence of a column of schema tco but those of the ids the
 -- router draws (accounts, entities, organizations, units) draws on shard k
 -- from its own range [k * size, (k + 1) * size - 1] (README "Running on
@@ -158,10 +176,7 @@ DECLARE
     top bigint;
     n integer := 0;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
-        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.set_id_ranges'
-            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
-    END IF;
+    PERFORM tco_shard.require_superuser('tco_shard.set_id_ranges');
     IF p_shard_id IS NULL OR p_shard_id < 1 OR p_size IS NULL OR p_size < 2 THEN
         RAISE EXCEPTION 'invalid id range: shard %, size %', p_shard_id, p_size USING ERRCODE = '22023';
     END IF;
@@ -337,7 +352,7 @@ END $$;
 -- The tables of account data, parents first (by their references).
 CREATE OR REPLACE FUNCTION tco_shard.move_order() RETURNS regclass[]
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT ARRAY(SELECT o.t::regclass FROM pg_catalog.jsonb_array_elements_text(tco_shard.move_catalog() -> 'order') WITH ORDINALITY o(t, i) ORDER BY o.i)
+    SELECT tco_shard.catalog_order(tco_shard.move_catalog())
 $$;
 
 -- The account's rows are gathered in tables of their own, one per table of
@@ -358,12 +373,12 @@ $$;
 -- gathered.  Each row is locked as it is gathered (FOR UPDATE: the source
 -- runs in READ COMMITTED, and a row changed after it was gathered would be
 -- copied stale and missed by the delete at its position; a row that would
--- reference it waits, then finds it gone).  Each reference is followed by a statement of its own (so that
--- it can use its column's index), and again only when the table it
--- references has grown since; a table's move table is made by the first
--- statement that finds rows for it (through an index, a reference is looked
--- up before a table is made).  Returns the number of rows per table of
--- account data.
+-- reference it waits, then finds it gone).  Each reference is followed by a
+-- statement of its own (so that it can use its column's index), and again
+-- only when the table it references has grown since; a table's move table
+-- is made by the first statement that finds rows for it (through an index,
+-- a reference is looked up before a table is made).  Returns the number of
+-- rows per table of account data.
 CREATE OR REPLACE FUNCTION tco_shard.move_collect(p_account_id bigint, cat jsonb DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -379,12 +394,9 @@ DECLARE
     grew boolean;
     found_any boolean;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
-        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.move_collect'
-            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
-    END IF;
+    PERFORM tco_shard.require_superuser('tco_shard.move_collect');
     cat := coalesce(cat, tco_shard.move_catalog());
-    order_ := ARRAY(SELECT o.t::regclass FROM pg_catalog.jsonb_array_elements_text(cat -> 'order') WITH ORDINALITY o(t, i) ORDER BY o.i);
+    order_ := tco_shard.catalog_order(cat);
     -- the references between tables of account data, parents' tables first
     SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(rf) ORDER BY o.i, rf.col, rf.ref_tbl::text)
       INTO refs
@@ -503,10 +515,7 @@ DECLARE
     vals text;
     found_any boolean;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
-        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.move_refusals'
-            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
-    END IF;
+    PERFORM tco_shard.require_superuser('tco_shard.move_refusals');
     b := pg_catalog.array_remove(ARRAY[
         (SELECT 'it is a member of organization ' || m.org_id FROM tco.member m WHERE m.account_id = p_account_id),
         (SELECT 'it is the admin of organization ' || min(o.org_id) FROM tco.organization o WHERE o.admin_account_id = p_account_id HAVING count(*) > 0),
@@ -597,17 +606,14 @@ DECLARE
     cycles text[];
     settled text[];
     cat jsonb := tco_shard.move_catalog();
-    order_ regclass[] := ARRAY(SELECT o.t::regclass FROM pg_catalog.jsonb_array_elements_text(cat -> 'order') WITH ORDINALITY o(t, i) ORDER BY o.i);
+    order_ regclass[] := tco_shard.catalog_order(cat);
     t regclass;
     grp record;
     instants jsonb;
     n bigint;
     deleted bigint;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
-        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.detach_account'
-            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
-    END IF;
+    PERFORM tco_shard.require_superuser('tco_shard.detach_account');
     PERFORM 1 FROM tco.account a WHERE a.account_id = p_account_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account % does not exist on this shard', p_account_id
@@ -694,10 +700,7 @@ DECLARE
     k text;
     c text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
-        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.import_begin'
-            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
-    END IF;
+    PERFORM tco_shard.require_superuser('tco_shard.import_begin');
     FOR k IN SELECT e ->> 'table' FROM pg_catalog.jsonb_array_elements(coalesce(data -> 'tables', '[]')) e LOOP
         IF pg_catalog.to_regclass(k) IS NULL OR NOT pg_catalog.to_regclass(k) = ANY (account_data) THEN
             RAISE EXCEPTION 'the account''s rows of % have no table of account data on this shard', k
@@ -734,10 +737,7 @@ DECLARE
     c text;
     k text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
-        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.import_rows'
-            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
-    END IF;
+    PERFORM tco_shard.require_superuser('tco_shard.import_rows');
     IF t IS NULL OR NOT EXISTS (SELECT 1 FROM tco_shard.move_tables() m WHERE m.tbl = t AND m.kind = 'account') THEN
         RAISE EXCEPTION 'the account''s rows of % have no table of account data on this shard', p_table
             USING ERRCODE = '55000', HINT = 'Run the same version of tco on every shard.';
@@ -769,10 +769,7 @@ END $$;
 CREATE OR REPLACE FUNCTION tco_shard.import_finish(p_account_id bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles su WHERE su.rolname = current_user AND su.rolsuper) THEN
-        RAISE EXCEPTION '% is for the router''s moves and id ranges: superusers only', 'tco_shard.import_finish'
-            USING ERRCODE = '42501', HINT = 'Move accounts with tco_cluster.move_account on the router.';
-    END IF;
+    PERFORM tco_shard.require_superuser('tco_shard.import_finish');
     PERFORM tco.bill_lines_written();
 END $$;
 

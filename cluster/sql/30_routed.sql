@@ -416,6 +416,18 @@ LANGUAGE plproxy SET search_path = pg_catalog, pg_temp AS $$
       FROM tco.account a LEFT JOIN tco.entity e ON e.entity_id = a.entity_id LEFT JOIN tco.member m ON m.account_id = a.account_id
      WHERE a.account_id = p_account_id;
 $$;
+-- An account's entity, its entity's verification and its organization,
+-- read on its shard (p_shard_id), which is named when it does not answer.
+CREATE FUNCTION tco_cluster.account_facts(p_account_id bigint, p_shard_id integer,
+                                          OUT entity_id bigint, OUT verified boolean, OUT org_id bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    SELECT f.entity_id, f.verified, f.org_id INTO entity_id, verified, org_id
+      FROM tco_cluster.px_account_facts(p_shard_id - 1, p_account_id) f;
+EXCEPTION WHEN internal_error THEN
+    PERFORM tco_cluster.raise_if_unreachable(p_shard_id, SQLERRM);
+    RAISE;
+END $$;
 CREATE FUNCTION tco_cluster.check_r2_across_shards(p_member bigint, p_manager bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -427,18 +439,8 @@ BEGIN
     IF s_member = s_manager THEN
         RETURN;
     END IF;
-    BEGIN
-        SELECT * INTO mb FROM tco_cluster.px_account_facts(s_member - 1, p_member);
-    EXCEPTION WHEN internal_error THEN
-        PERFORM tco_cluster.raise_if_unreachable(s_member, SQLERRM);
-        RAISE;
-    END;
-    BEGIN
-        SELECT * INTO mg FROM tco_cluster.px_account_facts(s_manager - 1, p_manager);
-    EXCEPTION WHEN internal_error THEN
-        PERFORM tco_cluster.raise_if_unreachable(s_manager, SQLERRM);
-        RAISE;
-    END;
+    SELECT * INTO mb FROM tco_cluster.account_facts(p_member, s_member);
+    SELECT * INTO mg FROM tco_cluster.account_facts(p_manager, s_manager);
     IF mb.entity_id IS NULL OR mg.entity_id IS NULL OR mb.entity_id <> mg.entity_id OR NOT coalesce(mb.verified, false) THEN
         RAISE EXCEPTION 'R2: account % (entity %) and management account % (entity %) are not verified as the same entity',
                 p_member, coalesce(mb.entity_id::text, 'none'), p_manager, coalesce(mg.entity_id::text, 'none')
